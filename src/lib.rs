@@ -1,0 +1,4 @@
+//! pullsecret: registry pull secrets for container tools.
+
+pub mod secret;
+pub mod store;

@@ -1,0 +1,14 @@
+//! The secret model: registry secrets, the keys they are found under, references
+//! to values held elsewhere, and the limits a stored secret must respect.
+
+mod limits;
+mod name;
+mod registry_secret;
+mod secret_ref;
+mod server_key;
+
+pub use limits::{LimitError, Limits};
+pub use name::{validate_name, NameError};
+pub use registry_secret::RegistrySecret;
+pub use secret_ref::{RefError, RefResolver, SecretRef, SecretValue, StoreLookup};
+pub use server_key::{ServerKey, ServerKeyError, DOCKER_HUB_KEY};

@@ -1,0 +1,1 @@
+//! docker `config.json` and containers `auth.json`: read, look up, write.
