@@ -1,4 +1,10 @@
 //! pullsecret: registry pull secrets for container tools.
 
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod gojson;
+pub mod helper;
+pub mod kubelet;
 pub mod secret;
 pub mod store;

@@ -107,6 +107,30 @@ impl ServerKey {
         self.path.as_deref().map_or(0, |p| p.split('/').count())
     }
 
+    /// A stored-secret name for this key (DNS-1123): `quay.io`, `docker.io`,
+    /// `127.0.0.1-5000`; lossy conversions get a short hash so distinct keys stay distinct.
+    pub fn secret_name(&self) -> String {
+        let text = match &self.path {
+            None => self.host.clone(),
+            Some(p) => format!("{}/{}", self.host, p),
+        };
+        let mut out: String = text
+            .chars()
+            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' { c } else { '-' })
+            .collect();
+        while out.contains("--") || out.contains("..") || out.contains(".-") || out.contains("-.") {
+            out = out.replace("--", "-").replace("..", ".").replace(".-", "-").replace("-.", "-");
+        }
+        let mut out = out.trim_matches(|c| c == '-' || c == '.').to_string();
+        if out != text || out.is_empty() {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(text.as_bytes());
+            out.truncate(200);
+            out = format!("{}-{}", out.trim_end_matches(['-', '.']), &hex::encode(h)[..8]).trim_start_matches('-').to_string();
+        }
+        out
+    }
+
     /// The registry-level key with the path dropped.
     pub fn registry(&self) -> ServerKey {
         Self {
@@ -202,6 +226,18 @@ mod tests {
                 DOCKER_HUB_KEY
             ]
         );
+    }
+
+    #[test]
+    fn secret_names_are_dns1123_and_distinct() {
+        let n = |s: &str| ServerKey::parse(s).unwrap().secret_name();
+        assert_eq!(n("quay.io"), "quay.io");
+        assert_eq!(n("docker.io"), "docker.io");
+        assert!(n("127.0.0.1:5000").starts_with("127.0.0.1-5000-"));
+        assert_ne!(n("quay.io/org"), n("quay.io-org"));
+        for s in ["127.0.0.1:5000", "quay.io/org/repo", "[::1]:5000", "Reg_1.example.com"] {
+            assert_eq!(crate::secret::validate_name(&n(s)), Ok(()), "{s}");
+        }
     }
 
     #[test]

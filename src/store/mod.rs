@@ -1,5 +1,103 @@
-//! Where secrets live: the `SecretStore` trait, the encrypted file store, keyrings,
-//! docker/containers/Kubernetes file formats and the lookup chain over them.
+//! Where secrets live: the `SecretStore` trait, the encrypted file store, docker /
+//! containers / Kubernetes file formats and the lookup chain over them.
 
+pub mod chain;
 pub mod docker_config;
+mod error;
+pub mod file;
 pub mod kube;
+mod master_key;
+pub mod model;
+
+pub use error::StoreError;
+pub use file::{FileStore, StorePaths};
+pub use model::{now_unix, Scope, SecretData, StoredSecret};
+
+use secrecy::SecretString;
+
+use crate::secret::{validate_name, NameError, RefResolver, StoreLookup};
+
+/// The namespace used when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A backend that holds secrets grouped by namespace.
+pub trait SecretStore {
+    /// `file`, `secret-service`, `keyutils`, …
+    fn backend_name(&self) -> &'static str;
+
+    /// Every secret in `namespace`, or in all namespaces when `None`.
+    fn list(&self, namespace: Option<&str>) -> Result<Vec<StoredSecret>, StoreError>;
+
+    /// Applies `edit` to the namespace's secrets atomically: all of it is stored, or
+    /// (on any error, from `edit` or the limits) none of it.
+    fn update(
+        &self,
+        namespace: &str,
+        edit: &mut dyn FnMut(&mut Vec<StoredSecret>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    fn get(&self, namespace: &str, name: &str) -> Result<Option<StoredSecret>, StoreError> {
+        Ok(self.list(Some(namespace))?.into_iter().find(|s| s.name == name))
+    }
+
+    /// Stores `secret`; replaces one of the same name only when `overwrite`.
+    fn put(&self, secret: StoredSecret, overwrite: bool) -> Result<(), StoreError> {
+        validate_name(&secret.name)?;
+        let ns = secret.namespace.clone();
+        let mut secret = Some(secret);
+        self.update(&ns, &mut |secrets| {
+            let Some(new) = secret.take() else { return Ok(()) };
+            match secrets.iter().position(|s| s.name == new.name) {
+                Some(_) if !overwrite => {
+                    Err(StoreError::AlreadyExists { namespace: new.namespace.clone(), name: new.name.clone() })
+                }
+                Some(i) => {
+                    secrets[i] = new;
+                    Ok(())
+                }
+                None => {
+                    secrets.push(new);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Deletes every named secret, or none if any is missing.
+    fn delete(&self, namespace: &str, names: &[String]) -> Result<(), StoreError> {
+        self.update(namespace, &mut |secrets| {
+            for name in names {
+                let i = secrets.iter().position(|s| &s.name == name).ok_or_else(|| StoreError::NotFound {
+                    namespace: namespace.to_string(),
+                    name: name.clone(),
+                })?;
+                secrets.remove(i);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Namespaces are DNS-1123 labels: they name files, so nothing else may pass.
+pub fn validate_namespace(ns: &str) -> Result<(), NameError> {
+    validate_name(ns)?;
+    if ns.contains('.') || ns.len() > 63 {
+        return Err(NameError::Characters(ns.to_string()));
+    }
+    Ok(())
+}
+
+/// `secret://NAMESPACE/NAME[/KEY]` lookups against any store.
+pub struct StoreRefs<'a>(pub &'a dyn SecretStore);
+
+impl StoreLookup for StoreRefs<'_> {
+    fn lookup_value(&self, namespace: &str, name: &str, key: Option<&str>) -> Result<Option<SecretString>, String> {
+        let secret = self.0.get(namespace, name).map_err(|e| e.to_string())?;
+        let Some(secret) = secret else { return Ok(None) };
+        let Some(value) = secret.value(key) else {
+            return Err(format!("has no value {:?}", key.unwrap_or("(default)")));
+        };
+        // A stored value may itself be a reference; resolve it without a store to stop cycles.
+        RefResolver::default().resolve_value(value).map(Some).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,27 @@
+//! `pullsecret kubelet-credential-provider`: answer one kubelet request from the lookup chain.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+
+use super::{Cli, Ctx};
+use crate::kubelet::{image_registry, image_repository, parse_request, response};
+use crate::store::chain::Chain;
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let mut text = String::new();
+    std::io::stdin().take(1 << 20).read_to_string(&mut text).context("reading the request from stdin")?;
+    let image = parse_request(&text)?;
+    let ctx = Ctx::new(cli)?;
+    let chain = Chain { store: ctx.store.as_ref(), namespace: ctx.config.namespace(), kube_dirs: ctx.config.kube_secret_dirs.clone() };
+    let duration = std::env::var("PULLSECRET_KUBELET_CACHE_DURATION").unwrap_or_else(|_| "5m0s".into());
+    // Look the repository up so namespaced secrets (quay.io/org) win, but key the answer by registry.
+    let found = chain.lookup(&image_repository(&image))?;
+    let registry = image_registry(&image);
+    let out = match &found {
+        Some((secret, _)) => response(Some((registry, secret)), &duration),
+        None => response(None, &duration),
+    };
+    print!("{out}");
+    Ok(())
+}

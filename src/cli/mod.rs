@@ -1,0 +1,111 @@
+//! The `pullsecret` command line: global flags, logging, and dispatch to one file per subcommand.
+
+mod doctor;
+mod kubelet;
+mod login;
+mod output;
+mod secret;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::store::{FileStore, SecretStore, StorePaths};
+
+#[derive(Parser, Debug)]
+#[command(name = "pullsecret", version, about = "Registry pull secrets for container tools")]
+pub struct Cli {
+    /// Directory holding the encrypted secret store (default $XDG_DATA_HOME/pullsecret).
+    #[arg(long, global = true, env = "PULLSECRET_STORE_DIR")]
+    store_dir: Option<PathBuf>,
+    /// Config file (default $XDG_CONFIG_HOME/pullsecret/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, import, list, inspect, export and delete secrets.
+    #[command(subcommand)]
+    Secret(secret::SecretCmd),
+    /// Store credentials for a registry, like `docker login`.
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry, like `docker logout`.
+    Logout(login::LogoutArgs),
+    /// Act as a kubelet image credential provider (request on stdin, response on stdout).
+    KubeletCredentialProvider,
+    /// Show which store is in use and which source answers for a registry.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Everything subcommands share: config, the store, the working namespace.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub store: Box<dyn SecretStore>,
+    pub paths: StorePaths,
+}
+
+impl Ctx {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let config = Config::load(cli.config.as_deref())?;
+        let paths = StorePaths::from_env(cli.store_dir.as_deref());
+        let store = Box::new(FileStore::new(paths.clone(), config.limits));
+        Ok(Self { config, store, paths })
+    }
+
+    pub fn namespace(&self, flag: Option<&str>) -> String {
+        flag.map(str::to_string).unwrap_or_else(|| self.config.namespace())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let result = match &cli.command {
+        Command::KubeletCredentialProvider => kubelet::run(&cli),
+        _ => Ctx::new(&cli).and_then(|ctx| match &cli.command {
+            Command::Secret(cmd) => secret::run(&ctx, cmd),
+            Command::Login(a) => login::login(&ctx, a),
+            Command::Logout(a) => login::logout(&ctx, a),
+            Command::Doctor(a) => doctor::run(&ctx, a),
+            Command::KubeletCredentialProvider => unreachable!("dispatched above"),
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line: the error and its causes joined, so scripts see a single clear message.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+pub(crate) fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}

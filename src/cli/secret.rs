@@ -1,0 +1,609 @@
+//! `pullsecret secret …`: create, import, list, inspect, export and delete stored secrets.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::output::{ago, table};
+use super::Ctx;
+use crate::secret::{validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY};
+use crate::store::docker_config;
+use crate::store::kube::{self, KubeSecret};
+use crate::store::{now_unix, validate_namespace, Scope, SecretData, StoreRefs, StoredSecret};
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Create a secret (docker-registry, generic or tls), like `kubectl create secret`.
+    #[command(subcommand)]
+    Create(CreateCmd),
+    /// Import Kubernetes Secret JSON/YAML, a docker config.json or a containers auth.json.
+    Import(ImportArgs),
+    /// List secrets.
+    List(ListArgs),
+    /// Show one secret; passwords hidden unless --show-secret.
+    Inspect(InspectArgs),
+    /// Delete secrets by name.
+    Delete(DeleteArgs),
+    /// Print a secret as a Kubernetes Secret, dockerconfigjson, auth.json or docker config.
+    Export(ExportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CreateCmd {
+    /// Registry credentials (server, username, password, email).
+    DockerRegistry(DockerRegistryArgs),
+    /// Arbitrary key/value pairs.
+    Generic(GenericArgs),
+    /// A TLS certificate and key.
+    Tls(TlsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Namespace (default from PULLSECRET_NAMESPACE or config, else `default`).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Who may use the secret.
+    #[arg(long, default_value = "namespace", value_parser = ["namespace", "global", "global-private"])]
+    scope: String,
+    /// Only print the Secret that would be stored (`client`), store nothing.
+    #[arg(long, num_args = 0..=1, default_missing_value = "client", require_equals = true, value_parser = ["none", "client"])]
+    dry_run: Option<String>,
+    /// Output format for --dry-run.
+    #[arg(short = 'o', long, value_parser = ["json", "yaml"])]
+    output: Option<String>,
+    /// Replace an existing secret of the same name.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DockerRegistryArgs {
+    name: String,
+    #[arg(long, default_value = DOCKER_HUB_KEY)]
+    docker_server: String,
+    #[arg(long)]
+    docker_username: Option<String>,
+    /// The password (visible in `ps`; prefer --docker-password-stdin or --docker-password-ref).
+    #[arg(long, conflicts_with_all = ["docker_password_stdin", "docker_password_ref"])]
+    docker_password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long, conflicts_with = "docker_password_ref")]
+    docker_password_stdin: bool,
+    /// A reference resolved at use time: env://, file://, cmd://, op://, vault://, secret://.
+    #[arg(long)]
+    docker_password_ref: Option<String>,
+    #[arg(long)]
+    docker_email: Option<String>,
+    /// `.dockerconfigjson=PATH`: take the credentials from a docker config file.
+    #[arg(long, conflicts_with_all = ["docker_username", "docker_password", "docker_password_stdin", "docker_password_ref"])]
+    from_file: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct GenericArgs {
+    name: String,
+    /// KEY=VALUE
+    #[arg(long)]
+    from_literal: Vec<String>,
+    /// [KEY=]PATH
+    #[arg(long)]
+    from_file: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    name: String,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Kubernetes Secret JSON/YAML file (one Secret or a List); `-` for stdin.
+    #[arg(short = 'f', long, conflicts_with_all = ["from_docker_config", "from_auth_json"])]
+    file: Option<String>,
+    /// Import `auths` from a docker config.json (default $DOCKER_CONFIG/config.json).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", require_equals = true, conflicts_with = "from_auth_json")]
+    from_docker_config: Option<String>,
+    /// Import from a containers auth.json (default: the first in podman's lookup order).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    from_auth_json: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[arg(long, default_value = "namespace", value_parser = ["namespace", "global", "global-private"])]
+    scope: String,
+    /// Replace existing secrets of the same name.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// List secrets in every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    name: String,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[arg(short = 'o', long, default_value = "json", value_parser = ["json", "yaml"])]
+    output: String,
+    /// Print secret values instead of ********.
+    #[arg(long)]
+    show_secret: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    name: String,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[arg(long, default_value = "k8s", value_parser = ["k8s", "dockerconfigjson", "auth.json", "docker-config"])]
+    format: String,
+    /// Kubernetes output as yaml instead of json.
+    #[arg(short = 'o', long, default_value = "json", value_parser = ["json", "yaml"])]
+    output: String,
+}
+
+pub fn run(ctx: &Ctx, cmd: &SecretCmd) -> Result<()> {
+    match cmd {
+        SecretCmd::Create(CreateCmd::DockerRegistry(a)) => create_docker_registry(ctx, a),
+        SecretCmd::Create(CreateCmd::Generic(a)) => create_generic(ctx, a),
+        SecretCmd::Create(CreateCmd::Tls(a)) => create_tls(ctx, a),
+        SecretCmd::Import(a) => import(ctx, a),
+        SecretCmd::List(a) => list(ctx, a),
+        SecretCmd::Inspect(a) => inspect(ctx, a),
+        SecretCmd::Delete(a) => {
+            let ns = ctx.namespace(a.namespace.as_deref());
+            validate_namespace(&ns)?;
+            ctx.store.delete(&ns, &a.names)?;
+            for n in &a.names {
+                println!("secret \"{n}\" deleted");
+            }
+            Ok(())
+        }
+        SecretCmd::Export(a) => export(ctx, a),
+    }
+}
+
+fn create_docker_registry(ctx: &Ctx, a: &DockerRegistryArgs) -> Result<()> {
+    let (server, username, password, email) = if let Some(spec) = a.from_file.first() {
+        let path = spec
+            .strip_prefix(".dockerconfigjson=")
+            .ok_or_else(|| anyhow!("--from-file must be .dockerconfigjson=PATH for docker-registry secrets"))?;
+        let entry = single_entry_from_config(Path::new(path))?;
+        let email = entry.email.clone();
+        (entry.server, entry.username, SecretValue::Literal(entry.password), email)
+    } else {
+        let username = a
+            .docker_username
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| anyhow!("required flag --docker-username not set"))?;
+        let password = if let Some(p) = &a.docker_password {
+            SecretValue::Literal(SecretString::from(p.clone()))
+        } else if a.docker_password_stdin {
+            SecretValue::Literal(read_password_stdin()?)
+        } else if let Some(r) = &a.docker_password_ref {
+            match crate::secret::SecretRef::parse(r)? {
+                Some(r) => SecretValue::Ref(r),
+                None => bail!("--docker-password-ref {r:?} is not a reference (env://, file://, cmd://, op://, vault://, secret://)"),
+            }
+        } else {
+            bail!("one of --docker-password, --docker-password-stdin or --docker-password-ref is required");
+        };
+        ServerKey::parse(&a.docker_server).with_context(|| format!("--docker-server {:?}", a.docker_server))?;
+        (a.docker_server.clone(), username, password, a.docker_email.clone().filter(|e| !e.is_empty()))
+    };
+    let data = SecretData::DockerRegistry { server, username, password, email };
+    finish_create(ctx, &a.name, &a.common, data)
+}
+
+fn create_generic(ctx: &Ctx, a: &GenericArgs) -> Result<()> {
+    let mut map = BTreeMap::new();
+    for lit in &a.from_literal {
+        let (k, v) = lit.split_once('=').ok_or_else(|| anyhow!("--from-literal must be KEY=VALUE"))?;
+        check_key(k)?;
+        if map.insert(k.to_string(), SecretValue::Literal(SecretString::from(v.to_string()))).is_some() {
+            bail!("key {k:?} given twice");
+        }
+    }
+    for spec in &a.from_file {
+        let (k, path) = match spec.split_once('=') {
+            Some((k, p)) => (k.to_string(), PathBuf::from(p)),
+            None => {
+                let p = PathBuf::from(spec);
+                let k = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                (k, p)
+            }
+        };
+        check_key(&k)?;
+        let text = read_utf8(&path)?;
+        if map.insert(k.clone(), SecretValue::Literal(SecretString::from(text))).is_some() {
+            bail!("key {k:?} given twice");
+        }
+    }
+    if map.is_empty() {
+        bail!("give at least one --from-literal or --from-file");
+    }
+    finish_create(ctx, &a.name, &a.common, SecretData::Generic(map))
+}
+
+fn create_tls(ctx: &Ctx, a: &TlsArgs) -> Result<()> {
+    let cert = read_utf8(&a.cert)?;
+    let key = read_utf8(&a.key)?;
+    if !cert.contains("-----BEGIN CERTIFICATE-----") {
+        bail!("{}: no PEM certificate found", a.cert.display());
+    }
+    if !key.contains("PRIVATE KEY-----") {
+        bail!("{}: no PEM private key found", a.key.display());
+    }
+    let data = SecretData::Tls { cert, key: SecretValue::Literal(SecretString::from(key)) };
+    finish_create(ctx, &a.name, &a.common, data)
+}
+
+fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<()> {
+    validate_name(name)?;
+    let ns = ctx.namespace(c.namespace.as_deref());
+    validate_namespace(&ns)?;
+    let scope = Scope::parse(&c.scope).ok_or_else(|| anyhow!("unknown scope {}", c.scope))?;
+    let secret = StoredSecret { name: name.to_string(), namespace: ns.clone(), scope, created: now_unix(), data };
+    match c.dry_run.as_deref() {
+        Some("client") => {
+            // Like kubectl, the namespace appears only when given explicitly.
+            let doc = kube_document(ctx, &secret, c.namespace.as_deref(), c.output.as_deref().unwrap_or("json"))?;
+            print!("{doc}");
+            Ok(())
+        }
+        _ => {
+            if c.output.is_some() {
+                bail!("-o is only valid with --dry-run=client");
+            }
+            ctx.store.put(secret, c.overwrite)?;
+            println!("secret/{name} created");
+            Ok(())
+        }
+    }
+}
+
+/// The secret as kubectl would print it, with references resolved.
+fn kube_document(ctx: &Ctx, s: &StoredSecret, namespace: Option<&str>, output: &str) -> Result<String> {
+    let refs = StoreRefs(ctx.store.as_ref());
+    let resolver = RefResolver::with_store(&refs);
+    let yaml = output == "yaml";
+    Ok(match &s.data {
+        SecretData::DockerRegistry { .. } => {
+            let entry = s.to_registry_secret(&resolver)?.ok_or_else(|| anyhow!("not a registry secret"))?;
+            if yaml {
+                kube::docker_registry_yaml(&s.name, namespace, &[entry])
+            } else {
+                kube::docker_registry_json(&s.name, namespace, &[entry])
+            }
+        }
+        SecretData::Generic(map) => {
+            let mut data = BTreeMap::new();
+            for (k, v) in map {
+                data.insert(k.clone(), resolver.resolve_value(v)?.expose_secret().as_bytes().to_vec());
+            }
+            if yaml {
+                kube::generic_yaml(&s.name, namespace, &data)
+            } else {
+                kube::generic_json(&s.name, namespace, &data)
+            }
+        }
+        SecretData::Tls { cert, key } => {
+            let key = resolver.resolve_value(key)?;
+            if yaml {
+                kube::tls_yaml(&s.name, namespace, cert.as_bytes(), key.expose_secret().as_bytes())
+            } else {
+                kube::tls_json(&s.name, namespace, cert.as_bytes(), key.expose_secret().as_bytes())
+            }
+        }
+    })
+}
+
+fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
+    let scope = Scope::parse(&a.scope).ok_or_else(|| anyhow!("unknown scope {}", a.scope))?;
+    let now = now_unix();
+    // Parse and validate everything before storing anything.
+    let mut by_ns: BTreeMap<String, Vec<StoredSecret>> = BTreeMap::new();
+    if let Some(file) = &a.file {
+        let text = if file == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+            s
+        } else {
+            read_utf8(Path::new(file))?
+        };
+        for ks in kube::parse_secrets(&text).with_context(|| format!("{file}"))? {
+            let ns = a.namespace.clone().or_else(|| ks.namespace.clone()).unwrap_or_else(|| ctx.config.namespace());
+            for s in from_kube(&ks, &ns, scope, now)? {
+                by_ns.entry(ns.clone()).or_default().push(s);
+            }
+        }
+    } else {
+        let (path, what) = if let Some(p) = &a.from_docker_config {
+            (if p.is_empty() { docker_config::docker_config_path() } else { PathBuf::from(p) }, "docker config")
+        } else if let Some(p) = &a.from_auth_json {
+            let path = if p.is_empty() {
+                docker_config::auth_json_paths()
+                    .into_iter()
+                    .find(|p| p.exists())
+                    .ok_or_else(|| anyhow!("no containers auth.json found in the lookup order"))?
+            } else {
+                PathBuf::from(p)
+            };
+            (path, "auth.json")
+        } else {
+            bail!("give -f FILE, --from-docker-config or --from-auth-json");
+        };
+        let cfg = docker_config::load(&path)?.ok_or_else(|| anyhow!("{what} {} does not exist", path.display()))?;
+        let ns = ctx.namespace(a.namespace.as_deref());
+        for e in cfg.entries()? {
+            let name = ServerKey::parse(&e.server)?.secret_name();
+            by_ns.entry(ns.clone()).or_default().push(registry_stored(&name, &ns, scope, now, e));
+        }
+    }
+    if by_ns.is_empty() {
+        bail!("nothing to import");
+    }
+    for (ns, secrets) in &by_ns {
+        validate_namespace(ns)?;
+        for s in secrets {
+            validate_name(&s.name)?;
+        }
+    }
+    for (ns, secrets) in by_ns {
+        let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
+        let mut pending = Some(secrets);
+        ctx.store.update(&ns, &mut |existing| {
+            for new in pending.take().unwrap_or_default() {
+                match existing.iter().position(|s| s.name == new.name) {
+                    Some(_) if !a.overwrite => {
+                        return Err(crate::store::StoreError::AlreadyExists {
+                            namespace: ns.clone(),
+                            name: new.name.clone(),
+                        })
+                    }
+                    Some(i) => existing[i] = new,
+                    None => existing.push(new),
+                }
+            }
+            Ok(())
+        })?;
+        for n in names {
+            println!("secret/{n} imported into {ns}");
+        }
+    }
+    Ok(())
+}
+
+fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<StoredSecret>> {
+    let text = |k: &str| -> Result<String> {
+        let v = ks.data.get(k).ok_or_else(|| anyhow!("secret {:?} has no {k:?}", ks.name))?;
+        String::from_utf8(v.clone()).map_err(|_| anyhow!("secret {:?}: {k:?} is not UTF-8", ks.name))
+    };
+    let stored = |data| StoredSecret { name: ks.name.clone(), namespace: ns.to_string(), scope, created: now, data };
+    Ok(match ks.kind.as_str() {
+        "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" => {
+            let entries = kube::registry_entries(ks)?;
+            let many = entries.len() > 1;
+            entries
+                .into_iter()
+                .map(|e| {
+                    let name = if many {
+                        format!("{}-{}", ks.name, ServerKey::parse(&e.server).map(|k| k.secret_name()).unwrap_or_default())
+                    } else {
+                        ks.name.clone()
+                    };
+                    registry_stored(&name, ns, scope, now, e)
+                })
+                .collect()
+        }
+        "kubernetes.io/tls" => {
+            vec![stored(SecretData::Tls {
+                cert: text("tls.crt")?,
+                key: SecretValue::Literal(SecretString::from(text("tls.key")?)),
+            })]
+        }
+        _ => {
+            let mut map = BTreeMap::new();
+            for k in ks.data.keys() {
+                map.insert(k.clone(), SecretValue::Literal(SecretString::from(text(k)?)));
+            }
+            vec![stored(SecretData::Generic(map))]
+        }
+    })
+}
+
+pub(crate) fn registry_stored(name: &str, ns: &str, scope: Scope, now: u64, e: RegistrySecret) -> StoredSecret {
+    StoredSecret {
+        name: name.to_string(),
+        namespace: ns.to_string(),
+        scope,
+        created: now,
+        data: SecretData::DockerRegistry {
+            server: e.server,
+            username: e.username,
+            password: SecretValue::Literal(e.password),
+            email: e.email,
+        },
+    }
+}
+
+fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
+    let ns = (!a.all_namespaces).then(|| ctx.namespace(a.namespace.as_deref()));
+    if let Some(ns) = &ns {
+        validate_namespace(ns)?;
+    }
+    let mut secrets = ctx.store.list(ns.as_deref())?;
+    secrets.sort_by(|x, y| (&x.namespace, &x.name).cmp(&(&y.namespace, &y.name)));
+    if a.output == "json" {
+        let items: Vec<serde_json::Value> = secrets.iter().map(|s| summary(s, false)).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    let now = now_unix();
+    let mut header = vec!["NAME", "TYPE", "SERVER", "USERNAME", "SCOPE", "CREATED"];
+    if a.all_namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    let rows: Vec<Vec<String>> = secrets
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                s.name.clone(),
+                s.type_name().to_string(),
+                s.server().unwrap_or("").to_string(),
+                s.username().unwrap_or("").to_string(),
+                s.scope.as_str().to_string(),
+                ago(s.created, now),
+            ];
+            if a.all_namespaces {
+                row.insert(0, s.namespace.clone());
+            }
+            row
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("No secrets found in {} namespace.", ns.as_deref().unwrap_or("any"));
+        return Ok(());
+    }
+    print!("{}", table(&header, &rows));
+    Ok(())
+}
+
+/// A JSON description of a secret; values masked unless `show` (references are shown as written).
+fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
+    let mask = |v: &SecretValue| match v {
+        SecretValue::Ref(r) => serde_json::Value::String(r.as_str().to_string()),
+        SecretValue::Literal(x) if show => serde_json::Value::String(x.expose_secret().to_string()),
+        SecretValue::Literal(_) => serde_json::Value::String("********".into()),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("name".into(), s.name.clone().into());
+    m.insert("namespace".into(), s.namespace.clone().into());
+    m.insert("type".into(), s.type_name().into());
+    m.insert("scope".into(), s.scope.as_str().into());
+    m.insert("created".into(), s.created.into());
+    match &s.data {
+        SecretData::DockerRegistry { server, username, password, email } => {
+            m.insert("server".into(), server.clone().into());
+            m.insert("username".into(), username.clone().into());
+            m.insert("password".into(), mask(password));
+            if let Some(e) = email {
+                m.insert("email".into(), e.clone().into());
+            }
+        }
+        SecretData::Generic(map) => {
+            let data: serde_json::Map<String, serde_json::Value> = map.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
+            m.insert("data".into(), data.into());
+        }
+        SecretData::Tls { cert, key } => {
+            m.insert("tls.crt".into(), cert.clone().into());
+            m.insert("tls.key".into(), mask(key));
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+fn find(ctx: &Ctx, name: &str, namespace: Option<&str>) -> Result<StoredSecret> {
+    let ns = ctx.namespace(namespace);
+    validate_namespace(&ns)?;
+    ctx.store.get(&ns, name)?.ok_or_else(|| anyhow!("secret {ns}/{name} not found"))
+}
+
+fn inspect(ctx: &Ctx, a: &InspectArgs) -> Result<()> {
+    let s = find(ctx, &a.name, a.namespace.as_deref())?;
+    let v = summary(&s, a.show_secret);
+    if a.output == "yaml" {
+        print!("{}", serde_yaml::to_string(&v)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
+
+fn export(ctx: &Ctx, a: &ExportArgs) -> Result<()> {
+    let s = find(ctx, &a.name, a.namespace.as_deref())?;
+    if a.format == "k8s" {
+        print!("{}", kube_document(ctx, &s, a.namespace.as_deref(), &a.output)?);
+        return Ok(());
+    }
+    let refs = StoreRefs(ctx.store.as_ref());
+    let resolver = RefResolver::with_store(&refs);
+    let entry = s
+        .to_registry_secret(&resolver)?
+        .ok_or_else(|| anyhow!("--format {} needs a docker-registry secret; {} is {}", a.format, s.name, s.type_name()))?;
+    let out = match a.format.as_str() {
+        "dockerconfigjson" => format!("{}\n", kube::dockerconfigjson_payload(std::slice::from_ref(&entry))),
+        "auth.json" => docker_config::auth_json(std::slice::from_ref(&entry)),
+        _ => docker_config::docker_config_json(std::slice::from_ref(&entry)),
+    };
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+fn single_entry_from_config(path: &Path) -> Result<RegistrySecret> {
+    let cfg = docker_config::load(path)?.ok_or_else(|| anyhow!("{} does not exist", path.display()))?;
+    let mut entries = cfg.entries()?;
+    match entries.len() {
+        1 => Ok(entries.remove(0)),
+        0 => bail!("{} holds no registry credentials", path.display()),
+        n => bail!("{} holds {n} registries; a docker-registry secret here holds one (use `secret import --from-docker-config`)", path.display()),
+    }
+}
+
+fn read_password_stdin() -> Result<SecretString> {
+    let mut s = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().take(64 * 1024).read_to_string(&mut s).context("reading the password from stdin")?;
+    let p = s.trim_end_matches(['\n', '\r']);
+    if p.is_empty() {
+        bail!("empty password on stdin");
+    }
+    Ok(SecretString::from(p.to_string()))
+}
+
+fn read_utf8(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
+}
+
+/// Kubernetes Secret data keys: `[-._a-zA-Z0-9]+`.
+fn check_key(k: &str) -> Result<()> {
+    if k.is_empty() || k.len() > 253 || !k.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c)) {
+        bail!("invalid key {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'");
+    }
+    Ok(())
+}

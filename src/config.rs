@@ -1,0 +1,67 @@
+//! The TOML config file (`$XDG_CONFIG_HOME/pullsecret/config.toml` or `--config`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Limits;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `auto`, `file`, `secret-service`, `keyutils`, `keychain`, `wincred`.
+    pub store: Option<String>,
+    /// Namespace for CLI and helper operations (`PULLSECRET_NAMESPACE` overrides).
+    pub namespace: Option<String>,
+    pub limits: Limits,
+    /// Directories of Kubernetes Secret files the lookup chain reads.
+    pub kube_secret_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads `path`, or the default location when `None` (a missing default file is an empty config).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => match std::env::var_os("PULLSECRET_CONFIG") {
+                Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+                _ => (default_config_dir().join("config.toml"), false),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_string() })?;
+        cfg.limits = cfg.limits.with_env_overrides();
+        Ok(cfg)
+    }
+
+    /// The namespace to work in: `PULLSECRET_NAMESPACE`, then config, then `default`.
+    pub fn namespace(&self) -> String {
+        std::env::var("PULLSECRET_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.namespace.clone())
+            .unwrap_or_else(|| crate::store::DEFAULT_NAMESPACE.to_string())
+    }
+}
+
+/// `$XDG_CONFIG_HOME/pullsecret`, else `~/.config/pullsecret`.
+pub fn default_config_dir() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".config"))
+        .join("pullsecret")
+}

@@ -1,0 +1,257 @@
+//! The docker credential-helper protocol (`store|get|erase|list|version`), byte-compatible
+//! with docker-credential-helpers. Synchronous: `get` must start and answer in milliseconds.
+
+use std::io::{BufRead, Read, Write};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::gojson::quote;
+use crate::secret::{RegistrySecret, ServerKey};
+use crate::store::chain::Chain;
+use crate::store::{now_unix, Scope, SecretData, SecretStore, StoreError, StoredSecret};
+use crate::secret::SecretValue;
+
+/// The exact text docker matches to mean "no credentials".
+pub const NOT_FOUND: &str = "credentials not found in native keychain";
+const USAGE: &str = "Usage: docker-credential-pullsecret <store|get|erase|list|version>";
+/// docker-credential-helpers reads stdin with a bufio.Scanner: 64 KiB per line at most.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Everything the helper needs: the store and how to search beyond it.
+pub struct Helper<'a> {
+    pub store: &'a dyn SecretStore,
+    pub namespace: String,
+    pub kube_dirs: Vec<std::path::PathBuf>,
+}
+
+/// Runs one helper invocation; returns the exit code. Every error goes to `out`.
+pub fn run(helper: &Helper, args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> i32 {
+    if args.len() != 1 {
+        let _ = writeln!(out, "{USAGE}");
+        return 1;
+    }
+    let verb = args[0].as_str();
+    let result = match verb {
+        "version" | "--version" | "-v" => {
+            let _ = writeln!(out, "docker-credential-pullsecret (pullsecret) {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        "store" | "get" | "erase" | "list" => match read_input(input) {
+            Ok(text) => match verb {
+                "store" => helper.store_cmd(&text),
+                "get" => helper.get_cmd(&text, out),
+                "erase" => helper.erase_cmd(&text),
+                _ => helper.list_cmd(out),
+            },
+            Err(e) => Err(e),
+        },
+        _ => {
+            let _ = writeln!(out, "{USAGE}");
+            return 1;
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(msg) => {
+            let _ = writeln!(out, "{msg}");
+            1
+        }
+    }
+}
+
+/// Reads stdin the way Go's `bufio.Scanner` does: lines joined without their newlines.
+fn read_input(input: &mut dyn Read) -> Result<zeroize::Zeroizing<String>, String> {
+    let mut joined = zeroize::Zeroizing::new(String::new());
+    let mut reader = std::io::BufReader::new(input.take(16 * MAX_LINE as u64 + 1));
+    let mut line = zeroize::Zeroizing::new(Vec::new());
+    let mut total = 0usize;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.len() >= MAX_LINE || total > 16 * MAX_LINE {
+            return Err("bufio.Scanner: token too long".into());
+        }
+        joined.push_str(&String::from_utf8_lossy(body));
+    }
+    Ok(joined)
+}
+
+impl Helper<'_> {
+    fn store_cmd(&self, text: &str) -> Result<(), String> {
+        let creds = parse_credentials(text)?;
+        if creds.server_url.is_empty() {
+            return Err("no credentials server URL".into());
+        }
+        if creds.username.is_empty() {
+            return Err("no credentials username".into());
+        }
+        let key = ServerKey::parse(&creds.server_url).map_err(|e| e.to_string())?;
+        let server = creds.server_url.clone();
+        let mut new = Some(StoredSecret {
+            name: key.secret_name(),
+            namespace: self.namespace.clone(),
+            scope: Scope::Namespace,
+            created: now_unix(),
+            data: SecretData::DockerRegistry {
+                server: server.clone(),
+                username: creds.username.clone(),
+                password: SecretValue::Literal(creds.secret),
+                email: None,
+            },
+        });
+        self.store
+            .update(&self.namespace, &mut |secrets| {
+                let Some(mut s) = new.take() else { return Ok(()) };
+                // Re-storing the same server replaces its entry, whatever it was named.
+                match secrets.iter().position(|x| x.server() == Some(server.as_str())).or_else(|| secrets.iter().position(|x| x.name == s.name)) {
+                    Some(i) => {
+                        s.name = secrets[i].name.clone();
+                        secrets[i] = s;
+                    }
+                    None => secrets.push(s),
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    fn get_cmd(&self, text: &str, out: &mut dyn Write) -> Result<(), String> {
+        let server = text.trim();
+        if server.is_empty() {
+            return Err("no credentials server URL".into());
+        }
+        let chain = Chain { store: self.store, namespace: self.namespace.clone(), kube_dirs: self.kube_dirs.clone() };
+        match chain.lookup(server) {
+            Ok(Some((secret, _))) => {
+                let line = credentials_json(server, &secret);
+                out.write_all(line.as_bytes()).map_err(|e| e.to_string())
+            }
+            Ok(None) => Err(NOT_FOUND.into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn erase_cmd(&self, text: &str) -> Result<(), String> {
+        let server = text.trim();
+        if server.is_empty() {
+            return Err("no credentials server URL".into());
+        }
+        let Ok(key) = ServerKey::parse(server) else { return Ok(()) };
+        let matches = |s: &StoredSecret| {
+            s.server() == Some(server) || s.server().and_then(|x| ServerKey::parse(x).ok()).as_ref() == Some(&key)
+        };
+        // Erasing what is not there succeeds silently, as docker-credential-secretservice does;
+        // skopeo and podman loop on logout otherwise.
+        if !self.store.list(Some(&self.namespace)).map_err(|e| e.to_string())?.iter().any(matches) {
+            return Ok(());
+        }
+        self.store
+            .update(&self.namespace, &mut |secrets| {
+                secrets.retain(|s| !matches(s));
+                Ok(())
+            })
+            .map_err(|e: StoreError| e.to_string())
+    }
+
+    fn list_cmd(&self, out: &mut dyn Write) -> Result<(), String> {
+        let secrets = self.store.list(Some(&self.namespace)).map_err(|e| e.to_string())?;
+        // Go encodes maps with sorted keys.
+        let mut map = std::collections::BTreeMap::new();
+        for s in &secrets {
+            if let (Some(server), Some(user)) = (s.server(), s.username()) {
+                map.insert(server.to_string(), user.to_string());
+            }
+        }
+        let body: Vec<String> = map.iter().map(|(k, v)| format!("{}:{}", quote(k), quote(v))).collect();
+        writeln!(out, "{{{}}}", body.join(",")).map_err(|e| e.to_string())
+    }
+}
+
+/// `{"ServerURL":…,"Username":…,"Secret":…}` plus newline, as Go's encoder writes it.
+pub fn credentials_json(server: &str, s: &RegistrySecret) -> String {
+    format!(
+        "{{\"ServerURL\":{},\"Username\":{},\"Secret\":{}}}\n",
+        quote(server),
+        quote(&s.username),
+        quote(s.password.expose_secret())
+    )
+}
+
+struct Credentials {
+    server_url: String,
+    username: String,
+    secret: SecretString,
+}
+
+/// Decodes the `store` payload with Go's rules: field names match case-insensitively,
+/// unknown fields are ignored, `null` leaves a field empty, the last duplicate wins.
+fn parse_credentials(text: &str) -> Result<Credentials, String> {
+    let value: serde_json::Value = {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::Deserialize::deserialize(&mut de).map_err(|e| go_syntax_error(text, &e))?
+    };
+    let obj = match value {
+        serde_json::Value::Object(m) => m,
+        other => {
+            return Err(format!(
+                "json: cannot unmarshal {} into Go value of type credentials.Credentials",
+                go_kind(&other)
+            ))
+        }
+    };
+    let mut creds = Credentials { server_url: String::new(), username: String::new(), secret: SecretString::from(String::new()) };
+    for (k, v) in obj {
+        let field = match k.to_ascii_lowercase().as_str() {
+            "serverurl" => "ServerURL",
+            "username" => "Username",
+            "secret" => "Secret",
+            _ => continue,
+        };
+        let s = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Null => continue,
+            other => {
+                return Err(format!(
+                    "json: cannot unmarshal {} into Go struct field Credentials.{field} of type string",
+                    go_kind(&other)
+                ))
+            }
+        };
+        match field {
+            "ServerURL" => creds.server_url = s,
+            "Username" => creds.username = s,
+            _ => creds.secret = SecretString::from(s),
+        }
+    }
+    Ok(creds)
+}
+
+fn go_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Go's message for the first syntax error in `text` (its decoder reads only the first value).
+fn go_syntax_error(text: &str, e: &serde_json::Error) -> String {
+    if text.trim().is_empty() {
+        return "EOF".into();
+    }
+    if e.is_eof() {
+        return "unexpected EOF".into();
+    }
+    crate::helper::gosyntax::describe(text).unwrap_or_else(|| "invalid JSON".into())
+}
+
+mod gosyntax;

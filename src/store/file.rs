@@ -1,0 +1,269 @@
+//! The encrypted file store, the embedded default: one file per namespace, each sealed
+//! with its own data key (XChaCha20-Poly1305), data keys wrapped by a master key kept apart.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::master_key::MasterKey;
+use super::model::{Record, StoredSecret};
+use super::{SecretStore, StoreError};
+use crate::fsutil::{create_private_dir, write_atomic, LockGuard};
+use crate::secret::{LimitError, Limits};
+
+const FORMAT: &str = "pullsecret-namespace-v1";
+const DIR: &str = "secrets-v1";
+const EXT: &str = "enc";
+
+/// Where the file store keeps data and its master key.
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    /// Holds `secrets-v1/<namespace>.enc`.
+    pub data_dir: PathBuf,
+    /// The master key file (used when no OS keyring holds the key).
+    pub key_file: PathBuf,
+}
+
+impl StorePaths {
+    /// `$PULLSECRET_STORE_DIR` or `$XDG_DATA_HOME/pullsecret`; key at
+    /// `$PULLSECRET_MASTER_KEY_FILE` or `$XDG_CONFIG_HOME/pullsecret/master.key`.
+    pub fn from_env(store_dir: Option<&Path>) -> Self {
+        let home = || std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let xdg = |var: &str, fallback: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home().join(fallback))
+        };
+        let data_dir = store_dir
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("PULLSECRET_STORE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("pullsecret"));
+        let key_file = std::env::var_os("PULLSECRET_MASTER_KEY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("pullsecret").join("master.key"));
+        Self { data_dir, key_file }
+    }
+}
+
+/// The sealed file for one namespace.
+#[derive(Serialize, Deserialize)]
+struct NamespaceFile {
+    format: String,
+    namespace: String,
+    key_id: String,
+    wrapped_key: String,
+    data: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct NamespacePlain {
+    secrets: Vec<Record>,
+}
+
+pub struct FileStore {
+    paths: StorePaths,
+    limits: Limits,
+}
+
+impl FileStore {
+    pub fn new(paths: StorePaths, limits: Limits) -> Self {
+        Self { paths, limits }
+    }
+
+    pub fn paths(&self) -> &StorePaths {
+        &self.paths
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.paths.data_dir.join(DIR)
+    }
+
+    fn ns_path(&self, namespace: &str) -> PathBuf {
+        self.dir().join(format!("{namespace}.{EXT}"))
+    }
+
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io(&dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(ns) = name.strip_suffix(&format!(".{EXT}")) {
+                if !ns.starts_with('.') {
+                    out.push(ns.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The master key, or `None` when no key exists yet (and no data needs one).
+    fn master_key(&self) -> Result<Option<MasterKey>, StoreError> {
+        match MasterKey::load(&self.paths.key_file)? {
+            Some(k) => Ok(Some(k)),
+            None if self.namespaces()?.is_empty() => Ok(None),
+            None => Err(StoreError::MasterKeyMissing {
+                key: self.paths.key_file.clone(),
+                data: self.dir(),
+            }),
+        }
+    }
+
+    fn read_ns(&self, namespace: &str, key: &MasterKey) -> Result<Option<(Vec<StoredSecret>, Zeroizing<Vec<u8>>)>, StoreError> {
+        let path = self.ns_path(namespace);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        let decrypt_err = |reason: &str| StoreError::Decrypt {
+            namespace: namespace.to_string(),
+            path: path.clone(),
+            reason: reason.to_string(),
+        };
+        let file: NamespaceFile = serde_json::from_slice(&text).map_err(|_| decrypt_err("not a pullsecret namespace file"))?;
+        if file.format != FORMAT || file.namespace != namespace {
+            return Err(decrypt_err("unexpected format or namespace"));
+        }
+        if file.key_id != key.id() {
+            return Err(decrypt_err(&format!(
+                "it was sealed with master key {} but {} holds key {} (wrong master key)",
+                file.key_id,
+                self.paths.key_file.display(),
+                key.id()
+            )));
+        }
+        let wrapped = B64.decode(&file.wrapped_key).map_err(|_| decrypt_err("damaged wrapped key"))?;
+        let data_key = Zeroizing::new(
+            open(key.bytes(), &wrapped, &aad("dk", namespace)).map_err(|_| decrypt_err("wrapped key does not open"))?,
+        );
+        let sealed = B64.decode(&file.data).map_err(|_| decrypt_err("damaged data"))?;
+        let plain = Zeroizing::new(open(&data_key, &sealed, &aad("data", namespace)).map_err(|_| decrypt_err("data does not open (damaged file)"))?);
+        let parsed: NamespacePlain = serde_json::from_slice(&plain).map_err(|_| decrypt_err("decrypted data is not valid"))?;
+        let mut secrets = Vec::with_capacity(parsed.secrets.len());
+        for record in parsed.secrets {
+            secrets.push(record.into_secret(namespace).map_err(|r| decrypt_err(&r))?);
+        }
+        Ok(Some((secrets, data_key)))
+    }
+
+    fn write_ns(&self, namespace: &str, key: &MasterKey, data_key: &[u8], secrets: &[StoredSecret]) -> Result<(), StoreError> {
+        let path = self.ns_path(namespace);
+        let plain = NamespacePlain { secrets: secrets.iter().map(Record::from_secret).collect() };
+        let bytes = Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| StoreError::Invalid(e.to_string()))?);
+        let file = NamespaceFile {
+            format: FORMAT.to_string(),
+            namespace: namespace.to_string(),
+            key_id: key.id(),
+            wrapped_key: B64.encode(seal(key.bytes(), data_key, &aad("dk", namespace))?),
+            data: B64.encode(seal(data_key, &bytes, &aad("data", namespace))?),
+        };
+        let out = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        write_atomic(&path, &out).map_err(StoreError::io(&path))
+    }
+
+    fn check_limits(&self, namespace: &str, before: usize, secrets: &[StoredSecret]) -> Result<(), StoreError> {
+        if secrets.len() > self.limits.max_secrets_per_namespace && secrets.len() > before {
+            return Err(LimitError::TooManySecrets {
+                namespace: namespace.to_string(),
+                limit: self.limits.max_secrets_per_namespace,
+            }
+            .into());
+        }
+        for s in secrets {
+            let size = s.stored_size();
+            if size > self.limits.max_secret_bytes {
+                return Err(LimitError::SecretTooLarge { name: s.name.clone(), size, limit: self.limits.max_secret_bytes }.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SecretStore for FileStore {
+    fn backend_name(&self) -> &'static str {
+        "file"
+    }
+
+    fn list(&self, namespace: Option<&str>) -> Result<Vec<StoredSecret>, StoreError> {
+        let namespaces = match namespace {
+            Some(ns) => {
+                super::validate_namespace(ns)?;
+                vec![ns.to_string()]
+            }
+            None => self.namespaces()?,
+        };
+        let Some(key) = self.master_key()? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for ns in namespaces {
+            if let Some((secrets, _)) = self.read_ns(&ns, &key)? {
+                out.extend(secrets);
+            }
+        }
+        Ok(out)
+    }
+
+    fn update(
+        &self,
+        namespace: &str,
+        edit: &mut dyn FnMut(&mut Vec<StoredSecret>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        super::validate_namespace(namespace)?;
+        create_private_dir(&self.dir()).map_err(StoreError::io(self.dir()))?;
+        let lock_path = self.dir().join(".lock");
+        let _lock = LockGuard::exclusive(&lock_path).map_err(StoreError::io(&lock_path))?;
+        // Creating the key under the lock keeps concurrent first writers on one key.
+        let key = match self.master_key()? {
+            Some(k) => k,
+            None => MasterKey::create(&self.paths.key_file)?,
+        };
+        let (mut secrets, data_key) = match self.read_ns(namespace, &key)? {
+            Some(found) => found,
+            None => (Vec::new(), Zeroizing::new(super::master_key::random_key()?.to_vec())),
+        };
+        let before = secrets.len();
+        edit(&mut secrets)?;
+        self.check_limits(namespace, before, &secrets)?;
+        self.write_ns(namespace, &key, &data_key, &secrets)
+    }
+}
+
+fn aad(what: &str, namespace: &str) -> Vec<u8> {
+    format!("pullsecret/{what}/v1/{namespace}").into_bytes()
+}
+
+/// nonce (24 bytes) || ciphertext+tag
+fn seal(key: &[u8], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| StoreError::Invalid("bad key length".into()))?;
+    let mut nonce = [0u8; 24];
+    getrandom::fill(&mut nonce).map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .map_err(|_| StoreError::Invalid("encryption failed".into()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+fn open(key: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
+    if sealed.len() < 24 {
+        return Err(());
+    }
+    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| ())?;
+    let (nonce, ct) = sealed.split_at(24);
+    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| ())
+}

@@ -1,0 +1,253 @@
+//! Stored secrets: what a namespace holds (docker-registry, generic, tls), with scope and age.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{RefError, RefResolver, RegistrySecret, SecretValue};
+
+/// Who may use a secret (see DESIGN.md: namespaces and scopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Only clients of the secret's namespace.
+    #[default]
+    Namespace,
+    /// Every client.
+    Global,
+    /// Only the proxy's own background work.
+    GlobalPrivate,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Namespace => "namespace",
+            Scope::Global => "global",
+            Scope::GlobalPrivate => "global-private",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "namespace" => Some(Scope::Namespace),
+            "global" => Some(Scope::Global),
+            "global-private" => Some(Scope::GlobalPrivate),
+            _ => None,
+        }
+    }
+}
+
+/// The payload of a stored secret, by Kubernetes type.
+#[derive(Clone)]
+pub enum SecretData {
+    DockerRegistry { server: String, username: String, password: SecretValue, email: Option<String> },
+    Generic(BTreeMap<String, SecretValue>),
+    Tls { cert: String, key: SecretValue },
+}
+
+/// One secret in a namespace.
+#[derive(Clone)]
+pub struct StoredSecret {
+    pub name: String,
+    pub namespace: String,
+    pub scope: Scope,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub data: SecretData,
+}
+
+impl StoredSecret {
+    /// The Kubernetes `type` this secret exports as.
+    pub fn type_name(&self) -> &'static str {
+        match self.data {
+            SecretData::DockerRegistry { .. } => "kubernetes.io/dockerconfigjson",
+            SecretData::Generic(_) => "Opaque",
+            SecretData::Tls { .. } => "kubernetes.io/tls",
+        }
+    }
+
+    pub fn server(&self) -> Option<&str> {
+        match &self.data {
+            SecretData::DockerRegistry { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        match &self.data {
+            SecretData::DockerRegistry { username, .. } => Some(username),
+            _ => None,
+        }
+    }
+
+    /// Resolves a docker-registry secret's password (following references) into a `RegistrySecret`.
+    pub fn to_registry_secret(&self, resolver: &RefResolver) -> Result<Option<RegistrySecret>, RefError> {
+        match &self.data {
+            SecretData::DockerRegistry { server, username, password, email } => Ok(Some(RegistrySecret {
+                server: server.clone(),
+                username: username.clone(),
+                password: resolver.resolve_value(password)?,
+                email: email.clone(),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Bytes the secret occupies as stored, for `limits.max_secret_bytes`.
+    pub fn stored_size(&self) -> usize {
+        use secrecy::ExposeSecret;
+        let v = |v: &SecretValue| match v {
+            SecretValue::Literal(s) => s.expose_secret().len(),
+            SecretValue::Ref(r) => r.as_str().len(),
+        };
+        match &self.data {
+            SecretData::DockerRegistry { server, username, password, email } => {
+                server.len() + username.len() + v(password) + email.as_deref().map_or(0, str::len)
+            }
+            SecretData::Generic(map) => map.iter().map(|(k, x)| k.len() + v(x)).sum(),
+            SecretData::Tls { cert, key } => cert.len() + v(key),
+        }
+    }
+
+    /// A generic secret's value for `key`, or a docker-registry password, as plain bytes.
+    pub fn value(&self, key: Option<&str>) -> Option<&SecretValue> {
+        match (&self.data, key) {
+            (SecretData::DockerRegistry { password, .. }, None | Some("password")) => Some(password),
+            (SecretData::Generic(map), Some(k)) => map.get(k),
+            (SecretData::Generic(map), None) if map.len() == 1 => map.values().next(),
+            (SecretData::Tls { key, .. }, None | Some("tls.key")) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("type", &self.type_name())
+            .field("server", &self.server())
+            .field("username", &self.username())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// On-disk (inside the encryption) shape of a secret. Values are plain strings here
+/// and are zeroized when the record is dropped.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct Record {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub scope: Scope,
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// Keys of `data` whose value is a SecretRef rather than the value itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<String>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for v in self.data.values_mut() {
+            v.zeroize();
+        }
+    }
+}
+
+impl Record {
+    pub(crate) fn from_secret(s: &StoredSecret) -> Record {
+        use secrecy::ExposeSecret;
+        let mut r = Record::default();
+        r.name = s.name.clone();
+        r.kind = s.type_name().to_string();
+        r.scope = s.scope;
+        r.created = s.created;
+        let put = |r: &mut Record, k: &str, v: &SecretValue| {
+            match v {
+                SecretValue::Literal(x) => r.data.insert(k.to_string(), x.expose_secret().to_string()),
+                SecretValue::Ref(x) => {
+                    r.refs.push(k.to_string());
+                    r.data.insert(k.to_string(), x.as_str().to_string())
+                }
+            };
+        };
+        match &s.data {
+            SecretData::DockerRegistry { server, username, password, email } => {
+                r.server = Some(server.clone());
+                r.username = Some(username.clone());
+                r.email = email.clone();
+                put(&mut r, "password", password);
+            }
+            SecretData::Generic(map) => {
+                for (k, v) in map {
+                    put(&mut r, k, v);
+                }
+            }
+            SecretData::Tls { cert, key } => {
+                r.data.insert("tls.crt".into(), cert.clone());
+                put(&mut r, "tls.key", key);
+            }
+        }
+        r
+    }
+
+    pub(crate) fn into_secret(self, namespace: &str) -> Result<StoredSecret, String> {
+        let value = |k: &str| -> Result<SecretValue, String> {
+            let v = self.data.get(k).ok_or_else(|| format!("secret {:?} lacks {k:?}", self.name))?;
+            if self.refs.iter().any(|r| r == k) {
+                match crate::secret::SecretRef::parse(v) {
+                    Ok(Some(r)) => Ok(SecretValue::Ref(r)),
+                    _ => Err(format!("secret {:?}: {k:?} holds an invalid reference", self.name)),
+                }
+            } else {
+                Ok(SecretValue::Literal(SecretString::from(v.clone())))
+            }
+        };
+        let data = match self.kind.as_str() {
+            "kubernetes.io/dockerconfigjson" => SecretData::DockerRegistry {
+                server: self.server.clone().unwrap_or_default(),
+                username: self.username.clone().unwrap_or_default(),
+                password: value("password")?,
+                email: self.email.clone(),
+            },
+            "Opaque" => {
+                let mut map = BTreeMap::new();
+                for k in self.data.keys() {
+                    map.insert(k.clone(), value(k)?);
+                }
+                SecretData::Generic(map)
+            }
+            "kubernetes.io/tls" => SecretData::Tls {
+                cert: self.data.get("tls.crt").cloned().unwrap_or_default(),
+                key: value("tls.key")?,
+            },
+            other => return Err(format!("secret {:?} has unknown type {other:?}", self.name)),
+        };
+        Ok(StoredSecret {
+            name: self.name.clone(),
+            namespace: namespace.to_string(),
+            scope: self.scope,
+            created: self.created,
+            data,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
