@@ -5,7 +5,9 @@ use pullsecret::helper::{run, Helper};
 use pullsecret::store::{FileStore, StorePaths};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv = std::env::args();
+    let argv0 = argv.next().unwrap_or_else(|| "docker-credential-pullsecret".into());
+    let args: Vec<String> = argv.collect();
     let mut stdout = std::io::stdout().lock();
     let config = match Config::load(None) {
         Ok(c) => c,
@@ -17,6 +19,6 @@ fn main() {
     };
     let store = FileStore::new(StorePaths::from_env(None), config.limits);
     let helper = Helper { store: &store, namespace: config.namespace(), kube_dirs: config.kube_secret_dirs.clone() };
-    let code = run(&helper, &args, &mut std::io::stdin().lock(), &mut stdout);
+    let code = run(&helper, &argv0, &args, &mut std::io::stdin().lock(), &mut stdout);
     std::process::exit(code);
 }

@@ -38,7 +38,11 @@ impl Config {
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                let mut cfg = Self::default();
+                cfg.limits = cfg.limits.with_env_overrides();
+                return Ok(cfg);
+            }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
         let mut cfg: Config =

@@ -13,7 +13,6 @@ use crate::secret::SecretValue;
 
 /// The exact text docker matches to mean "no credentials".
 pub const NOT_FOUND: &str = "credentials not found in native keychain";
-const USAGE: &str = "Usage: docker-credential-pullsecret <store|get|erase|list|version>";
 /// docker-credential-helpers reads stdin with a bufio.Scanner: 64 KiB per line at most.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -25,9 +24,10 @@ pub struct Helper<'a> {
 }
 
 /// Runs one helper invocation; returns the exit code. Every error goes to `out`.
-pub fn run(helper: &Helper, args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> i32 {
+/// `args` are the arguments after the program name, which `argv0` gives (for the usage line).
+pub fn run(helper: &Helper, argv0: &str, args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> i32 {
     if args.len() != 1 {
-        let _ = writeln!(out, "{USAGE}");
+        let _ = writeln!(out, "Usage: {argv0} <store|get|erase|list|version>");
         return 1;
     }
     let verb = args[0].as_str();
@@ -45,10 +45,7 @@ pub fn run(helper: &Helper, args: &[String], input: &mut dyn Read, out: &mut dyn
             },
             Err(e) => Err(e),
         },
-        _ => {
-            let _ = writeln!(out, "{USAGE}");
-            return 1;
-        }
+        other => Err(format!("Unknown credential action `{other}`")),
     };
     match result {
         Ok(()) => 0,

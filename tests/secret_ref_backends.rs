@@ -618,9 +618,10 @@ fn vault_cacert_trusts_a_private_ca() {
     env.set("VAULT_ADDR", &tls.url);
     env.set("VAULT_TOKEN", fake_vault::TOKEN);
 
-    // Without the CA the server's certificate is not trusted.
+    // Without the CA the server's certificate is not trusted, and the error says so.
     let shown = vault_err(REGISTRY_REF).to_string();
     assert!(shown.contains(&tls.url), "{shown}");
+    assert!(shown.contains("certificate"), "{shown}");
 
     env.set("VAULT_CACERT", tls.dir.path().join("ca.pem"));
     let value = RefResolver::default()

@@ -15,13 +15,22 @@ pub(super) fn read(path: &str, key: &str) -> Result<SecretString, RefError> {
     if let Ok(ca) = std::env::var("VAULT_CACERT") {
         let pem =
             std::fs::read(&ca).map_err(|e| err(format!("cannot read VAULT_CACERT {ca}: {e}")))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| err(format!("VAULT_CACERT {ca}: {e}")))?;
-        builder = builder.add_root_certificate(cert);
+        // Parse now: with rustls, `Certificate::from_pem` defers parsing and silently
+        // adds nothing for a file holding no PEM certificate (DER, a key, a typo'd path).
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| err(format!("VAULT_CACERT {ca}: {}", without_url(&e))))?;
+        if certs.is_empty() {
+            return Err(err(format!(
+                "VAULT_CACERT {ca}: no PEM certificate in the file"
+            )));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
     }
     let client = builder
         .build()
-        .map_err(|e| err(format!("http client: {e}")))?;
+        .map_err(|e| err(format!("http client: {}", without_url(&e))))?;
     let namespace = std::env::var("VAULT_NAMESPACE")
         .ok()
         .filter(|s| !s.is_empty());
@@ -98,10 +107,18 @@ fn approle_login(
         })
 }
 
-/// reqwest errors carry the URL; we print our own, so keep only the cause.
+/// reqwest errors carry the URL; we print our own, so drop theirs. The cause lives in
+/// the source chain (reqwest's own message is just "error sending request"), so append it.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
     if let Some(u) = e.url() {
+        s = s.replace(&format!(" for url ({u})"), "");
         s = s.replace(u.as_str(), "");
     }
     s

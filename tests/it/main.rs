@@ -1,0 +1,5 @@
+//! Integration tests against real binaries and services; one test binary for all of them.
+
+mod cli_store;
+mod helper_protocol;
+mod support;

@@ -1,0 +1,188 @@
+//! Test support: isolated home/XDG directories, our binaries, external tools, and a
+//! gnome-keyring Secret Service started under `dbus-run-session`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// True when CI demands every external component (set by tests/run.sh).
+pub fn e2e() -> bool {
+    std::env::var("PULLSECRET_E2E").is_ok_and(|v| v == "1")
+}
+
+/// The path of an external tool, or `None` (after a notice) when it is missing outside E2E mode.
+pub fn require_bin(name: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => Some(p),
+        None if e2e() => panic!("{name} not found on PATH: {install}"),
+        None => {
+            eprintln!("SKIPPED: {name} not found ({install}); set PULLSECRET_E2E=1 to make this a failure");
+            None
+        }
+    }
+}
+
+/// A private HOME with XDG and docker/containers config dirs, so tests never see the user's files.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["home", "data", "config", "runtime", "docker"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        Self { dir, extra: Vec::new() }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.extra.push((k.to_string(), v.to_string()));
+    }
+
+    /// A command for `bin` with the private environment applied.
+    pub fn cmd(&self, bin: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(bin);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_RUNTIME_DIR", self.path("runtime"))
+            .env("DOCKER_CONFIG", self.path("docker"));
+        for (k, v) in &self.extra {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn pullsecret(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd(env!("CARGO_BIN_EXE_pullsecret"));
+        c.args(args);
+        c
+    }
+
+    pub fn helper(&self) -> Command {
+        self.cmd(env!("CARGO_BIN_EXE_docker-credential-pullsecret"))
+    }
+
+    /// Every file under the store's data and config dirs with its bytes, to prove nothing changed.
+    pub fn store_snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for root in [self.path("data"), self.path("config")] {
+            walk(&root, &mut out);
+        }
+        out.sort();
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if !p.ends_with(".lock") {
+            out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+        }
+    }
+}
+
+/// Runs `cmd` with `input` on stdin.
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().expect("wait")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A D-Bus session bus from `dbus-run-session` with an unlocked gnome-keyring on it.
+pub struct Keyring {
+    session: Child,
+    pub bus: String,
+}
+
+impl Keyring {
+    /// `home` holds the keyring files, so tests never touch the user's keyrings.
+    pub fn start(home: &Path) -> Option<Self> {
+        require_bin("dbus-run-session", "apt-get install dbus")?;
+        require_bin("gnome-keyring-daemon", "apt-get install gnome-keyring")?;
+        // The session lives as long as `cat` waits on our pipe.
+        let mut session = Command::new("dbus-run-session")
+            .args(["--", "sh", "-c", "echo \"$DBUS_SESSION_BUS_ADDRESS\"; exec cat"])
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-run-session");
+        let mut line = String::new();
+        {
+            use std::io::BufRead;
+            let out = session.stdout.as_mut().expect("stdout");
+            std::io::BufReader::new(out).read_line(&mut line).expect("bus address");
+        }
+        let bus = line.trim().to_string();
+        assert!(!bus.is_empty(), "dbus-run-session printed no address");
+        let unlock = run_with_stdin(
+            {
+                let mut c = Command::new("gnome-keyring-daemon");
+                c.args(["--unlock", "--components=secrets"])
+                    .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+                    .env("HOME", home)
+                    .env("XDG_DATA_HOME", home.join(".local/share"));
+                c
+            },
+            b"test-keyring-password",
+        );
+        assert!(unlock.status.success(), "gnome-keyring-daemon --unlock failed: {}", stderr(&unlock));
+        // The daemon forks; until it owns the bus name, a client would D-Bus-activate a
+        // second daemon that races the first over the new keyring file.
+        let owned = || {
+            Command::new("dbus-send")
+                .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+                .args(["org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"])
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !owned() {
+            assert!(std::time::Instant::now() < deadline, "gnome-keyring never owned org.freedesktop.secrets");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(Self { session, bus })
+    }
+}
+
+impl Drop for Keyring {
+    fn drop(&mut self) {
+        drop(self.session.stdin.take());
+        let _ = self.session.kill();
+        let _ = self.session.wait();
+    }
+}
