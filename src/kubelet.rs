@@ -45,14 +45,33 @@ pub fn image_registry(image: &str) -> &str {
     }
 }
 
-/// The image without tag or digest: `host/org/repo`.
+/// The image without tag or digest, with docker's defaults: `nginx` → `docker.io/library/nginx`.
 pub fn image_repository(image: &str) -> String {
     let no_digest = image.split('@').next().unwrap_or(image);
     // A ':' after the last '/' starts the tag.
-    match no_digest.rfind(':') {
-        Some(i) if i > no_digest.rfind('/').unwrap_or(0) => no_digest[..i].to_string(),
-        _ => no_digest.to_string(),
+    let name = match no_digest.rfind(':') {
+        Some(i) if i > no_digest.rfind('/').unwrap_or(0) => &no_digest[..i],
+        _ => no_digest,
+    };
+    let registry = image_registry(name);
+    if name.starts_with(&format!("{registry}/")) {
+        return name.to_string();
     }
+    if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    }
+}
+
+/// The `auth` key for a matched secret: its registry, plus its path when namespaced;
+/// Docker Hub as `docker.io`, the form kubelet matches images against.
+pub fn auth_key(server: &str) -> Option<String> {
+    let key = crate::secret::ServerKey::parse(server).ok()?;
+    Some(match key.path() {
+        Some(p) => format!("{}/{p}", key.host()),
+        None => key.host().to_string(),
+    })
 }
 
 /// A response with `auth` keyed by `key` (or empty when no credentials matched).
@@ -83,6 +102,10 @@ mod tests {
         assert_eq!(image_registry("library/alpine"), "docker.io");
         assert_eq!(image_registry("alpine"), "docker.io");
         assert_eq!(image_repository("reg:5000/org/app:1.0"), "reg:5000/org/app");
+        assert_eq!(image_repository("nginx:latest"), "docker.io/library/nginx");
+        assert_eq!(image_repository("bitnami/redis"), "docker.io/bitnami/redis");
+        assert_eq!(auth_key("https://index.docker.io/v1/").as_deref(), Some("docker.io"));
+        assert_eq!(auth_key("reg.example.com/org").as_deref(), Some("reg.example.com/org"));
         assert_eq!(image_repository("reg:5000/org/app@sha256:ab"), "reg:5000/org/app");
     }
 

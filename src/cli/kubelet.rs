@@ -5,7 +5,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 
 use super::{Cli, Ctx};
-use crate::kubelet::{image_registry, image_repository, parse_request, response};
+use crate::kubelet::{auth_key, image_registry, image_repository, parse_request, response};
 use crate::store::chain::Chain;
 
 pub fn run(cli: &Cli) -> Result<()> {
@@ -15,11 +15,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     let ctx = Ctx::new(cli)?;
     let chain = Chain { store: ctx.store.as_ref(), namespace: ctx.config.namespace(), kube_dirs: ctx.config.kube_secret_dirs.clone() };
     let duration = std::env::var("PULLSECRET_KUBELET_CACHE_DURATION").unwrap_or_else(|_| "5m0s".into());
-    // Look the repository up so namespaced secrets (quay.io/org) win, but key the answer by registry.
+    // Look the repository up so namespaced secrets (quay.io/org) win.
     let found = chain.lookup(&image_repository(&image))?;
-    let registry = image_registry(&image);
     let out = match &found {
-        Some((secret, _)) => response(Some((registry, secret)), &duration),
+        Some((secret, _)) => {
+            let key = auth_key(&secret.server).unwrap_or_else(|| image_registry(&image).to_string());
+            response(Some((&key, secret)), &duration)
+        }
         None => response(None, &duration),
     };
     print!("{out}");

@@ -1183,8 +1183,11 @@ fn is_base60_float(s: &str) -> bool {
 }
 
 /// go-yaml v2's `keyList.Less` for string keys: non-letters before letters,
-/// runs of digits compared as numbers. An insertion sort, because that
-/// order is not guaranteed to be total and Rust's sorts may panic on that.
+/// runs of digits compared as numbers. That order is not transitive for some
+/// keys (`08` < `0b1` < `1` < `08`); kubectl then sorts Go's randomly ordered
+/// map keys differently from run to run, so only key sets with a total order
+/// have one right answer. An insertion sort, because Rust's sorts may panic
+/// on a comparator that is not a total order.
 fn go_yaml_sort(keys: &mut [&String]) {
     for i in 1..keys.len() {
         let mut j = i;
@@ -1545,7 +1548,7 @@ mod tests {
         let got: Vec<&str> = refs.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             got,
-            ["-", "-a", ".5", "_", "08", "1.", "1_000", "A", "a", "a9", "a10", "b", "yES"]
+            ["-", "-a", ".5", "_", "1.", "1_000", "08", "A", "a", "a9", "a10", "b", "yES"]
         );
     }
 

@@ -1,5 +1,7 @@
 //! Integration tests against real binaries and services; one test binary for all of them.
 
+mod canary;
 mod cli_store;
 mod helper_protocol;
+mod kubelet;
 mod support;
