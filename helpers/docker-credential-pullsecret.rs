@@ -6,7 +6,9 @@ use pullsecret::store::{FileStore, StorePaths};
 
 fn main() {
     let mut argv = std::env::args();
-    let argv0 = argv.next().unwrap_or_else(|| "docker-credential-pullsecret".into());
+    let argv0 = argv
+        .next()
+        .unwrap_or_else(|| "docker-credential-pullsecret".into());
     let args: Vec<String> = argv.collect();
     let mut stdout = std::io::stdout().lock();
     let config = match Config::load(None) {
@@ -18,7 +20,17 @@ fn main() {
         }
     };
     let store = FileStore::new(StorePaths::from_env(None), config.limits);
-    let helper = Helper { store: &store, namespace: config.namespace(), kube_dirs: config.kube_secret_dirs.clone() };
-    let code = run(&helper, &argv0, &args, &mut std::io::stdin().lock(), &mut stdout);
+    let helper = Helper {
+        store: &store,
+        namespace: config.namespace(),
+        kube_dirs: config.kube_secret_dirs.clone(),
+    };
+    let code = run(
+        &helper,
+        &argv0,
+        &args,
+        &mut std::io::stdin().lock(),
+        &mut stdout,
+    );
     std::process::exit(code);
 }

@@ -6,10 +6,10 @@ use std::io::{BufRead, Read, Write};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::gojson::quote;
+use crate::secret::SecretValue;
 use crate::secret::{RegistrySecret, ServerKey};
 use crate::store::chain::Chain;
 use crate::store::{now_unix, Scope, SecretData, SecretStore, StoreError, StoredSecret};
-use crate::secret::SecretValue;
 
 /// The exact text docker matches to mean "no credentials".
 pub const NOT_FOUND: &str = "credentials not found in native keychain";
@@ -25,7 +25,13 @@ pub struct Helper<'a> {
 
 /// Runs one helper invocation; returns the exit code. Every error goes to `out`.
 /// `args` are the arguments after the program name, which `argv0` gives (for the usage line).
-pub fn run(helper: &Helper, argv0: &str, args: &[String], input: &mut dyn Read, out: &mut dyn Write) -> i32 {
+pub fn run(
+    helper: &Helper,
+    argv0: &str,
+    args: &[String],
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+) -> i32 {
     if args.len() != 1 {
         let _ = writeln!(out, "Usage: {argv0} <store|get|erase|list|version>");
         return 1;
@@ -33,7 +39,11 @@ pub fn run(helper: &Helper, argv0: &str, args: &[String], input: &mut dyn Read, 
     let verb = args[0].as_str();
     let result = match verb {
         "version" | "--version" | "-v" => {
-            let _ = writeln!(out, "docker-credential-pullsecret (pullsecret) {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(
+                out,
+                "docker-credential-pullsecret (pullsecret) {}",
+                env!("CARGO_PKG_VERSION")
+            );
             return 0;
         }
         "store" | "get" | "erase" | "list" => match read_input(input) {
@@ -64,7 +74,9 @@ fn read_input(input: &mut dyn Read) -> Result<zeroize::Zeroizing<String>, String
     let mut total = 0usize;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
@@ -104,9 +116,15 @@ impl Helper<'_> {
         });
         self.store
             .update(&self.namespace, &mut |secrets| {
-                let Some(mut s) = new.take() else { return Ok(()) };
+                let Some(mut s) = new.take() else {
+                    return Ok(());
+                };
                 // Re-storing the same server replaces its entry, whatever it was named.
-                match secrets.iter().position(|x| x.server() == Some(server.as_str())).or_else(|| secrets.iter().position(|x| x.name == s.name)) {
+                match secrets
+                    .iter()
+                    .position(|x| x.server() == Some(server.as_str()))
+                    .or_else(|| secrets.iter().position(|x| x.name == s.name))
+                {
                     Some(i) => {
                         s.name = secrets[i].name.clone();
                         secrets[i] = s;
@@ -123,7 +141,11 @@ impl Helper<'_> {
         if server.is_empty() {
             return Err("no credentials server URL".into());
         }
-        let chain = Chain { store: self.store, namespace: self.namespace.clone(), kube_dirs: self.kube_dirs.clone() };
+        let chain = Chain {
+            store: self.store,
+            namespace: self.namespace.clone(),
+            kube_dirs: self.kube_dirs.clone(),
+        };
         match chain.lookup(server) {
             Ok(Some((secret, _))) => {
                 let line = credentials_json(server, &secret);
@@ -139,13 +161,22 @@ impl Helper<'_> {
         if server.is_empty() {
             return Err("no credentials server URL".into());
         }
-        let Ok(key) = ServerKey::parse(server) else { return Ok(()) };
+        let Ok(key) = ServerKey::parse(server) else {
+            return Ok(());
+        };
         let matches = |s: &StoredSecret| {
-            s.server() == Some(server) || s.server().and_then(|x| ServerKey::parse(x).ok()).as_ref() == Some(&key)
+            s.server() == Some(server)
+                || s.server().and_then(|x| ServerKey::parse(x).ok()).as_ref() == Some(&key)
         };
         // Erasing what is not there succeeds silently, as docker-credential-secretservice does;
         // skopeo and podman loop on logout otherwise.
-        if !self.store.list(Some(&self.namespace)).map_err(|e| e.to_string())?.iter().any(matches) {
+        if !self
+            .store
+            .list(Some(&self.namespace))
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(matches)
+        {
             return Ok(());
         }
         self.store
@@ -157,7 +188,10 @@ impl Helper<'_> {
     }
 
     fn list_cmd(&self, out: &mut dyn Write) -> Result<(), String> {
-        let secrets = self.store.list(Some(&self.namespace)).map_err(|e| e.to_string())?;
+        let secrets = self
+            .store
+            .list(Some(&self.namespace))
+            .map_err(|e| e.to_string())?;
         // Go encodes maps with sorted keys.
         let mut map = std::collections::BTreeMap::new();
         for s in &secrets {
@@ -165,7 +199,10 @@ impl Helper<'_> {
                 map.insert(server.to_string(), user.to_string());
             }
         }
-        let body: Vec<String> = map.iter().map(|(k, v)| format!("{}:{}", quote(k), quote(v))).collect();
+        let body: Vec<String> = map
+            .iter()
+            .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+            .collect();
         writeln!(out, "{{{}}}", body.join(",")).map_err(|e| e.to_string())
     }
 }
@@ -202,7 +239,11 @@ fn parse_credentials(text: &str) -> Result<Credentials, String> {
             ))
         }
     };
-    let mut creds = Credentials { server_url: String::new(), username: String::new(), secret: SecretString::from(String::new()) };
+    let mut creds = Credentials {
+        server_url: String::new(),
+        username: String::new(),
+        secret: SecretString::from(String::new()),
+    };
     for (k, v) in obj {
         let field = match k.to_ascii_lowercase().as_str() {
             "serverurl" => "ServerURL",
@@ -215,9 +256,9 @@ fn parse_credentials(text: &str) -> Result<Credentials, String> {
             serde_json::Value::Null => continue,
             other => {
                 return Err(format!(
-                    "json: cannot unmarshal {} into Go struct field Credentials.{field} of type string",
-                    go_kind(&other)
-                ))
+                "json: cannot unmarshal {} into Go struct field Credentials.{field} of type string",
+                go_kind(&other)
+            ))
             }
         };
         match field {

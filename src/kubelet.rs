@@ -1,7 +1,7 @@
 //! The kubelet image credential provider protocol (`credentialprovider.kubelet.k8s.io/v1`).
 
-use serde::Deserialize;
 use secrecy::ExposeSecret;
+use serde::Deserialize;
 
 use crate::gojson::quote;
 use crate::secret::RegistrySecret;
@@ -24,12 +24,19 @@ struct Request {
 
 /// Parses a request and returns the image it asks about.
 pub fn parse_request(text: &str) -> Result<String, KubeletError> {
-    let r: Request = serde_json::from_str(text).map_err(|e| KubeletError::Invalid(e.to_string()))?;
+    let r: Request =
+        serde_json::from_str(text).map_err(|e| KubeletError::Invalid(e.to_string()))?;
     if r.api_version != API_VERSION {
-        return Err(KubeletError::Invalid(format!("apiVersion {:?}, want {API_VERSION:?}", r.api_version)));
+        return Err(KubeletError::Invalid(format!(
+            "apiVersion {:?}, want {API_VERSION:?}",
+            r.api_version
+        )));
     }
     if r.kind != "CredentialProviderRequest" {
-        return Err(KubeletError::Invalid(format!("kind {:?}, want \"CredentialProviderRequest\"", r.kind)));
+        return Err(KubeletError::Invalid(format!(
+            "kind {:?}, want \"CredentialProviderRequest\"",
+            r.kind
+        )));
     }
     if r.image.is_empty() {
         return Err(KubeletError::Invalid("empty image".into()));
@@ -97,24 +104,41 @@ mod tests {
 
     #[test]
     fn registry_of_image() {
-        assert_eq!(image_registry("reg.example.com/org/app:1.0"), "reg.example.com");
+        assert_eq!(
+            image_registry("reg.example.com/org/app:1.0"),
+            "reg.example.com"
+        );
         assert_eq!(image_registry("127.0.0.1:5000/app"), "127.0.0.1:5000");
         assert_eq!(image_registry("library/alpine"), "docker.io");
         assert_eq!(image_registry("alpine"), "docker.io");
         assert_eq!(image_repository("reg:5000/org/app:1.0"), "reg:5000/org/app");
         assert_eq!(image_repository("nginx:latest"), "docker.io/library/nginx");
         assert_eq!(image_repository("bitnami/redis"), "docker.io/bitnami/redis");
-        assert_eq!(auth_key("https://index.docker.io/v1/").as_deref(), Some("docker.io"));
-        assert_eq!(auth_key("reg.example.com/org").as_deref(), Some("reg.example.com/org"));
-        assert_eq!(image_repository("reg:5000/org/app@sha256:ab"), "reg:5000/org/app");
+        assert_eq!(
+            auth_key("https://index.docker.io/v1/").as_deref(),
+            Some("docker.io")
+        );
+        assert_eq!(
+            auth_key("reg.example.com/org").as_deref(),
+            Some("reg.example.com/org")
+        );
+        assert_eq!(
+            image_repository("reg:5000/org/app@sha256:ab"),
+            "reg:5000/org/app"
+        );
     }
 
     #[test]
     fn rejects_bad_requests() {
         assert!(parse_request("{").is_err());
-        assert!(parse_request(r#"{"apiVersion":"v0","kind":"CredentialProviderRequest","image":"a"}"#).is_err());
+        assert!(parse_request(
+            r#"{"apiVersion":"v0","kind":"CredentialProviderRequest","image":"a"}"#
+        )
+        .is_err());
         assert_eq!(
-            parse_request(r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"a/b"}"#),
+            parse_request(
+                r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"a/b"}"#
+            ),
             Ok("a/b".into())
         );
     }

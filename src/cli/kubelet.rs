@@ -10,16 +10,25 @@ use crate::store::chain::Chain;
 
 pub fn run(cli: &Cli) -> Result<()> {
     let mut text = String::new();
-    std::io::stdin().take(1 << 20).read_to_string(&mut text).context("reading the request from stdin")?;
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .context("reading the request from stdin")?;
     let image = parse_request(&text)?;
     let ctx = Ctx::new(cli)?;
-    let chain = Chain { store: ctx.store.as_ref(), namespace: ctx.config.namespace(), kube_dirs: ctx.config.kube_secret_dirs.clone() };
-    let duration = std::env::var("PULLSECRET_KUBELET_CACHE_DURATION").unwrap_or_else(|_| "5m0s".into());
+    let chain = Chain {
+        store: ctx.store.as_ref(),
+        namespace: ctx.config.namespace(),
+        kube_dirs: ctx.config.kube_secret_dirs.clone(),
+    };
+    let duration =
+        std::env::var("PULLSECRET_KUBELET_CACHE_DURATION").unwrap_or_else(|_| "5m0s".into());
     // Look the repository up so namespaced secrets (quay.io/org) win.
     let found = chain.lookup(&image_repository(&image))?;
     let out = match &found {
         Some((secret, _)) => {
-            let key = auth_key(&secret.server).unwrap_or_else(|| image_registry(&image).to_string());
+            let key =
+                auth_key(&secret.server).unwrap_or_else(|| image_registry(&image).to_string());
             response(Some((&key, secret)), &duration)
         }
         None => response(None, &duration),

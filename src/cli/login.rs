@@ -41,7 +41,10 @@ pub fn login(ctx: &Ctx, a: &LoginArgs) -> Result<()> {
         (Some(p), _) => SecretString::from(p.clone()),
         (None, true) => {
             let mut s = zeroize::Zeroizing::new(String::new());
-            std::io::stdin().take(64 * 1024).read_to_string(&mut s).context("reading stdin")?;
+            std::io::stdin()
+                .take(64 * 1024)
+                .read_to_string(&mut s)
+                .context("reading stdin")?;
             let p = s.trim_end_matches(['\n', '\r']);
             if p.is_empty() {
                 bail!("empty password on stdin");
@@ -57,7 +60,10 @@ pub fn login(ctx: &Ctx, a: &LoginArgs) -> Result<()> {
     validate_namespace(&ns)?;
     let name = key.secret_name();
     let entry = RegistrySecret::new(key.to_string(), a.username.clone(), password);
-    ctx.store.put(registry_stored(&name, &ns, Scope::Namespace, now_unix(), entry), true)?;
+    ctx.store.put(
+        registry_stored(&name, &ns, Scope::Namespace, now_unix(), entry),
+        true,
+    )?;
     println!("Login Succeeded (stored as secret {ns}/{name})");
     Ok(())
 }

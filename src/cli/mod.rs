@@ -4,6 +4,7 @@ mod doctor;
 mod kubelet;
 mod login;
 mod output;
+mod proxy;
 mod secret;
 
 use std::path::PathBuf;
@@ -15,7 +16,11 @@ use crate::config::Config;
 use crate::store::{FileStore, SecretStore, StorePaths};
 
 #[derive(Parser, Debug)]
-#[command(name = "pullsecret", version, about = "Registry pull secrets for container tools")]
+#[command(
+    name = "pullsecret",
+    version,
+    about = "Registry pull secrets for container tools"
+)]
 pub struct Cli {
     /// Directory holding the encrypted secret store (default $XDG_DATA_HOME/pullsecret).
     #[arg(long, global = true, env = "PULLSECRET_STORE_DIR")]
@@ -43,6 +48,8 @@ enum Command {
     KubeletCredentialProvider,
     /// Show which store is in use and which source answers for a registry.
     Doctor(doctor::DoctorArgs),
+    /// Run the pull-through registry mirror (or `proxy print-config RUNTIME`).
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Everything subcommands share: config, the store, the working namespace.
@@ -57,11 +64,16 @@ impl Ctx {
         let config = Config::load(cli.config.as_deref())?;
         let paths = StorePaths::from_env(cli.store_dir.as_deref());
         let store = Box::new(FileStore::new(paths.clone(), config.limits));
-        Ok(Self { config, store, paths })
+        Ok(Self {
+            config,
+            store,
+            paths,
+        })
     }
 
     pub fn namespace(&self, flag: Option<&str>) -> String {
-        flag.map(str::to_string).unwrap_or_else(|| self.config.namespace())
+        flag.map(str::to_string)
+            .unwrap_or_else(|| self.config.namespace())
     }
 }
 
@@ -70,12 +82,15 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log_format);
     let result = match &cli.command {
         Command::KubeletCredentialProvider => kubelet::run(&cli),
+        Command::Proxy(a) => proxy::run(&cli, a),
         _ => Ctx::new(&cli).and_then(|ctx| match &cli.command {
             Command::Secret(cmd) => secret::run(&ctx, cmd),
             Command::Login(a) => login::login(&ctx, a),
             Command::Logout(a) => login::logout(&ctx, a),
             Command::Doctor(a) => doctor::run(&ctx, a),
-            Command::KubeletCredentialProvider => unreachable!("dispatched above"),
+            Command::KubeletCredentialProvider | Command::Proxy(_) => {
+                unreachable!("dispatched above")
+            }
         }),
     };
     match result {
@@ -102,7 +117,9 @@ fn error_line(e: &anyhow::Error) -> String {
 pub(crate) fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         let _ = builder.json().try_init();
     } else {

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 /// Docker's `HumanDuration` (go-units) plus " ago": `11 seconds ago`, `About a minute ago`.
 pub fn ago(created: u64, now: u64) -> String {
-    format!("{} ago", human_duration(Duration::from_secs(now.saturating_sub(created))))
+    format!(
+        "{} ago",
+        human_duration(Duration::from_secs(now.saturating_sub(created)))
+    )
 }
 
 pub fn human_duration(d: Duration) -> String {
@@ -79,7 +82,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["NAME", "TYPE"], &[vec!["a".into(), "x".into()], vec!["longer".into(), "y".into()]]);
+        let t = table(
+            &["NAME", "TYPE"],
+            &[
+                vec!["a".into(), "x".into()],
+                vec!["longer".into(), "y".into()],
+            ],
+        );
         assert_eq!(t, "NAME     TYPE\na        x\nlonger   y\n");
     }
 }

@@ -10,7 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::output::{ago, table};
 use super::Ctx;
-use crate::secret::{validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY};
+use crate::secret::{
+    validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY,
+};
 use crate::store::docker_config;
 use crate::store::kube::{self, KubeSecret};
 use crate::store::{now_unix, validate_namespace, Scope, SecretData, StoreRefs, StoredSecret};
@@ -196,12 +198,17 @@ pub fn run(ctx: &Ctx, cmd: &SecretCmd) -> Result<()> {
 
 fn create_docker_registry(ctx: &Ctx, a: &DockerRegistryArgs) -> Result<()> {
     let (server, username, password, email) = if let Some(spec) = a.from_file.first() {
-        let path = spec
-            .strip_prefix(".dockerconfigjson=")
-            .ok_or_else(|| anyhow!("--from-file must be .dockerconfigjson=PATH for docker-registry secrets"))?;
+        let path = spec.strip_prefix(".dockerconfigjson=").ok_or_else(|| {
+            anyhow!("--from-file must be .dockerconfigjson=PATH for docker-registry secrets")
+        })?;
         let entry = single_entry_from_config(Path::new(path))?;
         let email = entry.email.clone();
-        (entry.server, entry.username, SecretValue::Literal(entry.password), email)
+        (
+            entry.server,
+            entry.username,
+            SecretValue::Literal(entry.password),
+            email,
+        )
     } else {
         let username = a
             .docker_username
@@ -220,19 +227,38 @@ fn create_docker_registry(ctx: &Ctx, a: &DockerRegistryArgs) -> Result<()> {
         } else {
             bail!("one of --docker-password, --docker-password-stdin or --docker-password-ref is required");
         };
-        ServerKey::parse(&a.docker_server).with_context(|| format!("--docker-server {:?}", a.docker_server))?;
-        (a.docker_server.clone(), username, password, a.docker_email.clone().filter(|e| !e.is_empty()))
+        ServerKey::parse(&a.docker_server)
+            .with_context(|| format!("--docker-server {:?}", a.docker_server))?;
+        (
+            a.docker_server.clone(),
+            username,
+            password,
+            a.docker_email.clone().filter(|e| !e.is_empty()),
+        )
     };
-    let data = SecretData::DockerRegistry { server, username, password, email };
+    let data = SecretData::DockerRegistry {
+        server,
+        username,
+        password,
+        email,
+    };
     finish_create(ctx, &a.name, &a.common, data)
 }
 
 fn create_generic(ctx: &Ctx, a: &GenericArgs) -> Result<()> {
     let mut map = BTreeMap::new();
     for lit in &a.from_literal {
-        let (k, v) = lit.split_once('=').ok_or_else(|| anyhow!("--from-literal must be KEY=VALUE"))?;
+        let (k, v) = lit
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--from-literal must be KEY=VALUE"))?;
         check_key(k)?;
-        if map.insert(k.to_string(), SecretValue::Literal(SecretString::from(v.to_string()))).is_some() {
+        if map
+            .insert(
+                k.to_string(),
+                SecretValue::Literal(SecretString::from(v.to_string())),
+            )
+            .is_some()
+        {
             bail!("key {k:?} given twice");
         }
     }
@@ -241,13 +267,19 @@ fn create_generic(ctx: &Ctx, a: &GenericArgs) -> Result<()> {
             Some((k, p)) => (k.to_string(), PathBuf::from(p)),
             None => {
                 let p = PathBuf::from(spec);
-                let k = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let k = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 (k, p)
             }
         };
         check_key(&k)?;
         let text = read_utf8(&path)?;
-        if map.insert(k.clone(), SecretValue::Literal(SecretString::from(text))).is_some() {
+        if map
+            .insert(k.clone(), SecretValue::Literal(SecretString::from(text)))
+            .is_some()
+        {
             bail!("key {k:?} given twice");
         }
     }
@@ -266,7 +298,10 @@ fn create_tls(ctx: &Ctx, a: &TlsArgs) -> Result<()> {
     if !key.contains("PRIVATE KEY-----") {
         bail!("{}: no PEM private key found", a.key.display());
     }
-    let data = SecretData::Tls { cert, key: SecretValue::Literal(SecretString::from(key)) };
+    let data = SecretData::Tls {
+        cert,
+        key: SecretValue::Literal(SecretString::from(key)),
+    };
     finish_create(ctx, &a.name, &a.common, data)
 }
 
@@ -275,11 +310,22 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
     let ns = ctx.namespace(c.namespace.as_deref());
     validate_namespace(&ns)?;
     let scope = Scope::parse(&c.scope).ok_or_else(|| anyhow!("unknown scope {}", c.scope))?;
-    let secret = StoredSecret { name: name.to_string(), namespace: ns.clone(), scope, created: now_unix(), data };
+    let secret = StoredSecret {
+        name: name.to_string(),
+        namespace: ns.clone(),
+        scope,
+        created: now_unix(),
+        data,
+    };
     match c.dry_run.as_deref() {
         Some("client") => {
             // Like kubectl, the namespace appears only when given explicitly.
-            let doc = kube_document(ctx, &secret, c.namespace.as_deref(), c.output.as_deref().unwrap_or("json"))?;
+            let doc = kube_document(
+                ctx,
+                &secret,
+                c.namespace.as_deref(),
+                c.output.as_deref().unwrap_or("json"),
+            )?;
             print!("{doc}");
             Ok(())
         }
@@ -295,13 +341,20 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
 }
 
 /// The secret as kubectl would print it, with references resolved.
-fn kube_document(ctx: &Ctx, s: &StoredSecret, namespace: Option<&str>, output: &str) -> Result<String> {
+fn kube_document(
+    ctx: &Ctx,
+    s: &StoredSecret,
+    namespace: Option<&str>,
+    output: &str,
+) -> Result<String> {
     let refs = StoreRefs(ctx.store.as_ref());
     let resolver = RefResolver::with_store(&refs);
     let yaml = output == "yaml";
     Ok(match &s.data {
         SecretData::DockerRegistry { .. } => {
-            let entry = s.to_registry_secret(&resolver)?.ok_or_else(|| anyhow!("not a registry secret"))?;
+            let entry = s
+                .to_registry_secret(&resolver)?
+                .ok_or_else(|| anyhow!("not a registry secret"))?;
             if yaml {
                 kube::docker_registry_yaml(&s.name, namespace, &[entry])
             } else {
@@ -311,7 +364,14 @@ fn kube_document(ctx: &Ctx, s: &StoredSecret, namespace: Option<&str>, output: &
         SecretData::Generic(map) => {
             let mut data = BTreeMap::new();
             for (k, v) in map {
-                data.insert(k.clone(), resolver.resolve_value(v)?.expose_secret().as_bytes().to_vec());
+                data.insert(
+                    k.clone(),
+                    resolver
+                        .resolve_value(v)?
+                        .expose_secret()
+                        .as_bytes()
+                        .to_vec(),
+                );
             }
             if yaml {
                 kube::generic_yaml(&s.name, namespace, &data)
@@ -322,9 +382,19 @@ fn kube_document(ctx: &Ctx, s: &StoredSecret, namespace: Option<&str>, output: &
         SecretData::Tls { cert, key } => {
             let key = resolver.resolve_value(key)?;
             if yaml {
-                kube::tls_yaml(&s.name, namespace, cert.as_bytes(), key.expose_secret().as_bytes())
+                kube::tls_yaml(
+                    &s.name,
+                    namespace,
+                    cert.as_bytes(),
+                    key.expose_secret().as_bytes(),
+                )
             } else {
-                kube::tls_json(&s.name, namespace, cert.as_bytes(), key.expose_secret().as_bytes())
+                kube::tls_json(
+                    &s.name,
+                    namespace,
+                    cert.as_bytes(),
+                    key.expose_secret().as_bytes(),
+                )
             }
         }
     })
@@ -338,20 +408,33 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
     if let Some(file) = &a.file {
         let text = if file == "-" {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading stdin")?;
             s
         } else {
             read_utf8(Path::new(file))?
         };
-        for ks in kube::parse_secrets(&text).with_context(|| format!("{file}"))? {
-            let ns = a.namespace.clone().or_else(|| ks.namespace.clone()).unwrap_or_else(|| ctx.config.namespace());
+        for ks in kube::parse_secrets(&text).with_context(|| file.clone())? {
+            let ns = a
+                .namespace
+                .clone()
+                .or_else(|| ks.namespace.clone())
+                .unwrap_or_else(|| ctx.config.namespace());
             for s in from_kube(&ks, &ns, scope, now)? {
                 by_ns.entry(ns.clone()).or_default().push(s);
             }
         }
     } else {
         let (path, what) = if let Some(p) = &a.from_docker_config {
-            (if p.is_empty() { docker_config::docker_config_path() } else { PathBuf::from(p) }, "docker config")
+            (
+                if p.is_empty() {
+                    docker_config::docker_config_path()
+                } else {
+                    PathBuf::from(p)
+                },
+                "docker config",
+            )
         } else if let Some(p) = &a.from_auth_json {
             let path = if p.is_empty() {
                 docker_config::auth_json_paths()
@@ -365,11 +448,15 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
         } else {
             bail!("give -f FILE, --from-docker-config or --from-auth-json");
         };
-        let cfg = docker_config::load(&path)?.ok_or_else(|| anyhow!("{what} {} does not exist", path.display()))?;
+        let cfg = docker_config::load(&path)?
+            .ok_or_else(|| anyhow!("{what} {} does not exist", path.display()))?;
         let ns = ctx.namespace(a.namespace.as_deref());
         for e in cfg.entries()? {
             let name = ServerKey::parse(&e.server)?.secret_name();
-            by_ns.entry(ns.clone()).or_default().push(registry_stored(&name, &ns, scope, now, e));
+            by_ns
+                .entry(ns.clone())
+                .or_default()
+                .push(registry_stored(&name, &ns, scope, now, e));
         }
     }
     if by_ns.is_empty() {
@@ -408,10 +495,20 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
 
 fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<StoredSecret>> {
     let text = |k: &str| -> Result<String> {
-        let v = ks.data.get(k).ok_or_else(|| anyhow!("secret {:?} has no {k:?}", ks.name))?;
-        String::from_utf8(v.clone()).map_err(|_| anyhow!("secret {:?}: {k:?} is not UTF-8", ks.name))
+        let v = ks
+            .data
+            .get(k)
+            .ok_or_else(|| anyhow!("secret {:?} has no {k:?}", ks.name))?;
+        String::from_utf8(v.clone())
+            .map_err(|_| anyhow!("secret {:?}: {k:?} is not UTF-8", ks.name))
     };
-    let stored = |data| StoredSecret { name: ks.name.clone(), namespace: ns.to_string(), scope, created: now, data };
+    let stored = |data| StoredSecret {
+        name: ks.name.clone(),
+        namespace: ns.to_string(),
+        scope,
+        created: now,
+        data,
+    };
     Ok(match ks.kind.as_str() {
         "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" => {
             let entries = kube::registry_entries(ks)?;
@@ -420,7 +517,13 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
                 .into_iter()
                 .map(|e| {
                     let name = if many {
-                        format!("{}-{}", ks.name, ServerKey::parse(&e.server).map(|k| k.secret_name()).unwrap_or_default())
+                        format!(
+                            "{}-{}",
+                            ks.name,
+                            ServerKey::parse(&e.server)
+                                .map(|k| k.secret_name())
+                                .unwrap_or_default()
+                        )
                     } else {
                         ks.name.clone()
                     };
@@ -437,14 +540,23 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
         _ => {
             let mut map = BTreeMap::new();
             for k in ks.data.keys() {
-                map.insert(k.clone(), SecretValue::Literal(SecretString::from(text(k)?)));
+                map.insert(
+                    k.clone(),
+                    SecretValue::Literal(SecretString::from(text(k)?)),
+                );
             }
             vec![stored(SecretData::Generic(map))]
         }
     })
 }
 
-pub(crate) fn registry_stored(name: &str, ns: &str, scope: Scope, now: u64, e: RegistrySecret) -> StoredSecret {
+pub(crate) fn registry_stored(
+    name: &str,
+    ns: &str,
+    scope: Scope,
+    now: u64,
+    e: RegistrySecret,
+) -> StoredSecret {
     StoredSecret {
         name: name.to_string(),
         namespace: ns.to_string(),
@@ -494,7 +606,10 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
         })
         .collect();
     if rows.is_empty() {
-        eprintln!("No secrets found in {} namespace.", ns.as_deref().unwrap_or("any"));
+        eprintln!(
+            "No secrets found in {} namespace.",
+            ns.as_deref().unwrap_or("any")
+        );
         return Ok(());
     }
     print!("{}", table(&header, &rows));
@@ -515,7 +630,12 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
     m.insert("scope".into(), s.scope.as_str().into());
     m.insert("created".into(), s.created.into());
     match &s.data {
-        SecretData::DockerRegistry { server, username, password, email } => {
+        SecretData::DockerRegistry {
+            server,
+            username,
+            password,
+            email,
+        } => {
             m.insert("server".into(), server.clone().into());
             m.insert("username".into(), username.clone().into());
             m.insert("password".into(), mask(password));
@@ -524,7 +644,8 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
             }
         }
         SecretData::Generic(map) => {
-            let data: serde_json::Map<String, serde_json::Value> = map.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
+            let data: serde_json::Map<String, serde_json::Value> =
+                map.iter().map(|(k, v)| (k.clone(), mask(v))).collect();
             m.insert("data".into(), data.into());
         }
         SecretData::Tls { cert, key } => {
@@ -538,7 +659,9 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
 fn find(ctx: &Ctx, name: &str, namespace: Option<&str>) -> Result<StoredSecret> {
     let ns = ctx.namespace(namespace);
     validate_namespace(&ns)?;
-    ctx.store.get(&ns, name)?.ok_or_else(|| anyhow!("secret {ns}/{name} not found"))
+    ctx.store
+        .get(&ns, name)?
+        .ok_or_else(|| anyhow!("secret {ns}/{name} not found"))
 }
 
 fn inspect(ctx: &Ctx, a: &InspectArgs) -> Result<()> {
@@ -555,16 +678,27 @@ fn inspect(ctx: &Ctx, a: &InspectArgs) -> Result<()> {
 fn export(ctx: &Ctx, a: &ExportArgs) -> Result<()> {
     let s = find(ctx, &a.name, a.namespace.as_deref())?;
     if a.format == "k8s" {
-        print!("{}", kube_document(ctx, &s, a.namespace.as_deref(), &a.output)?);
+        print!(
+            "{}",
+            kube_document(ctx, &s, a.namespace.as_deref(), &a.output)?
+        );
         return Ok(());
     }
     let refs = StoreRefs(ctx.store.as_ref());
     let resolver = RefResolver::with_store(&refs);
-    let entry = s
-        .to_registry_secret(&resolver)?
-        .ok_or_else(|| anyhow!("--format {} needs a docker-registry secret; {} is {}", a.format, s.name, s.type_name()))?;
+    let entry = s.to_registry_secret(&resolver)?.ok_or_else(|| {
+        anyhow!(
+            "--format {} needs a docker-registry secret; {} is {}",
+            a.format,
+            s.name,
+            s.type_name()
+        )
+    })?;
     let out = match a.format.as_str() {
-        "dockerconfigjson" => format!("{}\n", kube::dockerconfigjson_payload(std::slice::from_ref(&entry))),
+        "dockerconfigjson" => format!(
+            "{}\n",
+            kube::dockerconfigjson_payload(std::slice::from_ref(&entry))
+        ),
         "auth.json" => docker_config::auth_json(std::slice::from_ref(&entry)),
         _ => docker_config::docker_config_json(std::slice::from_ref(&entry)),
     };
@@ -576,7 +710,8 @@ fn export(ctx: &Ctx, a: &ExportArgs) -> Result<()> {
 }
 
 fn single_entry_from_config(path: &Path) -> Result<RegistrySecret> {
-    let cfg = docker_config::load(path)?.ok_or_else(|| anyhow!("{} does not exist", path.display()))?;
+    let cfg =
+        docker_config::load(path)?.ok_or_else(|| anyhow!("{} does not exist", path.display()))?;
     let mut entries = cfg.entries()?;
     match entries.len() {
         1 => Ok(entries.remove(0)),
@@ -587,7 +722,10 @@ fn single_entry_from_config(path: &Path) -> Result<RegistrySecret> {
 
 fn read_password_stdin() -> Result<SecretString> {
     let mut s = zeroize::Zeroizing::new(String::new());
-    std::io::stdin().take(64 * 1024).read_to_string(&mut s).context("reading the password from stdin")?;
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut s)
+        .context("reading the password from stdin")?;
     let p = s.trim_end_matches(['\n', '\r']);
     if p.is_empty() {
         bail!("empty password on stdin");
@@ -602,7 +740,12 @@ fn read_utf8(path: &Path) -> Result<String> {
 
 /// Kubernetes Secret data keys: `[-._a-zA-Z0-9]+`.
 fn check_key(k: &str) -> Result<()> {
-    if k.is_empty() || k.len() > 253 || !k.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c)) {
+    if k.is_empty()
+        || k.len() > 253
+        || !k
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c))
+    {
         bail!("invalid key {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'");
     }
     Ok(())

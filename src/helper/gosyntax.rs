@@ -3,7 +3,10 @@
 
 /// Describes the first syntax error in the first JSON value of `text`, as Go's Decoder would.
 pub fn describe(text: &str) -> Option<String> {
-    let mut p = Parser { b: text.as_bytes(), i: 0 };
+    let mut p = Parser {
+        b: text.as_bytes(),
+        i: 0,
+    };
     p.ws();
     match p.value(0) {
         Err(Stop::Invalid(c, ctx)) => Some(format!("invalid character {} {ctx}", quote_char(c))),
@@ -61,7 +64,12 @@ impl Parser<'_> {
         loop {
             match self.peek()? {
                 b'"' => self.string()?,
-                c => return Err(Stop::Invalid(c, "looking for beginning of object key string".into())),
+                c => {
+                    return Err(Stop::Invalid(
+                        c,
+                        "looking for beginning of object key string".into(),
+                    ))
+                }
             }
             self.ws();
             match self.peek()? {
@@ -125,7 +133,10 @@ impl Parser<'_> {
                             for _ in 0..4 {
                                 let h = self.peek()?;
                                 if !h.is_ascii_hexdigit() {
-                                    return Err(Stop::Invalid(h, "in \\u hexadecimal character escape".into()));
+                                    return Err(Stop::Invalid(
+                                        h,
+                                        "in \\u hexadecimal character escape".into(),
+                                    ));
                                 }
                                 self.i += 1;
                             }
@@ -156,7 +167,12 @@ impl Parser<'_> {
             self.i += 1;
             match self.peek()? {
                 b'0'..=b'9' => self.digits(),
-                c => return Err(Stop::Invalid(c, "after decimal point in numeric literal".into())),
+                c => {
+                    return Err(Stop::Invalid(
+                        c,
+                        "after decimal point in numeric literal".into(),
+                    ))
+                }
             }
         }
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
@@ -214,11 +230,26 @@ mod tests {
 
     #[test]
     fn messages_match_go() {
-        assert_eq!(describe("{x}").as_deref(), Some("invalid character 'x' looking for beginning of object key string"));
-        assert_eq!(describe("{\"a\" 1}").as_deref(), Some("invalid character '1' after object key"));
-        assert_eq!(describe("{\"a\":1 \"b\"}").as_deref(), Some("invalid character '\"' after object key:value pair"));
-        assert_eq!(describe("not json").as_deref(), Some("invalid character 'o' in literal null (expecting 'u')"));
-        assert_eq!(describe("hello").as_deref(), Some("invalid character 'h' looking for beginning of value"));
+        assert_eq!(
+            describe("{x}").as_deref(),
+            Some("invalid character 'x' looking for beginning of object key string")
+        );
+        assert_eq!(
+            describe("{\"a\" 1}").as_deref(),
+            Some("invalid character '1' after object key")
+        );
+        assert_eq!(
+            describe("{\"a\":1 \"b\"}").as_deref(),
+            Some("invalid character '\"' after object key:value pair")
+        );
+        assert_eq!(
+            describe("not json").as_deref(),
+            Some("invalid character 'o' in literal null (expecting 'u')")
+        );
+        assert_eq!(
+            describe("hello").as_deref(),
+            Some("invalid character 'h' looking for beginning of value")
+        );
         assert_eq!(describe("{\"a\":").as_deref(), Some("unexpected EOF"));
         assert_eq!(describe("{\"a\":1} trailing"), None);
     }

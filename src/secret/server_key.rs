@@ -116,17 +116,33 @@ impl ServerKey {
         };
         let mut out: String = text
             .chars()
-            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         while out.contains("--") || out.contains("..") || out.contains(".-") || out.contains("-.") {
-            out = out.replace("--", "-").replace("..", ".").replace(".-", "-").replace("-.", "-");
+            out = out
+                .replace("--", "-")
+                .replace("..", ".")
+                .replace(".-", "-")
+                .replace("-.", "-");
         }
         let mut out = out.trim_matches(|c| c == '-' || c == '.').to_string();
         if out != text || out.is_empty() {
             use sha2::Digest;
             let h = sha2::Sha256::digest(text.as_bytes());
             out.truncate(200);
-            out = format!("{}-{}", out.trim_end_matches(['-', '.']), &hex::encode(h)[..8]).trim_start_matches('-').to_string();
+            out = format!(
+                "{}-{}",
+                out.trim_end_matches(['-', '.']),
+                &hex::encode(h)[..8]
+            )
+            .trim_start_matches('-')
+            .to_string();
         }
         out
     }
@@ -235,7 +251,12 @@ mod tests {
         assert_eq!(n("docker.io"), "docker.io");
         assert!(n("127.0.0.1:5000").starts_with("127.0.0.1-5000-"));
         assert_ne!(n("quay.io/org"), n("quay.io-org"));
-        for s in ["127.0.0.1:5000", "quay.io/org/repo", "[::1]:5000", "Reg_1.example.com"] {
+        for s in [
+            "127.0.0.1:5000",
+            "quay.io/org/repo",
+            "[::1]:5000",
+            "Reg_1.example.com",
+        ] {
             assert_eq!(crate::secret::validate_name(&n(s)), Ok(()), "{s}");
         }
     }

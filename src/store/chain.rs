@@ -28,10 +28,16 @@ pub enum Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Store { namespace, name } => write!(f, "pullsecret store, secret {namespace}/{name}"),
+            Source::Store { namespace, name } => {
+                write!(f, "pullsecret store, secret {namespace}/{name}")
+            }
             Source::DockerConfig(p) => write!(f, "docker config {}", p.display()),
             Source::Helper { config, helper } => {
-                write!(f, "docker-credential-{helper} (named in {})", config.display())
+                write!(
+                    f,
+                    "docker-credential-{helper} (named in {})",
+                    config.display()
+                )
             }
             Source::AuthJson(p) => write!(f, "containers auth.json {}", p.display()),
             Source::KubeSecret(p) => write!(f, "Kubernetes Secret file {}", p.display()),
@@ -44,10 +50,16 @@ pub enum ChainError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{source_name}: {error}")]
-    Ref { source_name: String, error: RefError },
+    Ref {
+        source_name: String,
+        error: RefError,
+    },
     #[error("{0}")]
     Source(String),
 }
+
+/// What a lookup found: the credentials and where they came from.
+pub type Found = Option<(RegistrySecret, Source)>;
 
 /// One step of a lookup, for `pullsecret doctor`.
 #[derive(Debug)]
@@ -64,44 +76,56 @@ pub struct Chain<'a> {
 
 impl Chain<'_> {
     /// The first source that has credentials for `server`, with the value resolved.
-    pub fn lookup(&self, server: &str) -> Result<Option<(RegistrySecret, Source)>, ChainError> {
+    pub fn lookup(&self, server: &str) -> Result<Found, ChainError> {
         self.walk(server, &mut |_| {})
     }
 
     /// Like `lookup`, recording what each source said.
-    pub fn explain(&self, server: &str) -> (Result<Option<(RegistrySecret, Source)>, ChainError>, Vec<Attempt>) {
+    pub fn explain(&self, server: &str) -> (Result<Found, ChainError>, Vec<Attempt>) {
         let mut attempts = Vec::new();
         let r = self.walk(server, &mut |a| attempts.push(a));
         (r, attempts)
     }
 
-    fn walk(
-        &self,
-        server: &str,
-        note: &mut dyn FnMut(Attempt),
-    ) -> Result<Option<(RegistrySecret, Source)>, ChainError> {
+    fn walk(&self, server: &str, note: &mut dyn FnMut(Attempt)) -> Result<Found, ChainError> {
         let key = ServerKey::parse(server).map_err(|e| ChainError::Source(e.to_string()))?;
         let mut deferred: Option<ChainError> = None;
 
         // 1. Own store.
-        match self.from_store(&key) {
+        match self.search_store(&key) {
             Ok(Some(stored)) => {
-                let source = Source::Store { namespace: stored.namespace.clone(), name: stored.name.clone() };
-                note(Attempt { source: "pullsecret store".into(), outcome: format!("found secret {}/{}", stored.namespace, stored.name) });
+                let source = Source::Store {
+                    namespace: stored.namespace.clone(),
+                    name: stored.name.clone(),
+                };
+                note(Attempt {
+                    source: "pullsecret store".into(),
+                    outcome: format!("found secret {}/{}", stored.namespace, stored.name),
+                });
                 let refs = StoreRefs(self.store);
                 let resolver = RefResolver::with_store(&refs);
                 return match stored.to_registry_secret(&resolver) {
                     Ok(Some(s)) => Ok(Some((s, source))),
                     Ok(None) => Ok(None),
-                    Err(error) => Err(ChainError::Ref { source_name: source.to_string(), error }),
+                    Err(error) => Err(ChainError::Ref {
+                        source_name: source.to_string(),
+                        error,
+                    }),
                 };
             }
             Ok(None) => note(Attempt {
-                source: format!("pullsecret store ({}, namespace {} and global)", self.store.backend_name(), self.namespace),
+                source: format!(
+                    "pullsecret store ({}, namespace {} and global)",
+                    self.store.backend_name(),
+                    self.namespace
+                ),
                 outcome: "no secret for this registry".into(),
             }),
             Err(e) => {
-                note(Attempt { source: "pullsecret store".into(), outcome: format!("error: {e}") });
+                note(Attempt {
+                    source: "pullsecret store".into(),
+                    outcome: format!("error: {e}"),
+                });
                 deferred.get_or_insert(ChainError::Store(e));
             }
         }
@@ -115,23 +139,40 @@ impl Chain<'_> {
             }
         }
         for (path, is_docker) in files {
-            let label = if is_docker { "docker config" } else { "containers auth.json" };
+            let label = if is_docker {
+                "docker config"
+            } else {
+                "containers auth.json"
+            };
             let cfg = match docker_config::load(&path) {
                 Ok(Some(c)) => c,
                 Ok(None) => {
-                    note(Attempt { source: format!("{label} {}", path.display()), outcome: "no such file".into() });
+                    note(Attempt {
+                        source: format!("{label} {}", path.display()),
+                        outcome: "no such file".into(),
+                    });
                     continue;
                 }
                 Err(e) => {
-                    note(Attempt { source: format!("{label} {}", path.display()), outcome: format!("error: {e}") });
+                    note(Attempt {
+                        source: format!("{label} {}", path.display()),
+                        outcome: format!("error: {e}"),
+                    });
                     deferred.get_or_insert(ChainError::Source(e.to_string()));
                     continue;
                 }
             };
             match cfg.lookup(&key) {
                 Some(AuthLookup::Credentials(s)) => {
-                    note(Attempt { source: format!("{label} {}", path.display()), outcome: "found credentials".into() });
-                    let src = if is_docker { Source::DockerConfig(path) } else { Source::AuthJson(path) };
+                    note(Attempt {
+                        source: format!("{label} {}", path.display()),
+                        outcome: "found credentials".into(),
+                    });
+                    let src = if is_docker {
+                        Source::DockerConfig(path)
+                    } else {
+                        Source::AuthJson(path)
+                    };
                     return Ok(Some((s, src)));
                 }
                 Some(AuthLookup::Helper(h)) if h == SELF_HELPER => note(Attempt {
@@ -140,16 +181,34 @@ impl Chain<'_> {
                 }),
                 Some(AuthLookup::Helper(h)) => match run_helper_get(&h, server) {
                     Ok(Some(s)) => {
-                        note(Attempt { source: format!("docker-credential-{h}"), outcome: "found credentials".into() });
-                        return Ok(Some((s, Source::Helper { config: path, helper: h })));
+                        note(Attempt {
+                            source: format!("docker-credential-{h}"),
+                            outcome: "found credentials".into(),
+                        });
+                        return Ok(Some((
+                            s,
+                            Source::Helper {
+                                config: path,
+                                helper: h,
+                            },
+                        )));
                     }
-                    Ok(None) => note(Attempt { source: format!("docker-credential-{h}"), outcome: "not found".into() }),
+                    Ok(None) => note(Attempt {
+                        source: format!("docker-credential-{h}"),
+                        outcome: "not found".into(),
+                    }),
                     Err(e) => {
-                        note(Attempt { source: format!("docker-credential-{h}"), outcome: format!("error: {e}") });
+                        note(Attempt {
+                            source: format!("docker-credential-{h}"),
+                            outcome: format!("error: {e}"),
+                        });
                         deferred.get_or_insert(ChainError::Source(e));
                     }
                 },
-                None => note(Attempt { source: format!("{label} {}", path.display()), outcome: "no entry for this registry".into() }),
+                None => note(Attempt {
+                    source: format!("{label} {}", path.display()),
+                    outcome: "no entry for this registry".into(),
+                }),
             }
         }
 
@@ -157,12 +216,21 @@ impl Chain<'_> {
         for dir in &self.kube_dirs {
             match from_kube_dir(dir, &key) {
                 Ok(Some((s, p))) => {
-                    note(Attempt { source: format!("Kubernetes Secret file {}", p.display()), outcome: "found credentials".into() });
+                    note(Attempt {
+                        source: format!("Kubernetes Secret file {}", p.display()),
+                        outcome: "found credentials".into(),
+                    });
                     return Ok(Some((s, Source::KubeSecret(p))));
                 }
-                Ok(None) => note(Attempt { source: format!("Kubernetes Secrets in {}", dir.display()), outcome: "no entry for this registry".into() }),
+                Ok(None) => note(Attempt {
+                    source: format!("Kubernetes Secrets in {}", dir.display()),
+                    outcome: "no entry for this registry".into(),
+                }),
                 Err(e) => {
-                    note(Attempt { source: format!("Kubernetes Secrets in {}", dir.display()), outcome: format!("error: {e}") });
+                    note(Attempt {
+                        source: format!("Kubernetes Secrets in {}", dir.display()),
+                        outcome: format!("error: {e}"),
+                    });
                     deferred.get_or_insert(ChainError::Source(e));
                 }
             }
@@ -175,22 +243,29 @@ impl Chain<'_> {
 
     /// The most specific docker-registry secret for `key`: this namespace first, then
     /// `global`-scoped secrets of any namespace.
-    fn from_store(&self, key: &ServerKey) -> Result<Option<StoredSecret>, StoreError> {
+    fn search_store(&self, key: &ServerKey) -> Result<Option<StoredSecret>, StoreError> {
         let own = self.store.list(Some(&self.namespace))?;
         if let Some(s) = best_match(own.iter(), key) {
             return Ok(Some(s.clone()));
         }
         let all = self.store.list(None)?;
-        let global = all.iter().filter(|s| s.namespace != self.namespace && s.scope == Scope::Global);
+        let global = all
+            .iter()
+            .filter(|s| s.namespace != self.namespace && s.scope == Scope::Global);
         Ok(best_match(global, key).cloned())
     }
 }
 
 /// The secret whose server key is the most specific candidate of `key`.
-pub fn best_match<'s>(secrets: impl Iterator<Item = &'s StoredSecret> + Clone, key: &ServerKey) -> Option<&'s StoredSecret> {
+pub fn best_match<'s>(
+    secrets: impl Iterator<Item = &'s StoredSecret> + Clone,
+    key: &ServerKey,
+) -> Option<&'s StoredSecret> {
     for candidate in key.candidates() {
         let hit = secrets.clone().find(|s| match &s.data {
-            SecretData::DockerRegistry { server, .. } => ServerKey::parse(server).ok().as_ref() == Some(&candidate),
+            SecretData::DockerRegistry { server, .. } => {
+                ServerKey::parse(server).ok().as_ref() == Some(&candidate)
+            }
             _ => false,
         });
         if hit.is_some() {
@@ -214,14 +289,22 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
         if !matches!(ext, "json" | "yaml" | "yml") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let secrets = kube::parse_secrets(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for ks in &secrets {
-            if !matches!(ks.kind.as_str(), "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg") {
+            if !matches!(
+                ks.kind.as_str(),
+                "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg"
+            ) {
                 continue;
             }
-            for entry in kube::registry_entries(ks).map_err(|e| format!("{}: {e}", path.display()))? {
-                let Ok(ek) = ServerKey::parse(&entry.server) else { continue };
+            for entry in
+                kube::registry_entries(ks).map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                let Ok(ek) = ServerKey::parse(&entry.server) else {
+                    continue;
+                };
                 if let Some(rank) = key.candidates().iter().position(|c| c == &ek) {
                     if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
                         best = Some((rank, entry, path.clone()));
@@ -246,7 +329,9 @@ fn run_helper_get(helper: &str, server: &str) -> Result<Option<RegistrySecret>, 
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| format!("{bin}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{bin}: {e}"))?;
     let stdout = zeroize::Zeroizing::new(out.stdout);
     let text = String::from_utf8_lossy(&stdout);
     if !out.status.success() {
@@ -256,11 +341,16 @@ fn run_helper_get(helper: &str, server: &str) -> Result<Option<RegistrySecret>, 
         // Helper errors are short protocol messages, never the secret.
         return Err(format!("{bin} get failed: {}", text.trim()));
     }
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| format!("{bin} get printed invalid JSON"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| format!("{bin} get printed invalid JSON"))?;
     let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
     let secret = field("Secret");
     if secret.is_empty() {
         return Ok(None);
     }
-    Ok(Some(RegistrySecret::new(server, field("Username"), SecretString::from(secret))))
+    Ok(Some(RegistrySecret::new(
+        server,
+        field("Username"),
+        SecretString::from(secret),
+    )))
 }

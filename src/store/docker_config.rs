@@ -356,9 +356,10 @@ impl DockerConfig {
         let norm = ServerKey::parse(key).ok();
         self.auths
             .retain(|(k, _)| k != key && (norm.is_none() || ServerKey::parse(k).ok() != norm));
-        let with_email = self.legacy;
+        // Email is decorative everywhere now, but harmless: docker used to
+        // write it and c/image ignores fields it doesn't know.
         self.auths
-            .push((key.to_string(), AuthEntry::from_secret(secret, with_email)));
+            .push((key.to_string(), AuthEntry::from_secret(secret, true)));
     }
 
     /// Removes every entry whose key normalizes to `key`; returns how many.
@@ -528,10 +529,7 @@ fn env_nonempty(env: EnvLookup, key: &str) -> Option<PathBuf> {
 fn docker_config_path_from(env: EnvLookup, home: Option<PathBuf>) -> PathBuf {
     match env_nonempty(env, "DOCKER_CONFIG") {
         Some(dir) => dir.join("config.json"),
-        None => home
-            .unwrap_or_default()
-            .join(".docker")
-            .join("config.json"),
+        None => home.unwrap_or_default().join(".docker").join("config.json"),
     }
 }
 
@@ -543,14 +541,16 @@ fn auth_json_paths_from(env: EnvLookup, home: Option<PathBuf>, uid: Option<u32>)
     if cfg!(target_os = "linux") {
         match (env_nonempty(env, "XDG_RUNTIME_DIR"), uid) {
             (Some(dir), _) => out.push(dir.join("containers").join("auth.json")),
-            (None, Some(uid)) => out.push(PathBuf::from(format!("/run/containers/{uid}/auth.json"))),
+            (None, Some(uid)) => {
+                out.push(PathBuf::from(format!("/run/containers/{uid}/auth.json")))
+            }
             (None, None) => {}
         }
     } else if let Some(h) = &home {
         out.push(h.join(".config").join("containers").join("auth.json"));
     }
-    let config_home = env_nonempty(env, "XDG_CONFIG_HOME")
-        .or_else(|| home.as_ref().map(|h| h.join(".config")));
+    let config_home =
+        env_nonempty(env, "XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config")));
     if let Some(c) = config_home {
         out.push(c.join("containers").join("auth.json"));
     }
@@ -633,9 +633,7 @@ mod tests {
         assert_eq!(gh.0, "https://ghcr.io");
         assert_eq!((gh.1.as_str(), gh.2.as_str()), ("<token>", "canary-token"));
         assert!(creds(&c, "empty.example.com").is_none());
-        assert!(c
-            .lookup(&ServerKey::parse("unknown.io").unwrap())
-            .is_none());
+        assert!(c.lookup(&ServerKey::parse("unknown.io").unwrap()).is_none());
     }
 
     #[test]
@@ -652,10 +650,20 @@ mod tests {
 
     #[test]
     fn entries_skip_empty_ones_and_keep_file_order() {
-        let servers: Vec<String> = cfg().entries().unwrap().into_iter().map(|s| s.server).collect();
+        let servers: Vec<String> = cfg()
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.server)
+            .collect();
         assert_eq!(
             servers,
-            ["https://index.docker.io/v1/", "quay.io", "quay.io/org", "https://ghcr.io"]
+            [
+                "https://index.docker.io/v1/",
+                "quay.io",
+                "quay.io/org",
+                "https://ghcr.io"
+            ]
         );
         let q = &cfg().entries().unwrap()[1];
         assert_eq!(q.email.as_deref(), Some("q@example.com"));
@@ -684,7 +692,10 @@ mod tests {
         assert!(matches!(err, ConfigFileError::Malformed { .. }));
         assert!(err.to_string().contains("config.json") && !err.to_string().contains("canary"));
         std::fs::write(&bad, "[1]").unwrap();
-        assert!(matches!(load(&bad), Err(ConfigFileError::NotAnObject { .. })));
+        assert!(matches!(
+            load(&bad),
+            Err(ConfigFileError::NotAnObject { .. })
+        ));
         std::fs::write(&bad, "\n").unwrap();
         assert!(load(&bad).unwrap().unwrap().auths().is_empty());
         let legacy = dir.path().join(".dockercfg");
@@ -709,12 +720,20 @@ mod tests {
         let text = c.to_json();
         let again = DockerConfig::parse(&text, "x").unwrap();
         let keys: Vec<&String> = again.top.keys().collect();
-        assert_eq!(keys, ["auths", "credHelpers", "credsStore", "psFormat", "plugins"]);
+        assert_eq!(
+            keys,
+            ["auths", "credHelpers", "credsStore", "psFormat", "plugins"]
+        );
         let auth_keys: Vec<&str> = again.auths().iter().map(|(k, _)| k.as_str()).collect();
         // The Hub URL entry was replaced by the `docker.io` one; Go sorts keys.
         assert_eq!(
             auth_keys,
-            ["docker.io", "empty.example.com", "https://ghcr.io", "quay.io/org"]
+            [
+                "docker.io",
+                "empty.example.com",
+                "https://ghcr.io",
+                "quay.io/org"
+            ]
         );
         assert_eq!(creds(&again, "docker.io").unwrap().1, "new");
         assert!(text.contains("\t\"psFormat\": \"table {{.ID}}\""));
@@ -738,9 +757,17 @@ mod tests {
 
     #[test]
     fn writers_match_docker_and_podman_formats() {
-        let mut a = RegistrySecret::new("registry.example.com", "alice", SecretString::from("s3cr3t"));
+        let mut a = RegistrySecret::new(
+            "registry.example.com",
+            "alice",
+            SecretString::from("s3cr3t"),
+        );
         a.email = Some("alice@example.com".into());
-        let hub = RegistrySecret::new("https://index.docker.io/v1/", "bob", SecretString::from("p<w"));
+        let hub = RegistrySecret::new(
+            "https://index.docker.io/v1/",
+            "bob",
+            SecretString::from("p<w"),
+        );
         let tok = RegistrySecret::new("ghcr.io", "<token>", SecretString::from("tok"));
         let entries = [a, hub, tok];
         assert_eq!(
@@ -786,7 +813,10 @@ mod tests {
                     .map(|(_, v)| std::ffi::OsString::from(v))
             }
         };
-        let only = env(&[("REGISTRY_AUTH_FILE", "/a.json"), ("XDG_RUNTIME_DIR", "/run/user/1")]);
+        let only = env(&[
+            ("REGISTRY_AUTH_FILE", "/a.json"),
+            ("XDG_RUNTIME_DIR", "/run/user/1"),
+        ]);
         assert_eq!(
             auth_json_paths_from(&only, home.clone(), Some(1)),
             [PathBuf::from("/a.json")]

@@ -19,13 +19,24 @@ pub enum StoreError {
     #[error("the master key {key} is missing but encrypted secrets exist in {data}; restore the key file (or set PULLSECRET_MASTER_KEY_FILE); nothing was changed")]
     MasterKeyMissing { key: PathBuf, data: PathBuf },
     #[error("cannot decrypt namespace {namespace:?} in {path}: {reason}; nothing was changed")]
-    Decrypt { namespace: String, path: PathBuf, reason: String },
+    Decrypt {
+        namespace: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("master key {path}: {reason}")]
     MasterKey { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{backend} store unavailable: {reason}. Fix: {fix}")]
-    Unavailable { backend: &'static str, reason: String, fix: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+        fix: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -33,7 +33,11 @@ impl StorePaths {
     /// `$PULLSECRET_STORE_DIR` or `$XDG_DATA_HOME/pullsecret`; key at
     /// `$PULLSECRET_MASTER_KEY_FILE` or `$XDG_CONFIG_HOME/pullsecret/master.key`.
     pub fn from_env(store_dir: Option<&Path>) -> Self {
-        let home = || std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = || {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        };
         let xdg = |var: &str, fallback: &str| {
             std::env::var_os(var)
                 .filter(|v| !v.is_empty())
@@ -42,12 +46,20 @@ impl StorePaths {
         };
         let data_dir = store_dir
             .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("PULLSECRET_STORE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("PULLSECRET_STORE_DIR")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| xdg("XDG_DATA_HOME", ".local/share").join("pullsecret"));
         let key_file = std::env::var_os("PULLSECRET_MASTER_KEY_FILE")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(|| xdg("XDG_CONFIG_HOME", ".config").join("pullsecret").join("master.key"));
+            .unwrap_or_else(|| {
+                xdg("XDG_CONFIG_HOME", ".config")
+                    .join("pullsecret")
+                    .join("master.key")
+            });
         Self { data_dir, key_file }
     }
 }
@@ -66,6 +78,9 @@ struct NamespaceFile {
 struct NamespacePlain {
     secrets: Vec<Record>,
 }
+
+/// A namespace's secrets with its (unwrapped) data key.
+type Opened = (Vec<StoredSecret>, Zeroizing<Vec<u8>>);
 
 pub struct FileStore {
     paths: StorePaths,
@@ -123,7 +138,7 @@ impl FileStore {
         }
     }
 
-    fn read_ns(&self, namespace: &str, key: &MasterKey) -> Result<Option<(Vec<StoredSecret>, Zeroizing<Vec<u8>>)>, StoreError> {
+    fn read_ns(&self, namespace: &str, key: &MasterKey) -> Result<Option<Opened>, StoreError> {
         let path = self.ns_path(namespace);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
@@ -135,7 +150,8 @@ impl FileStore {
             path: path.clone(),
             reason: reason.to_string(),
         };
-        let file: NamespaceFile = serde_json::from_slice(&text).map_err(|_| decrypt_err("not a pullsecret namespace file"))?;
+        let file: NamespaceFile = serde_json::from_slice(&text)
+            .map_err(|_| decrypt_err("not a pullsecret namespace file"))?;
         if file.format != FORMAT || file.namespace != namespace {
             return Err(decrypt_err("unexpected format or namespace"));
         }
@@ -147,13 +163,22 @@ impl FileStore {
                 key.id()
             )));
         }
-        let wrapped = B64.decode(&file.wrapped_key).map_err(|_| decrypt_err("damaged wrapped key"))?;
+        let wrapped = B64
+            .decode(&file.wrapped_key)
+            .map_err(|_| decrypt_err("damaged wrapped key"))?;
         let data_key = Zeroizing::new(
-            open(key.bytes(), &wrapped, &aad("dk", namespace)).map_err(|_| decrypt_err("wrapped key does not open"))?,
+            open(key.bytes(), &wrapped, &aad("dk", namespace))
+                .map_err(|_| decrypt_err("wrapped key does not open"))?,
         );
-        let sealed = B64.decode(&file.data).map_err(|_| decrypt_err("damaged data"))?;
-        let plain = Zeroizing::new(open(&data_key, &sealed, &aad("data", namespace)).map_err(|_| decrypt_err("data does not open (damaged file)"))?);
-        let parsed: NamespacePlain = serde_json::from_slice(&plain).map_err(|_| decrypt_err("decrypted data is not valid"))?;
+        let sealed = B64
+            .decode(&file.data)
+            .map_err(|_| decrypt_err("damaged data"))?;
+        let plain = Zeroizing::new(
+            open(&data_key, &sealed, &aad("data", namespace))
+                .map_err(|_| decrypt_err("data does not open (damaged file)"))?,
+        );
+        let parsed: NamespacePlain = serde_json::from_slice(&plain)
+            .map_err(|_| decrypt_err("decrypted data is not valid"))?;
         let mut secrets = Vec::with_capacity(parsed.secrets.len());
         for record in parsed.secrets {
             secrets.push(record.into_secret(namespace).map_err(|r| decrypt_err(&r))?);
@@ -161,10 +186,20 @@ impl FileStore {
         Ok(Some((secrets, data_key)))
     }
 
-    fn write_ns(&self, namespace: &str, key: &MasterKey, data_key: &[u8], secrets: &[StoredSecret]) -> Result<(), StoreError> {
+    fn write_ns(
+        &self,
+        namespace: &str,
+        key: &MasterKey,
+        data_key: &[u8],
+        secrets: &[StoredSecret],
+    ) -> Result<(), StoreError> {
         let path = self.ns_path(namespace);
-        let plain = NamespacePlain { secrets: secrets.iter().map(Record::from_secret).collect() };
-        let bytes = Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| StoreError::Invalid(e.to_string()))?);
+        let plain = NamespacePlain {
+            secrets: secrets.iter().map(Record::from_secret).collect(),
+        };
+        let bytes = Zeroizing::new(
+            serde_json::to_vec(&plain).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        );
         let file = NamespaceFile {
             format: FORMAT.to_string(),
             namespace: namespace.to_string(),
@@ -172,11 +207,17 @@ impl FileStore {
             wrapped_key: B64.encode(seal(key.bytes(), data_key, &aad("dk", namespace))?),
             data: B64.encode(seal(data_key, &bytes, &aad("data", namespace))?),
         };
-        let out = serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let out =
+            serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
         write_atomic(&path, &out).map_err(StoreError::io(&path))
     }
 
-    fn check_limits(&self, namespace: &str, before: usize, secrets: &[StoredSecret]) -> Result<(), StoreError> {
+    fn check_limits(
+        &self,
+        namespace: &str,
+        before: usize,
+        secrets: &[StoredSecret],
+    ) -> Result<(), StoreError> {
         if secrets.len() > self.limits.max_secrets_per_namespace && secrets.len() > before {
             return Err(LimitError::TooManySecrets {
                 namespace: namespace.to_string(),
@@ -187,7 +228,12 @@ impl FileStore {
         for s in secrets {
             let size = s.stored_size();
             if size > self.limits.max_secret_bytes {
-                return Err(LimitError::SecretTooLarge { name: s.name.clone(), size, limit: self.limits.max_secret_bytes }.into());
+                return Err(LimitError::SecretTooLarge {
+                    name: s.name.clone(),
+                    size,
+                    limit: self.limits.max_secret_bytes,
+                }
+                .into());
             }
         }
         Ok(())
@@ -207,7 +253,9 @@ impl SecretStore for FileStore {
             }
             None => self.namespaces()?,
         };
-        let Some(key) = self.master_key()? else { return Ok(Vec::new()) };
+        let Some(key) = self.master_key()? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         for ns in namespaces {
             if let Some((secrets, _)) = self.read_ns(&ns, &key)? {
@@ -233,7 +281,10 @@ impl SecretStore for FileStore {
         };
         let (mut secrets, data_key) = match self.read_ns(namespace, &key)? {
             Some(found) => found,
-            None => (Vec::new(), Zeroizing::new(super::master_key::random_key()?.to_vec())),
+            None => (
+                Vec::new(),
+                Zeroizing::new(super::master_key::random_key()?.to_vec()),
+            ),
         };
         let before = secrets.len();
         edit(&mut secrets)?;
@@ -248,9 +299,11 @@ fn aad(what: &str, namespace: &str) -> Vec<u8> {
 
 /// nonce (24 bytes) || ciphertext+tag
 fn seal(key: &[u8], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| StoreError::Invalid("bad key length".into()))?;
+    let cipher = XChaCha20Poly1305::new_from_slice(key)
+        .map_err(|_| StoreError::Invalid("bad key length".into()))?;
     let mut nonce = [0u8; 24];
-    getrandom::fill(&mut nonce).map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
+    getrandom::fill(&mut nonce)
+        .map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
     let ct = cipher
         .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
         .map_err(|_| StoreError::Invalid("encryption failed".into()))?;
@@ -265,5 +318,7 @@ fn open(key: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
     }
     let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| ())?;
     let (nonce, ct) = sealed.split_at(24);
-    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| ())
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map_err(|_| ())
 }

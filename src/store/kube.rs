@@ -417,13 +417,14 @@ pub fn registry_entries(s: &KubeSecret) -> Result<Vec<RegistrySecret>, KubeError
         let mut password = SecretString::from(field("password")?.unwrap_or_default());
         let email = field("email")?.map(str::to_string);
         if let Some(auth) = field("auth")? {
-            let (u, p) = crate::store::docker_config::decode_basic_auth(auth).map_err(|reason| {
-                KubeError::BadAuth {
-                    name: s.name.clone(),
-                    server: server.clone(),
-                    reason,
-                }
-            })?;
+            let (u, p) =
+                crate::store::docker_config::decode_basic_auth(auth).map_err(|reason| {
+                    KubeError::BadAuth {
+                        name: s.name.clone(),
+                        server: server.clone(),
+                        reason,
+                    }
+                })?;
             username = u;
             password = p;
         }
@@ -538,12 +539,20 @@ fn docker_registry_doc<'a>(
 /// `kubectl create secret generic NAME --from-literal=K=V … -o json`. kubectl
 /// prints no `type` for generic Secrets (the server defaults it to Opaque) and
 /// leaves `data` out when there is none.
-pub fn generic_json(name: &str, namespace: Option<&str>, data: &BTreeMap<String, Vec<u8>>) -> String {
+pub fn generic_json(
+    name: &str,
+    namespace: Option<&str>,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> String {
     generic_doc(name, namespace, data).to_json()
 }
 
 /// `kubectl create secret generic NAME … -o yaml`.
-pub fn generic_yaml(name: &str, namespace: Option<&str>, data: &BTreeMap<String, Vec<u8>>) -> String {
+pub fn generic_yaml(
+    name: &str,
+    namespace: Option<&str>,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> String {
     generic_doc(name, namespace, data).to_yaml()
 }
 
@@ -901,8 +910,7 @@ fn yaml_double_quoted(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         let v = c as u32;
-        if !is_yaml_printable(c) || c == '\u{feff}' || is_yaml_break(c) || c == '"' || c == '\\'
-        {
+        if !is_yaml_printable(c) || c == '\u{feff}' || is_yaml_break(c) || c == '"' || c == '\\' {
             out.push('\\');
             match v {
                 0x00 => out.push('0'),
@@ -1027,7 +1035,9 @@ fn go_parse_radix_u128(digits: &str, radix: u32) -> Option<u128> {
     let mut n: u128 = 0;
     for c in digits.chars() {
         let d = c.to_digit(radix)?;
-        n = n.checked_mul(u128::from(radix))?.checked_add(u128::from(d))?;
+        n = n
+            .checked_mul(u128::from(radix))?
+            .checked_add(u128::from(d))?;
         if n > u128::from(u64::MAX) {
             return None;
         }
@@ -1312,7 +1322,8 @@ mod tests {
 
     #[test]
     fn parses_a_json_secret_list_whose_items_have_no_kind() {
-        let text = r#"{"kind":"SecretList","items":[{"metadata":{"name":"x"},"data":{"k":"dg=="}}]}"#;
+        let text =
+            r#"{"kind":"SecretList","items":[{"metadata":{"name":"x"},"data":{"k":"dg=="}}]}"#;
         let v = parse_secrets(text).unwrap();
         assert_eq!(v[0].data["k"], b"v");
     }
@@ -1333,7 +1344,9 @@ mod tests {
         let text = format!(
             r#"{{"kind":"Secret","metadata":{{"name":"old"}},"type":"kubernetes.io/dockercfg",
                 "data":{{".dockercfg":"{}"}}}}"#,
-            b(r#"{"https://index.docker.io/v1/":{"auth":"Ym9iOmh1bnRlcjI=","email":"bob@example.com"},"quay.io":{"username":"q","password":"w"}}"#)
+            b(
+                r#"{"https://index.docker.io/v1/":{"auth":"Ym9iOmh1bnRlcjI=","email":"bob@example.com"},"quay.io":{"username":"q","password":"w"}}"#
+            )
         );
         let e = registry_entries(&one(&text)).unwrap();
         assert_eq!(e.len(), 2);
@@ -1410,7 +1423,9 @@ mod tests {
 
     #[test]
     fn bad_payload_json_does_not_echo_the_payload() {
-        let s = one(&dockerconfigjson_secret(r#"{"auths":{"r.io":{"password":"canary"#));
+        let s = one(&dockerconfigjson_secret(
+            r#"{"auths":{"r.io":{"password":"canary"#,
+        ));
         let err = registry_entries(&s).unwrap_err();
         assert!(matches!(err, KubeError::BadPayload { .. }));
         assert!(!err.to_string().contains("canary"));
@@ -1450,6 +1465,21 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, KubeError::Shape { .. }));
         assert!(!err.to_string().contains("918273"));
+    }
+
+    #[test]
+    fn syntax_errors_do_not_echo_the_input() {
+        for text in [
+            "kind: Secret\nmetadata: {name: s}\nstringData:\n  canary-key: canary\n  canary-key: canary2\n",
+            "kind: Secret\nmetadata: {name: s}\nstringData:\n  pw: canary\n   bad: [\n",
+            "kind: Secret\nstringData: {pw: \"canary\n",
+            "{\"kind\":\"Secret\",\"stringData\":{\"pw\":\"canary\"",
+            "? [canary]\n: x\n",
+        ] {
+            let err = parse_secrets(text).unwrap_err();
+            assert!(matches!(err, KubeError::Syntax { .. }), "{err:?}");
+            assert!(!err.to_string().contains("canary"), "{err}");
+        }
     }
 
     #[test]

@@ -18,13 +18,19 @@ pub struct MasterKey {
 impl MasterKey {
     /// Loads the key at `path`; `None` when there is no file.
     pub fn load(path: &Path) -> Result<Option<Self>, StoreError> {
-        let err = |reason: String| StoreError::MasterKey { path: path.to_path_buf(), reason };
+        let err = |reason: String| StoreError::MasterKey {
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => Zeroizing::new(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e.to_string())),
         };
-        let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(|e| err(e.to_string()))?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(err(format!(
                 "readable by group or others (mode {:o}); run: chmod 600 {}",
@@ -32,9 +38,17 @@ impl MasterKey {
                 path.display()
             )));
         }
-        let bytes = Zeroizing::new(B64.decode(text.trim()).map_err(|_| err("not a base64 key".into()))?);
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| err("not a 32-byte key".into()))?;
-        Ok(Some(Self { key: Zeroizing::new(key) }))
+        let bytes = Zeroizing::new(
+            B64.decode(text.trim())
+                .map_err(|_| err("not a base64 key".into()))?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| err("not a 32-byte key".into()))?;
+        Ok(Some(Self {
+            key: Zeroizing::new(key),
+        }))
     }
 
     /// Creates a fresh random key at `path` (0600, parent 0700). Callers hold the store lock.
@@ -63,6 +77,7 @@ impl MasterKey {
 
 pub fn random_key() -> Result<Zeroizing<[u8; 32]>, StoreError> {
     let mut k = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut k[..]).map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
+    getrandom::fill(&mut k[..])
+        .map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
     Ok(k)
 }

@@ -37,7 +37,10 @@ pub trait SecretStore {
     ) -> Result<(), StoreError>;
 
     fn get(&self, namespace: &str, name: &str) -> Result<Option<StoredSecret>, StoreError> {
-        Ok(self.list(Some(namespace))?.into_iter().find(|s| s.name == name))
+        Ok(self
+            .list(Some(namespace))?
+            .into_iter()
+            .find(|s| s.name == name))
     }
 
     /// Stores `secret`; replaces one of the same name only when `overwrite`.
@@ -46,11 +49,14 @@ pub trait SecretStore {
         let ns = secret.namespace.clone();
         let mut secret = Some(secret);
         self.update(&ns, &mut |secrets| {
-            let Some(new) = secret.take() else { return Ok(()) };
+            let Some(new) = secret.take() else {
+                return Ok(());
+            };
             match secrets.iter().position(|s| s.name == new.name) {
-                Some(_) if !overwrite => {
-                    Err(StoreError::AlreadyExists { namespace: new.namespace.clone(), name: new.name.clone() })
-                }
+                Some(_) if !overwrite => Err(StoreError::AlreadyExists {
+                    namespace: new.namespace.clone(),
+                    name: new.name.clone(),
+                }),
                 Some(i) => {
                     secrets[i] = new;
                     Ok(())
@@ -67,10 +73,13 @@ pub trait SecretStore {
     fn delete(&self, namespace: &str, names: &[String]) -> Result<(), StoreError> {
         self.update(namespace, &mut |secrets| {
             for name in names {
-                let i = secrets.iter().position(|s| &s.name == name).ok_or_else(|| StoreError::NotFound {
-                    namespace: namespace.to_string(),
-                    name: name.clone(),
-                })?;
+                let i = secrets
+                    .iter()
+                    .position(|s| &s.name == name)
+                    .ok_or_else(|| StoreError::NotFound {
+                        namespace: namespace.to_string(),
+                        name: name.clone(),
+                    })?;
                 secrets.remove(i);
             }
             Ok(())
@@ -91,13 +100,23 @@ pub fn validate_namespace(ns: &str) -> Result<(), NameError> {
 pub struct StoreRefs<'a>(pub &'a dyn SecretStore);
 
 impl StoreLookup for StoreRefs<'_> {
-    fn lookup_value(&self, namespace: &str, name: &str, key: Option<&str>) -> Result<Option<SecretString>, String> {
+    fn lookup_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<Option<SecretString>, String> {
         let secret = self.0.get(namespace, name).map_err(|e| e.to_string())?;
-        let Some(secret) = secret else { return Ok(None) };
+        let Some(secret) = secret else {
+            return Ok(None);
+        };
         let Some(value) = secret.value(key) else {
             return Err(format!("has no value {:?}", key.unwrap_or("(default)")));
         };
         // A stored value may itself be a reference; resolve it without a store to stop cycles.
-        RefResolver::default().resolve_value(value).map(Some).map_err(|e| e.to_string())
+        RefResolver::default()
+            .resolve_value(value)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }

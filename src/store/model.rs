@@ -43,9 +43,17 @@ impl Scope {
 /// The payload of a stored secret, by Kubernetes type.
 #[derive(Clone)]
 pub enum SecretData {
-    DockerRegistry { server: String, username: String, password: SecretValue, email: Option<String> },
+    DockerRegistry {
+        server: String,
+        username: String,
+        password: SecretValue,
+        email: Option<String>,
+    },
     Generic(BTreeMap<String, SecretValue>),
-    Tls { cert: String, key: SecretValue },
+    Tls {
+        cert: String,
+        key: SecretValue,
+    },
 }
 
 /// One secret in a namespace.
@@ -84,9 +92,17 @@ impl StoredSecret {
     }
 
     /// Resolves a docker-registry secret's password (following references) into a `RegistrySecret`.
-    pub fn to_registry_secret(&self, resolver: &RefResolver) -> Result<Option<RegistrySecret>, RefError> {
+    pub fn to_registry_secret(
+        &self,
+        resolver: &RefResolver,
+    ) -> Result<Option<RegistrySecret>, RefError> {
         match &self.data {
-            SecretData::DockerRegistry { server, username, password, email } => Ok(Some(RegistrySecret {
+            SecretData::DockerRegistry {
+                server,
+                username,
+                password,
+                email,
+            } => Ok(Some(RegistrySecret {
                 server: server.clone(),
                 username: username.clone(),
                 password: resolver.resolve_value(password)?,
@@ -104,9 +120,12 @@ impl StoredSecret {
             SecretValue::Ref(r) => r.as_str().len(),
         };
         match &self.data {
-            SecretData::DockerRegistry { server, username, password, email } => {
-                server.len() + username.len() + v(password) + email.as_deref().map_or(0, str::len)
-            }
+            SecretData::DockerRegistry {
+                server,
+                username,
+                password,
+                email,
+            } => server.len() + username.len() + v(password) + email.as_deref().map_or(0, str::len),
             SecretData::Generic(map) => map.iter().map(|(k, x)| k.len() + v(x)).sum(),
             SecretData::Tls { cert, key } => cert.len() + v(key),
         }
@@ -115,7 +134,9 @@ impl StoredSecret {
     /// A generic secret's value for `key`, or a docker-registry password, as plain bytes.
     pub fn value(&self, key: Option<&str>) -> Option<&SecretValue> {
         match (&self.data, key) {
-            (SecretData::DockerRegistry { password, .. }, None | Some("password")) => Some(password),
+            (SecretData::DockerRegistry { password, .. }, None | Some("password")) => {
+                Some(password)
+            }
             (SecretData::Generic(map), Some(k)) => map.get(k),
             (SecretData::Generic(map), None) if map.len() == 1 => map.values().next(),
             (SecretData::Tls { key, .. }, None | Some("tls.key")) => Some(key),
@@ -178,7 +199,9 @@ impl Record {
         r.created = s.created;
         let put = |r: &mut Record, k: &str, v: &SecretValue| {
             match v {
-                SecretValue::Literal(x) => r.data.insert(k.to_string(), x.expose_secret().to_string()),
+                SecretValue::Literal(x) => {
+                    r.data.insert(k.to_string(), x.expose_secret().to_string())
+                }
                 SecretValue::Ref(x) => {
                     r.refs.push(k.to_string());
                     r.data.insert(k.to_string(), x.as_str().to_string())
@@ -186,7 +209,12 @@ impl Record {
             };
         };
         match &s.data {
-            SecretData::DockerRegistry { server, username, password, email } => {
+            SecretData::DockerRegistry {
+                server,
+                username,
+                password,
+                email,
+            } => {
                 r.server = Some(server.clone());
                 r.username = Some(username.clone());
                 r.email = email.clone();
@@ -207,11 +235,17 @@ impl Record {
 
     pub(crate) fn into_secret(self, namespace: &str) -> Result<StoredSecret, String> {
         let value = |k: &str| -> Result<SecretValue, String> {
-            let v = self.data.get(k).ok_or_else(|| format!("secret {:?} lacks {k:?}", self.name))?;
+            let v = self
+                .data
+                .get(k)
+                .ok_or_else(|| format!("secret {:?} lacks {k:?}", self.name))?;
             if self.refs.iter().any(|r| r == k) {
                 match crate::secret::SecretRef::parse(v) {
                     Ok(Some(r)) => Ok(SecretValue::Ref(r)),
-                    _ => Err(format!("secret {:?}: {k:?} holds an invalid reference", self.name)),
+                    _ => Err(format!(
+                        "secret {:?}: {k:?} holds an invalid reference",
+                        self.name
+                    )),
                 }
             } else {
                 Ok(SecretValue::Literal(SecretString::from(v.clone())))
@@ -249,5 +283,7 @@ impl Record {
 
 /// Seconds since the Unix epoch, now.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

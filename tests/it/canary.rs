@@ -50,37 +50,94 @@ fn canary_appears_only_where_asked() {
     quiet.push(("helper-list".into(), run_with_stdin(helper_list, b"")));
     let mut helper_erase = env.helper();
     helper_erase.arg("erase");
-    quiet.push(("helper-erase-missing".into(), run_with_stdin(helper_erase, b"nothing.example")));
+    quiet.push((
+        "helper-erase-missing".into(),
+        run_with_stdin(helper_erase, b"nothing.example"),
+    ));
 
     for (what, out) in &quiet {
-        assert!(!carries_canary(&stdout(out)), "{what}: canary on stdout: {}", stdout(out));
+        assert!(
+            !carries_canary(&stdout(out)),
+            "{what}: canary on stdout: {}",
+            stdout(out)
+        );
         assert!(!carries_canary(&stderr(out)), "{what}: canary on stderr");
     }
     // The runs above did work (so the check is not vacuous).
-    assert!(quiet[0].1.status.success(), "create failed: {}", stderr(&quiet[0].1));
+    assert!(
+        quiet[0].1.status.success(),
+        "create failed: {}",
+        stderr(&quiet[0].1)
+    );
     assert!(stdout(&quiet[7].1).contains("********"));
 
     // Where the user asks for the secret, it is there.
     let asked = [
         run(&["secret", "inspect", "regcred", "--show-secret"], None),
         run(&["secret", "export", "regcred"], None),
-        run(&["secret", "export", "regcred", "--format", "dockerconfigjson"], None),
-        run(&["secret", "export", "regcred", "--format", "auth.json"], None),
-        run(&["secret", "create", "docker-registry", "dry", "--docker-username=a", &format!("--docker-password={CANARY}"), "--dry-run=client", "-o", "json"], None),
+        run(
+            &[
+                "secret",
+                "export",
+                "regcred",
+                "--format",
+                "dockerconfigjson",
+            ],
+            None,
+        ),
+        run(
+            &["secret", "export", "regcred", "--format", "auth.json"],
+            None,
+        ),
+        run(
+            &[
+                "secret",
+                "create",
+                "docker-registry",
+                "dry",
+                "--docker-username=a",
+                &format!("--docker-password={CANARY}"),
+                "--dry-run=client",
+                "-o",
+                "json",
+            ],
+            None,
+        ),
     ];
     for out in &asked {
         assert!(out.status.success(), "{}", stderr(out));
-        assert!(carries_canary(&stdout(out)), "asked-for output lacks the secret: {}", stdout(out));
-        assert!(!carries_canary(&stderr(out)), "canary in logs: {}", stderr(out));
+        assert!(
+            carries_canary(&stdout(out)),
+            "asked-for output lacks the secret: {}",
+            stdout(out)
+        );
+        assert!(
+            !carries_canary(&stderr(out)),
+            "canary in logs: {}",
+            stderr(out)
+        );
     }
     let mut get = env.helper();
     get.arg("get");
     let out = run_with_stdin(get, b"reg.example");
-    assert!(stdout(&out).contains("canary-7f3a9c-Pw\\u003c\\u0026\\u003e"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("canary-7f3a9c-Pw\\u003c\\u0026\\u003e"),
+        "{}",
+        stdout(&out)
+    );
 
     // Deleting leaves no trace in the store's files.
-    assert!(run(&["secret", "delete", "regcred", "gen", "login.example"], None).status.success());
+    assert!(run(
+        &["secret", "delete", "regcred", "gen", "login.example"],
+        None
+    )
+    .status
+    .success());
     for (path, bytes) in env.store_snapshot() {
-        assert!(!String::from_utf8_lossy(&bytes).contains("canary-7f3a9c"), "plaintext canary in {}", path.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("canary-7f3a9c"),
+            "plaintext canary in {}",
+            path.display()
+        );
     }
 }

@@ -5,7 +5,14 @@ use std::process::Stdio;
 use crate::support::{run_with_stdin, stderr, stdout, Env};
 
 fn create(env: &Env, name: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["secret", "create", "docker-registry", name, "--docker-username", "u"];
+    let mut args = vec![
+        "secret",
+        "create",
+        "docker-registry",
+        name,
+        "--docker-username",
+        "u",
+    ];
     args.extend_from_slice(extra);
     if !extra.iter().any(|a| a.starts_with("--docker-server")) {
         args.push("--docker-server=reg.example:5000");
@@ -22,8 +29,16 @@ fn twenty_concurrent_creates_all_land() {
     let children: Vec<_> = (0..20)
         .map(|i| {
             env.pullsecret(&[
-                "secret", "create", "docker-registry", &format!("s{i}"), "--docker-server",
-                &format!("r{i}.example"), "--docker-username", "u", "--docker-password", "p",
+                "secret",
+                "create",
+                "docker-registry",
+                &format!("s{i}"),
+                "--docker-server",
+                &format!("r{i}.example"),
+                "--docker-username",
+                "u",
+                "--docker-password",
+                "p",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -35,10 +50,16 @@ fn twenty_concurrent_creates_all_land() {
         let out = c.wait_with_output().expect("wait");
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let out = env.pullsecret(&["secret", "list", "-o", "json"]).output().expect("list");
+    let out = env
+        .pullsecret(&["secret", "list", "-o", "json"])
+        .output()
+        .expect("list");
     assert!(out.status.success(), "{}", stderr(&out));
     let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
-    let mut names: Vec<String> = items.iter().map(|i| i["name"].as_str().unwrap_or("").to_string()).collect();
+    let mut names: Vec<String> = items
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or("").to_string())
+        .collect();
     names.sort();
     let mut want: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
     want.sort();
@@ -49,13 +70,24 @@ fn twenty_concurrent_creates_all_land() {
 fn files_are_private_and_sealed() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    assert!(create(&env, "regcred", &["--docker-password=plain-canary-1"]).status.success());
+    assert!(
+        create(&env, "regcred", &["--docker-password=plain-canary-1"])
+            .status
+            .success()
+    );
     let snap = env.store_snapshot();
-    assert!(snap.len() >= 2, "expected a key file and a namespace file: {snap:?}");
+    assert!(
+        snap.len() >= 2,
+        "expected a key file and a namespace file: {snap:?}"
+    );
     for (path, bytes) in &snap {
         let mode = std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", path.display());
-        assert!(!String::from_utf8_lossy(bytes).contains("plain-canary-1"), "plaintext in {}", path.display());
+        assert!(
+            !String::from_utf8_lossy(bytes).contains("plain-canary-1"),
+            "plaintext in {}",
+            path.display()
+        );
     }
     // The key lives under XDG_CONFIG_HOME, the data under XDG_DATA_HOME.
     assert!(env.path("config/pullsecret/master.key").exists());
@@ -72,8 +104,16 @@ fn wrong_or_missing_master_key_is_clear_and_changes_nothing() {
     let before = env.store_snapshot();
     let out = create(&env, "two", &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("master key") && stderr(&out).contains("missing"), "{}", stderr(&out));
-    assert_eq!(env.store_snapshot(), before, "nothing may change without the key");
+    assert!(
+        stderr(&out).contains("master key") && stderr(&out).contains("missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        env.store_snapshot(),
+        before,
+        "nothing may change without the key"
+    );
 
     // A different key: decrypt fails, nothing is overwritten.
     {
@@ -84,7 +124,11 @@ fn wrong_or_missing_master_key_is_clear_and_changes_nothing() {
     let before = env.store_snapshot();
     let out = create(&env, "three", &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("wrong master key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wrong master key"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(env.store_snapshot(), before);
 }
 
@@ -96,13 +140,21 @@ fn limits_are_enforced_with_a_hint() {
     assert!(create(&env, "b", &[]).status.success());
     let out = create(&env, "c", &[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("limits.max_secrets_per_namespace"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("limits.max_secrets_per_namespace"),
+        "{}",
+        stderr(&out)
+    );
 
     let env = Env::new();
     let big = format!("--docker-password={}", "x".repeat(5000));
     let out = create(&env, "big", &[&big]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("limits.max_secret_bytes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("limits.max_secret_bytes"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("xxxxxxxx"));
 }
 
@@ -114,14 +166,26 @@ fn bad_input_is_one_line_and_changes_nothing() {
     let bad_files: &[(&str, &str)] = &[
         ("malformed.json", "{\"kind\": \"Secret\", "),
         ("malformed.yaml", "kind: Secret\nmetadata: [\n"),
-        ("badb64.json", r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"Opaque","data":{"k":"!!!notbase64"}}"#),
-        ("badauth.json", r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"kubernetes.io/dockerconfigjson","data":{".dockerconfigjson":"eyJhdXRocyI6eyJyIjp7ImF1dGgiOiJibTlqYjJ4dmJnPT0ifX19"}}"#),
-        ("unknowntype.json", r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"example.com/weird","data":{}}"#),
+        (
+            "badb64.json",
+            r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"Opaque","data":{"k":"!!!notbase64"}}"#,
+        ),
+        (
+            "badauth.json",
+            r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"kubernetes.io/dockerconfigjson","data":{".dockerconfigjson":"eyJhdXRocyI6eyJyIjp7ImF1dGgiOiJibTlqYjJ4dmJnPT0ifX19"}}"#,
+        ),
+        (
+            "unknowntype.json",
+            r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"example.com/weird","data":{}}"#,
+        ),
     ];
     for (file, text) in bad_files {
         let p = env.path(file);
         std::fs::write(&p, text).expect("write");
-        let out = env.pullsecret(&["secret", "import", "-f", p.to_str().unwrap_or_default()]).output().expect("run");
+        let out = env
+            .pullsecret(&["secret", "import", "-f", p.to_str().unwrap_or_default()])
+            .output()
+            .expect("run");
         assert!(!out.status.success(), "{file} was accepted");
         let err = stderr(&out);
         assert_eq!(err.trim_end().lines().count(), 1, "{file}: {err}");
@@ -129,12 +193,49 @@ fn bad_input_is_one_line_and_changes_nothing() {
         assert_eq!(env.store_snapshot(), before, "{file} changed the store");
     }
     for args in [
-        vec!["secret", "create", "docker-registry", "x", "--docker-password=p"],
-        vec!["secret", "create", "docker-registry", "Bad_Name", "--docker-username=u", "--docker-password=p"],
-        vec!["secret", "create", "generic", "g", "--from-file=/nonexistent/file"],
-        vec!["secret", "create", "tls", "t", "--cert=/nonexistent", "--key=/nonexistent"],
-        vec!["secret", "import", "--from-docker-config=/nonexistent/config.json"],
-        vec!["secret", "create", "docker-registry", "keep", "--docker-username=u", "--docker-password=p"],
+        vec![
+            "secret",
+            "create",
+            "docker-registry",
+            "x",
+            "--docker-password=p",
+        ],
+        vec![
+            "secret",
+            "create",
+            "docker-registry",
+            "Bad_Name",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        vec![
+            "secret",
+            "create",
+            "generic",
+            "g",
+            "--from-file=/nonexistent/file",
+        ],
+        vec![
+            "secret",
+            "create",
+            "tls",
+            "t",
+            "--cert=/nonexistent",
+            "--key=/nonexistent",
+        ],
+        vec![
+            "secret",
+            "import",
+            "--from-docker-config=/nonexistent/config.json",
+        ],
+        vec![
+            "secret",
+            "create",
+            "docker-registry",
+            "keep",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
     ] {
         let out = env.pullsecret(&args).output().expect("run");
         assert!(!out.status.success(), "{args:?} was accepted");
@@ -149,12 +250,24 @@ fn password_stdin_and_refs_resolve_at_use_time() {
     c.stdout(Stdio::piped());
     let out = run_with_stdin(c, b"from-stdin\n");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(create(&env, "byref", &["--docker-server=ref.example", "--docker-password-ref=env://REF_PW"]).status.success());
+    assert!(create(
+        &env,
+        "byref",
+        &[
+            "--docker-server=ref.example",
+            "--docker-password-ref=env://REF_PW"
+        ]
+    )
+    .status
+    .success());
 
     let mut get = env.helper();
     get.arg("get");
     let out = run_with_stdin(get, b"127.0.0.1:5999");
-    assert_eq!(stdout(&out), "{\"ServerURL\":\"127.0.0.1:5999\",\"Username\":\"alice\",\"Secret\":\"from-stdin\"}\n");
+    assert_eq!(
+        stdout(&out),
+        "{\"ServerURL\":\"127.0.0.1:5999\",\"Username\":\"alice\",\"Secret\":\"from-stdin\"}\n"
+    );
 
     env.set("REF_PW", "first");
     let mut get = env.helper();
@@ -166,9 +279,15 @@ fn password_stdin_and_refs_resolve_at_use_time() {
     get.arg("get");
     assert!(stdout(&run_with_stdin(get, b"ref.example")).contains("\"Secret\":\"rotated\""));
 
-    let out = env.pullsecret(&["logout", "127.0.0.1:5999"]).output().expect("logout");
+    let out = env
+        .pullsecret(&["logout", "127.0.0.1:5999"])
+        .output()
+        .expect("logout");
     assert!(out.status.success());
     let mut get = env.helper();
     get.arg("get");
-    assert_eq!(stdout(&run_with_stdin(get, b"127.0.0.1:5999")), "credentials not found in native keychain\n");
+    assert_eq!(
+        stdout(&run_with_stdin(get, b"127.0.0.1:5999")),
+        "credentials not found in native keychain\n"
+    );
 }

@@ -5,25 +5,43 @@ use crate::support::{require_bin, run_with_stdin, stdout, Env, Keyring};
 
 /// (verb, stdin) rows run in order against both helpers; state carries across rows.
 const TABLE: &[(&str, &str)] = &[
-    ("store", r#"{"ServerURL":"https://reg.example:5000","Username":"alice","Secret":"s3cr3t"}"#),
+    (
+        "store",
+        r#"{"ServerURL":"https://reg.example:5000","Username":"alice","Secret":"s3cr3t"}"#,
+    ),
     ("get", "https://reg.example:5000"),
     ("get", "https://reg.example:5000\n"),
     ("list", "unused"),
     ("get", "missing.example"),
-    ("store", r#"{"ServerURL":"","Username":"alice","Secret":"x"}"#),
-    ("store", r#"{"ServerURL":"h.example","Username":"","Secret":"x"}"#),
+    (
+        "store",
+        r#"{"ServerURL":"","Username":"alice","Secret":"x"}"#,
+    ),
+    (
+        "store",
+        r#"{"ServerURL":"h.example","Username":"","Secret":"x"}"#,
+    ),
     ("store", r#"{x}"#),
     ("store", "not json"),
     ("store", ""),
-    ("store", r#"{"ServerURL":"a.example","Username":"bob","Secret":"x""#),
+    (
+        "store",
+        r#"{"ServerURL":"a.example","Username":"bob","Secret":"x""#,
+    ),
     ("store", r#"{"ServerURL":1}"#),
-    ("store", r#"{"serverurl":"case.example","USERNAME":"carol","secret":"c4s3"}"#),
+    (
+        "store",
+        r#"{"serverurl":"case.example","USERNAME":"carol","secret":"c4s3"}"#,
+    ),
     ("get", "case.example"),
     ("get", ""),
     ("erase", "never-stored.example"),
     ("erase", "https://reg.example:5000"),
     ("get", "https://reg.example:5000"),
-    ("store", r#"{"ServerURL":"tok.example","Username":"<token>","Secret":"a&b<c>"}"#),
+    (
+        "store",
+        r#"{"ServerURL":"tok.example","Username":"<token>","Secret":"a&b<c>"}"#,
+    ),
     ("get", "tok.example"),
     ("list", "unused"),
     ("bogus", ""),
@@ -38,11 +56,15 @@ fn protocol_matches_docker_credential_secretservice() {
         return;
     };
     let env = Env::new();
-    let Some(keyring) = Keyring::start(&env.path("home")) else { return };
+    let Some(keyring) = Keyring::start(&env.path("home")) else {
+        return;
+    };
 
     for (verb, input) in TABLE {
         let mut theirs = env.cmd(&oracle);
-        theirs.arg(verb).env("DBUS_SESSION_BUS_ADDRESS", &keyring.bus);
+        theirs
+            .arg(verb)
+            .env("DBUS_SESSION_BUS_ADDRESS", &keyring.bus);
         let theirs = run_with_stdin(theirs, input.as_bytes());
         let mut ours = env.helper();
         ours.arg(verb);
@@ -69,13 +91,19 @@ fn protocol_matches_docker_credential_secretservice() {
 #[test]
 fn stdin_over_64_kib_is_refused() {
     let env = Env::new();
-    let big = format!(r#"{{"ServerURL":"big.example","Username":"u","Secret":"{}"}}"#, "x".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"ServerURL":"big.example","Username":"u","Secret":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
     let mut c = env.helper();
     c.arg("store");
     let out = run_with_stdin(c, big.as_bytes());
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout(&out), "bufio.Scanner: token too long\n");
-    assert!(env.store_snapshot().is_empty(), "refused input must store nothing");
+    assert!(
+        env.store_snapshot().is_empty(),
+        "refused input must store nothing"
+    );
 }
 
 #[test]
@@ -83,10 +111,17 @@ fn identity_tokens_and_normalized_lookups() {
     let env = Env::new();
     let mut c = env.helper();
     c.arg("store");
-    let out = run_with_stdin(c, br#"{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"idtok"}"#);
+    let out = run_with_stdin(
+        c,
+        br#"{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"idtok"}"#,
+    );
     assert!(out.status.success(), "{}", stdout(&out));
     // Clients ask with bare hosts; every Docker Hub alias finds the entry.
-    for q in ["docker.io", "registry-1.docker.io", "https://index.docker.io/v1/"] {
+    for q in [
+        "docker.io",
+        "registry-1.docker.io",
+        "https://index.docker.io/v1/",
+    ] {
         let mut c = env.helper();
         c.arg("get");
         let out = run_with_stdin(c, q.as_bytes());

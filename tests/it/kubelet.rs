@@ -3,17 +3,30 @@
 use crate::support::{run_with_stdin, stderr, stdout, Env};
 
 fn provide(env: &Env, request: &str) -> std::process::Output {
-    run_with_stdin(env.pullsecret(&["kubelet-credential-provider"]), request.as_bytes())
+    run_with_stdin(
+        env.pullsecret(&["kubelet-credential-provider"]),
+        request.as_bytes(),
+    )
 }
 
 fn request(image: &str) -> String {
-    format!(r#"{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"{image}"}}"#)
+    format!(
+        r#"{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"{image}"}}"#
+    )
 }
 
 #[test]
 fn kubelet_provider_golden_responses() {
     let env = Env::new();
-    let mut login = env.pullsecret(&["secret", "create", "docker-registry", "org", "--docker-server=reg.example.com/org", "--docker-username=org-bot", "--docker-password-stdin"]);
+    let mut login = env.pullsecret(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "org",
+        "--docker-server=reg.example.com/org",
+        "--docker-username=org-bot",
+        "--docker-password-stdin",
+    ]);
     login.stdout(std::process::Stdio::null());
     assert!(run_with_stdin(login, b"org-pass").status.success());
     let hub = env.pullsecret(&["login", "docker.io", "-u", "hubuser", "--password-stdin"]);
@@ -40,10 +53,18 @@ fn kubelet_provider_golden_responses() {
         "{\"kind\":\"CredentialProviderResponse\",\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"cacheKeyType\":\"Registry\",\"cacheDuration\":\"5m0s\",\"auth\":{}}\n"
     );
 
-    for bad in ["{", r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderRequest","image":"a"}"#, r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"Other","image":"a"}"#] {
+    for bad in [
+        "{",
+        r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderRequest","image":"a"}"#,
+        r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"Other","image":"a"}"#,
+    ] {
         let out = provide(&env, bad);
         assert!(!out.status.success(), "{bad}");
         assert!(stdout(&out).is_empty());
-        assert!(stderr(&out).contains("invalid CredentialProviderRequest"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("invalid CredentialProviderRequest"),
+            "{}",
+            stderr(&out)
+        );
     }
 }

@@ -4,4 +4,6 @@ mod canary;
 mod cli_store;
 mod helper_protocol;
 mod kubelet;
+mod registry_smoke;
+mod registry_support;
 mod support;

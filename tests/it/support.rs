@@ -13,7 +13,9 @@ pub fn e2e() -> bool {
 /// The path of an external tool, or `None` (after a notice) when it is missing outside E2E mode.
 pub fn require_bin(name: &str, install: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
     });
     match found {
         Some(p) => Some(p),
@@ -37,7 +39,10 @@ impl Env {
         for sub in ["home", "data", "config", "runtime", "docker"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        Self { dir, extra: Vec::new() }
+        Self {
+            dir,
+            extra: Vec::new(),
+        }
     }
 
     pub fn path(&self, sub: &str) -> PathBuf {
@@ -86,7 +91,9 @@ impl Env {
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -132,7 +139,12 @@ impl Keyring {
         require_bin("gnome-keyring-daemon", "apt-get install gnome-keyring")?;
         // The session lives as long as `cat` waits on our pipe.
         let mut session = Command::new("dbus-run-session")
-            .args(["--", "sh", "-c", "echo \"$DBUS_SESSION_BUS_ADDRESS\"; exec cat"])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo \"$DBUS_SESSION_BUS_ADDRESS\"; exec cat",
+            ])
             .env("HOME", home)
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .stdin(Stdio::piped())
@@ -144,7 +156,9 @@ impl Keyring {
         {
             use std::io::BufRead;
             let out = session.stdout.as_mut().expect("stdout");
-            std::io::BufReader::new(out).read_line(&mut line).expect("bus address");
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .expect("bus address");
         }
         let bus = line.trim().to_string();
         assert!(!bus.is_empty(), "dbus-run-session printed no address");
@@ -159,20 +173,35 @@ impl Keyring {
             },
             b"test-keyring-password",
         );
-        assert!(unlock.status.success(), "gnome-keyring-daemon --unlock failed: {}", stderr(&unlock));
+        assert!(
+            unlock.status.success(),
+            "gnome-keyring-daemon --unlock failed: {}",
+            stderr(&unlock)
+        );
         // The daemon forks; until it owns the bus name, a client would D-Bus-activate a
         // second daemon that races the first over the new keyring file.
         let owned = || {
             Command::new("dbus-send")
-                .args(["--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
-                .args(["org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"])
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                ])
+                .args([
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
                 .env("DBUS_SESSION_BUS_ADDRESS", &bus)
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !owned() {
-            assert!(std::time::Instant::now() < deadline, "gnome-keyring never owned org.freedesktop.secrets");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gnome-keyring never owned org.freedesktop.secrets"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Some(Self { session, bus })

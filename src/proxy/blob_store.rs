@@ -1,0 +1,159 @@
+//! The on-disk cache: an OCI image layout under `<cache>/v1` (blobs by digest, written
+//! only after verification), manifest media types, and tag → digest records.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::fsutil::write_atomic;
+use crate::registry::digest::Digest;
+
+const VERSION_DIR: &str = "v1";
+
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// What we remember about a cached manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestMeta {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A tag's last known digest and when the upstream last confirmed it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagRecord {
+    pub digest: String,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub size: u64,
+    /// Unix seconds of the last upstream confirmation.
+    pub checked: u64,
+}
+
+impl BlobStore {
+    /// Opens (creating) the layout and removes temp files a crash left behind.
+    pub fn open(cache_dir: &Path) -> std::io::Result<Self> {
+        let root = cache_dir.join(VERSION_DIR);
+        for d in ["blobs/sha256", "tmp", "meta/manifests", "meta/tags"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            write_atomic(&index, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#)?;
+        }
+        // A fill interrupted by a crash is never trusted: its bytes were not verified.
+        for e in std::fs::read_dir(root.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where a verified blob lives. `Digest` only holds validated hex, so this stays inside the cache.
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Stores a verified manifest and its media type.
+    pub fn put_manifest(&self, d: &Digest, bytes: &[u8], media_type: &str) -> std::io::Result<()> {
+        let meta = ManifestMeta {
+            media_type: media_type.to_string(),
+            size: bytes.len() as u64,
+        };
+        // Meta first: a manifest blob without meta would be served without its type.
+        write_atomic(
+            &self.manifest_meta_path(d),
+            &serde_json::to_vec(&meta).map_err(std::io::Error::other)?,
+        )?;
+        let p = self.blob_path(d);
+        if !p.exists() {
+            write_atomic(&p, bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn manifest_meta(&self, d: &Digest) -> Option<ManifestMeta> {
+        let bytes = std::fs::read(self.manifest_meta_path(d)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn manifest_meta_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("meta/manifests")
+            .join(format!("{}.json", d.hex()))
+    }
+
+    pub fn get_tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        accept: &str,
+    ) -> Option<TagRecord> {
+        let bytes = std::fs::read(self.tag_path(upstream, repo, tag, accept)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        accept: &str,
+        rec: &TagRecord,
+    ) -> std::io::Result<()> {
+        write_atomic(
+            &self.tag_path(upstream, repo, tag, accept),
+            &serde_json::to_vec(rec).map_err(std::io::Error::other)?,
+        )
+    }
+
+    /// Tag records are named by a hash: repository names never become paths.
+    fn tag_path(&self, upstream: &str, repo: &str, tag: &str, accept: &str) -> PathBuf {
+        let mut h = Sha256::new();
+        for part in [upstream, repo, tag, accept] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        self.root
+            .join("meta/tags")
+            .join(format!("{}.json", hex::encode(h.finalize())))
+    }
+
+    /// Total bytes and count of cached blobs.
+    pub fn usage(&self) -> (u64, u64) {
+        let mut bytes = 0;
+        let mut count = 0;
+        if let Ok(entries) = std::fs::read_dir(self.root.join("blobs/sha256")) {
+            for e in entries.flatten() {
+                if let Ok(m) = e.metadata() {
+                    bytes += m.len();
+                    count += 1;
+                }
+            }
+        }
+        (bytes, count)
+    }
+}

@@ -1,0 +1,288 @@
+//! The proxy's TOML config: listener, cache, upstreams; an embedded default mirrors Docker Hub.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::registry::auth::TokenStyle;
+
+/// Used when no config file exists: an anonymous Docker Hub mirror on 127.0.0.1:5000.
+pub const EMBEDDED_DEFAULT: &str = r#"
+listen = "127.0.0.1:5000"
+default_upstream = "docker.io"
+
+[[upstream]]
+name = "docker.io"
+url = "https://registry-1.docker.io"
+aliases = ["docker.io", "index.docker.io", "registry-1.docker.io"]
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Cache directory (default `$XDG_CACHE_HOME/pullsecret/proxy`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Name of the upstream for requests with neither `?ns=` nor an alias prefix.
+    #[serde(default)]
+    pub default_upstream: Option<String>,
+    /// Namespace whose stored secrets `secret = "NAME"` refers to.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub limits: ProxyLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A stored `tls` secret (`NAME` or `NAMESPACE/NAME`) instead of files.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `https://host[:port]` (or `http://` together with `insecure = true`).
+    pub url: String,
+    /// Other names clients use for this registry: `?ns=` values and `/v2/<alias>/…` prefixes.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A stored docker-registry secret (`NAME` in the proxy namespace, or `NAMESPACE/NAME`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Or a username with a password / SecretRef (`env://`, `file://`, `cmd://`, …).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM file with extra root CAs for this upstream.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Plain HTTP to this upstream.
+    #[serde(default)]
+    pub insecure: bool,
+    /// How long a tag → digest answer is trusted before a HEAD revalidates it.
+    #[serde(default = "default_tag_ttl", with = "humantime_serde_compat")]
+    pub tag_ttl: Duration,
+    #[serde(default)]
+    pub token_style: TokenStyle,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyLimits {
+    /// Concurrent upstream blob downloads.
+    pub max_concurrent_fills: usize,
+    /// Upstream connect and between-bytes read timeout, in seconds.
+    pub upstream_timeout_secs: u64,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_fills: 64,
+            upstream_timeout_secs: 30,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5000".into()
+}
+
+fn default_tag_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyConfigError {
+    #[error("cannot read proxy config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid proxy config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid proxy config: {0}")]
+    Invalid(String),
+}
+
+impl ProxyConfig {
+    /// Reads `path`, else `$XDG_CONFIG_HOME/pullsecret/proxy.toml` when it exists, else the embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Self, ProxyConfigError> {
+        let default_path = crate::config::default_config_dir().join("proxy.toml");
+        let (text, name) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ProxyConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None if default_path.exists() => (
+                std::fs::read_to_string(&default_path).map_err(|source| {
+                    ProxyConfigError::Read {
+                        path: default_path.clone(),
+                        source,
+                    }
+                })?,
+                default_path.display().to_string(),
+            ),
+            None => (
+                EMBEDDED_DEFAULT.to_string(),
+                "(embedded default)".to_string(),
+            ),
+        };
+        Self::parse(&text, &name)
+    }
+
+    pub fn parse(text: &str, name: &str) -> Result<Self, ProxyConfigError> {
+        let cfg: ProxyConfig = toml::from_str(text).map_err(|e| ProxyConfigError::Parse {
+            path: name.to_string(),
+            message: e.message().to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ProxyConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for u in &self.upstreams {
+            if !names.insert(&u.name) {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "upstream {:?} is defined twice",
+                    u.name
+                )));
+            }
+            u.host()?;
+            if u.secret.is_some() && (u.username.is_some() || u.password.is_some()) {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "upstream {:?}: give `secret` or `username`/`password`, not both",
+                    u.name
+                )));
+            }
+            if u.username.is_some() != u.password.is_some() {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "upstream {:?}: `username` and `password` go together",
+                    u.name
+                )));
+            }
+        }
+        if let Some(d) = &self.default_upstream {
+            if !self.upstreams.iter().any(|u| &u.name == d) {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "default_upstream {d:?} names no upstream"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_default()
+                        .join(".cache")
+                })
+                .join("pullsecret")
+                .join("proxy")
+        })
+    }
+}
+
+impl UpstreamConfig {
+    /// `host[:port]` from the URL; checks the scheme against `insecure`.
+    pub fn host(&self) -> Result<String, ProxyConfigError> {
+        let (scheme, rest) = self.url.split_once("://").ok_or_else(|| {
+            ProxyConfigError::Invalid(format!(
+                "upstream {:?}: url needs http:// or https://",
+                self.name
+            ))
+        })?;
+        match (scheme, self.insecure) {
+            ("https", _) | ("http", true) => {}
+            ("http", false) => {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "upstream {:?}: http:// needs `insecure = true`",
+                    self.name
+                )))
+            }
+            _ => {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "upstream {:?}: unknown scheme {scheme}",
+                    self.name
+                )))
+            }
+        }
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains('/') {
+            return Err(ProxyConfigError::Invalid(format!(
+                "upstream {:?}: url must be scheme://host[:port]",
+                self.name
+            )));
+        }
+        Ok(host.to_string())
+    }
+
+    pub fn is_docker_hub(&self) -> bool {
+        self.host().is_ok_and(|h| {
+            h == "registry-1.docker.io" || h == "index.docker.io" || h == "docker.io"
+        }) || self.aliases.iter().any(|a| a == "docker.io")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = ProxyConfig::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:5000");
+        assert!(c.upstreams[0].is_docker_hub());
+        assert_eq!(c.upstreams[0].tag_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn rejects_inconsistent_upstreams() {
+        for bad in [
+            "[[upstream]]\nname='a'\nurl='http://x'",
+            "[[upstream]]\nname='a'\nurl='https://x/path'",
+            "[[upstream]]\nname='a'\nurl='https://x'\nsecret='s'\nusername='u'\npassword='p'",
+            "default_upstream='zz'\n[[upstream]]\nname='a'\nurl='https://x'",
+            "bogus_key = 1",
+        ] {
+            assert!(ProxyConfig::parse(bad, "t").is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Single-flight streaming fill: one upstream download per digest, written to a temp file
+//! while hashing; every client for that digest streams from the growing file as bytes land.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::registry::digest::{Digest, Verifier};
+
+/// Progress of one fill, broadcast to its readers.
+#[derive(Debug, Clone, Default)]
+pub struct FillState {
+    /// Bytes written to the temp file so far.
+    pub written: u64,
+    /// Total size once the upstream said it (Content-Length).
+    pub total: Option<u64>,
+    /// Whether the upstream answered (size known or not).
+    pub started: bool,
+    /// `Some(Ok)` once verified and in the cache; `Some(Err)` when it failed.
+    pub done: Option<Result<(), String>>,
+}
+
+/// One in-flight download.
+pub struct Fill {
+    pub digest: Digest,
+    file: Arc<std::fs::File>,
+    state: watch::Receiver<FillState>,
+}
+
+impl Fill {
+    pub fn subscribe(&self) -> FillReader {
+        FillReader {
+            file: self.file.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// A client's view of a fill: waits for bytes and reads them from the shared file.
+pub struct FillReader {
+    file: Arc<std::fs::File>,
+    state: watch::Receiver<FillState>,
+}
+
+impl FillReader {
+    /// Waits until the upstream answered; returns the size if known, or the failure.
+    pub async fn started(&mut self) -> Result<Option<u64>, String> {
+        loop {
+            {
+                let s = self.state.borrow_and_update();
+                if let Some(Err(e)) = &s.done {
+                    return Err(e.clone());
+                }
+                if s.started || s.done.is_some() {
+                    return Ok(s.total.or(if s.done.is_some() {
+                        Some(s.written)
+                    } else {
+                        None
+                    }));
+                }
+            }
+            if self.state.changed().await.is_err() {
+                return Err("fill abandoned".into());
+            }
+        }
+    }
+
+    /// The next chunk at `offset` (at most `max` bytes): `Ok(None)` at the end of a verified
+    /// blob, `Err` when the fill failed, so the response is cut short, never completed.
+    pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Option<Bytes>, String> {
+        loop {
+            let (written, done) = {
+                let s = self.state.borrow_and_update();
+                (s.written, s.done.clone())
+            };
+            if offset < written {
+                let n = ((written - offset) as usize).min(max);
+                let file = self.file.clone();
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    file.read_exact_at(&mut buf, offset)
+                        .map(|_| Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                return Ok(Some(chunk));
+            }
+            match done {
+                Some(Ok(())) => return Ok(None),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    if self.state.changed().await.is_err() {
+                        return Err("fill abandoned".into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The source of a fill's bytes: a stream of chunks and the size the upstream announced.
+pub struct Download {
+    pub total: Option<u64>,
+    pub chunks: futures_util::stream::BoxStream<'static, Result<Bytes, String>>,
+}
+
+/// All fills in flight, by digest.
+#[derive(Default)]
+pub struct Fills {
+    map: Mutex<HashMap<Digest, Arc<Fill>>>,
+}
+
+pub enum Joined {
+    /// We started the fill; the caller must drive `start` with the download.
+    Leader(Arc<Fill>, FillDriver),
+    /// Someone else is filling it.
+    Follower(Arc<Fill>),
+}
+
+/// The writer side of a fill, owned by the task that downloads.
+pub struct FillDriver {
+    tx: watch::Sender<FillState>,
+    file: Arc<std::fs::File>,
+    tmp: PathBuf,
+    digest: Digest,
+}
+
+impl Fills {
+    pub fn in_flight(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the fill for `digest`, creating it (with a temp file in `tmp_dir`) if none runs.
+    pub fn join(&self, digest: &Digest, tmp_dir: &std::path::Path) -> std::io::Result<Joined> {
+        let mut map = self.lock();
+        if let Some(f) = map.get(digest) {
+            return Ok(Joined::Follower(f.clone()));
+        }
+        let tmp = tmp_dir.join(format!("{}.{}", digest.hex(), std::process::id()));
+        let file = Arc::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&tmp)?,
+        );
+        let (tx, rx) = watch::channel(FillState::default());
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            file: file.clone(),
+            state: rx,
+        });
+        map.insert(digest.clone(), fill.clone());
+        Ok(Joined::Leader(
+            fill,
+            FillDriver {
+                tx,
+                file,
+                tmp,
+                digest: digest.clone(),
+            },
+        ))
+    }
+
+    /// Runs a download to completion: write + hash each chunk, announce progress, then verify
+    /// and rename into `final_path`, or delete the temp file and fail every reader.
+    pub async fn drive(
+        self: &Arc<Self>,
+        driver: FillDriver,
+        download: Result<Download, String>,
+        final_path: PathBuf,
+    ) -> Result<u64, String> {
+        let result = drive_inner(&driver, download, &final_path).await;
+        match &result {
+            Ok(n) => {
+                driver.tx.send_modify(|s| {
+                    s.written = *n;
+                    s.done = Some(Ok(()));
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&driver.tmp);
+                driver.tx.send_modify(|s| s.done = Some(Err(e.clone())));
+            }
+        }
+        // Later requests see the cache (or retry) instead of this fill.
+        self.lock().remove(&driver.digest);
+        result
+    }
+}
+
+async fn drive_inner(
+    driver: &FillDriver,
+    download: Result<Download, String>,
+    final_path: &std::path::Path,
+) -> Result<u64, String> {
+    use futures_util::StreamExt;
+    let mut download = download?;
+    driver.tx.send_modify(|s| {
+        s.started = true;
+        s.total = download.total;
+    });
+    let mut verifier = Verifier::new();
+    let mut written: u64 = 0;
+    // Batch small network chunks so each disk write and reader wake-up carries real data.
+    let mut pending: Vec<u8> = Vec::with_capacity(256 * 1024);
+    loop {
+        let next = download.chunks.next().await;
+        let end = next.is_none();
+        if let Some(chunk) = next {
+            let chunk = chunk?;
+            verifier.update(&chunk);
+            pending.extend_from_slice(&chunk);
+            if let Some(total) = download.total {
+                if written + pending.len() as u64 > total {
+                    return Err(format!(
+                        "upstream sent more than the {total} bytes it announced"
+                    ));
+                }
+            }
+        }
+        if !pending.is_empty() && (end || pending.len() >= 128 * 1024) {
+            let file = driver.file.clone();
+            let buf = std::mem::take(&mut pending);
+            let len = buf.len() as u64;
+            let buf = tokio::task::spawn_blocking(move || (&*file).write_all(&buf).map(|_| buf))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("writing the cache: {e}"))?;
+            pending = buf;
+            pending.clear();
+            written += len;
+            driver.tx.send_modify(|s| s.written = written);
+        }
+        if end {
+            break;
+        }
+    }
+    if let Some(total) = download.total {
+        if written != total {
+            return Err(format!("upstream sent {written} of {total} bytes"));
+        }
+    }
+    let actual = verifier.finish();
+    if actual != driver.digest {
+        return Err(format!(
+            "digest mismatch: expected {}, got {actual}",
+            driver.digest
+        ));
+    }
+    let file = driver.file.clone();
+    let tmp = driver.tmp.clone();
+    let dest = final_path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        file.sync_all()?;
+        std::fs::rename(&tmp, &dest)?;
+        if let Some(dir) = dest.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("storing the blob: {e}"))?;
+    Ok(written)
+}

@@ -1,0 +1,111 @@
+//! `pullsecret proxy`: the pull-through registry mirror (server, routing, cache, fills).
+
+pub mod blob_store;
+pub mod config;
+pub mod fill;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+use self::blob_store::BlobStore;
+use self::config::ProxyConfig;
+use self::server::Proxy;
+use self::upstream::Upstream;
+use crate::registry::auth::TokenCache;
+use crate::store::SecretStore;
+
+/// Builds the proxy state from config: opens the cache (cleaning crash leftovers) and the upstreams.
+pub fn build(
+    cfg: &ProxyConfig,
+    secrets: Arc<dyn SecretStore + Send + Sync>,
+    namespace: String,
+) -> Result<Arc<Proxy>, String> {
+    let cache = cfg.cache_dir();
+    let store = BlobStore::open(&cache).map_err(|e| format!("cache {}: {e}", cache.display()))?;
+    let tokens = Arc::new(TokenCache::default());
+    let timeout = Duration::from_secs(cfg.limits.upstream_timeout_secs.max(1));
+    let mut upstreams = Vec::new();
+    for u in &cfg.upstreams {
+        upstreams.push(Arc::new(Upstream::new(u.clone(), tokens.clone(), timeout)?));
+        if u.secret.is_some() {
+            tracing::info!(upstream = %u.name, secret = ?u.secret, "upstream credentials come from a stored secret, resolved per pull");
+        }
+    }
+    let default = match &cfg.default_upstream {
+        Some(name) => cfg.upstreams.iter().position(|u| &u.name == name),
+        None if cfg.upstreams.len() == 1 => Some(0),
+        None => None,
+    };
+    let namespace = cfg.namespace.clone().unwrap_or(namespace);
+    Ok(Arc::new(Proxy::new(
+        store,
+        upstreams,
+        default,
+        secrets,
+        namespace,
+        cfg.limits.max_concurrent_fills,
+    )))
+}
+
+/// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight requests finish (up to 30 s).
+pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let proxy = proxy.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: no new connections; waiting for requests in flight");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after 30 s; abandoning them (partial fills are discarded at next start)");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,437 @@
+//! The upstream registry client shared by `pullsecret pull` and the proxy: ping, challenge,
+//! token flow, manifests (digest-verified) and blob streams, with one re-auth on 401.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+
+use super::auth::{Credentials, TokenCache, TokenStyle};
+use super::challenge::{self, Challenge, Scheme};
+use super::digest::Digest;
+use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+use super::RegistryError;
+
+/// How to reach one upstream registry.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamOptions {
+    /// `host[:port]` of the registry API.
+    pub host: String,
+    /// Plain HTTP instead of TLS.
+    pub insecure: bool,
+    /// Extra root CA (PEM) for this upstream.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM, concatenated) for mutual TLS.
+    pub client_identity_pem: Option<Vec<u8>>,
+    pub token_style: TokenStyle,
+    pub connect_timeout: Option<Duration>,
+    /// Longest pause between bytes before a transfer counts as stalled.
+    pub read_timeout: Option<Duration>,
+}
+
+/// A fetched manifest: exact bytes, the media type the registry sent, and its verified digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub bytes: Bytes,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// What a HEAD on a manifest says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: Option<Digest>,
+    pub media_type: String,
+    pub size: Option<u64>,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    opts: UpstreamOptions,
+    base: String,
+    tokens: Arc<TokenCache>,
+    /// The challenge from the last 401, so later requests authenticate up front.
+    challenge: RwLock<Option<Challenge>>,
+}
+
+impl Client {
+    pub fn new(opts: UpstreamOptions, tokens: Arc<TokenCache>) -> Result<Self, RegistryError> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("pullsecret/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(10)))
+            .read_timeout(opts.read_timeout.unwrap_or(Duration::from_secs(60)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            // reqwest drops Authorization when a redirect leaves the host (blob CDNs).
+            .redirect(reqwest::redirect::Policy::limited(10));
+        let err = |reason: String| RegistryError::Config {
+            registry: opts.host.clone(),
+            reason,
+        };
+        if let Some(pem) = &opts.ca_pem {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| err(format!("CA: {e}")))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        if let Some(pem) = &opts.client_identity_pem {
+            b = b.identity(
+                reqwest::Identity::from_pem(pem)
+                    .map_err(|e| err(format!("client certificate: {e}")))?,
+            );
+        }
+        let http = b.build().map_err(|e| err(describe_reqwest(&e)))?;
+        let scheme = if opts.insecure { "http" } else { "https" };
+        let base = format!("{scheme}://{}", opts.host);
+        Ok(Self {
+            http,
+            opts,
+            base,
+            tokens,
+            challenge: RwLock::new(None),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.opts.host
+    }
+
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// `GET /v2/`: reachable, and remembers the auth challenge.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let resp = self
+            .send_once(Method::GET, "/v2/", HeaderMap::new(), None)
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.remember_challenge(&resp);
+            return Ok(());
+        }
+        if !resp.status().is_success() {
+            return Err(RegistryError::from_response(self.host(), "/v2/", resp).await);
+        }
+        Ok(())
+    }
+
+    /// GET a manifest by tag or digest; bytes kept exact and the digest verified.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: Option<&str>,
+        creds: Option<&Credentials>,
+    ) -> Result<Manifest, RegistryError> {
+        let what = format!("manifest {repo}:{reference}");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, header_value(accept.unwrap_or(MANIFEST_ACCEPT)));
+        let resp = self.send(Method::GET, &path, h, repo, creds).await?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::from_response(self.host(), &what, resp).await);
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
+        {
+            return Err(RegistryError::TooLarge {
+                registry: self.host().into(),
+                what,
+            });
+        }
+        let media_type = content_type(resp.headers());
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| match e {
+                Some(e) => RegistryError::network(self.host(), &what, &e),
+                None => RegistryError::TooLarge {
+                    registry: self.host().into(),
+                    what: what.clone(),
+                },
+            })?;
+        let digest = Digest::of_bytes(&bytes);
+        let expected = match Digest::parse(reference) {
+            Ok(d) => Some(d),
+            Err(_) => header_digest.as_deref().and_then(|d| Digest::parse(d).ok()),
+        };
+        if let Some(expected) = expected {
+            if expected != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    expected: expected.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        Ok(Manifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// HEAD a manifest: `None` when the upstream says 404.
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: Option<&str>,
+        creds: Option<&Credentials>,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        let what = format!("manifest {repo}:{reference}");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, header_value(accept.unwrap_or(MANIFEST_ACCEPT)));
+        let resp = self.send(Method::HEAD, &path, h, repo, creds).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(RegistryError::from_response(self.host(), &what, resp).await);
+        }
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| Digest::parse(d).ok());
+        Ok(Some(ManifestHead {
+            digest,
+            media_type: content_type(resp.headers()),
+            size: header_length(resp.headers()),
+        }))
+    }
+
+    /// HEAD a blob: its size when the repository has it, `None` on 404.
+    pub async fn head_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<Option<u64>, RegistryError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self
+            .send(Method::HEAD, &path, HeaderMap::new(), repo, creds)
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(header_length(resp.headers()).unwrap_or(0))),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(RegistryError::from_response(
+                self.host(),
+                &format!("blob {repo}@{digest}"),
+                resp,
+            )
+            .await),
+        }
+    }
+
+    /// GET a blob, optionally from byte `offset` (Range). The caller streams and verifies the body.
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+        creds: Option<&Credentials>,
+    ) -> Result<Response, RegistryError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let mut h = HeaderMap::new();
+        if offset > 0 {
+            h.insert(RANGE, header_value(&format!("bytes={offset}-")));
+        }
+        let resp = self.send(Method::GET, &path, h, repo, creds).await?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::from_response(
+                self.host(),
+                &format!("blob {repo}@{digest}"),
+                resp,
+            )
+            .await);
+        }
+        Ok(resp)
+    }
+
+    /// Sends with auth: up front from the remembered challenge, and once more after a 401
+    /// with a freshly fetched token (the cached one may have been revoked or expired).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        repo: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<Response, RegistryError> {
+        let scope = format!("repository:{repo}:pull");
+        let known = self.challenge.read().ok().and_then(|c| c.clone());
+        let auth = match &known {
+            Some(ch) => self.authorization(ch, &scope, creds, false).await?,
+            None => None,
+        };
+        let resp = self
+            .send_once(method.clone(), path, headers.clone(), auth)
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(ch) = self.remember_challenge(&resp) else {
+            return Ok(resp);
+        };
+        // Basic with no credentials, or credentials already refused: nothing new to try.
+        if *ch.scheme() == Scheme::Basic
+            && (creds.is_none() || known.as_ref().is_some_and(|k| *k.scheme() == Scheme::Basic))
+        {
+            return Ok(resp);
+        }
+        let auth = self.authorization(&ch, &scope, creds, true).await?;
+        self.send_once(method, path, headers, auth).await
+    }
+
+    async fn authorization(
+        &self,
+        ch: &Challenge,
+        scope: &str,
+        creds: Option<&Credentials>,
+        force: bool,
+    ) -> Result<Option<HeaderValue>, RegistryError> {
+        match ch.scheme() {
+            Scheme::Basic => Ok(creds.map(|c| sensitive(&c.basic_header()))),
+            Scheme::Bearer => {
+                let realm = ch.realm().unwrap_or_default();
+                if realm.is_empty() {
+                    return Err(RegistryError::Token {
+                        registry: self.host().into(),
+                        realm: String::new(),
+                        reason: "Bearer challenge without a realm".into(),
+                    });
+                }
+                let service = ch.service().unwrap_or_default();
+                let token = self
+                    .tokens
+                    .token(
+                        &self.http,
+                        self.host(),
+                        realm,
+                        service,
+                        scope,
+                        creds,
+                        self.opts.token_style,
+                        force,
+                    )
+                    .await?;
+                use secrecy::ExposeSecret;
+                Ok(Some(sensitive(&format!(
+                    "Bearer {}",
+                    token.expose_secret()
+                ))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn remember_challenge(&self, resp: &Response) -> Option<Challenge> {
+        let header = resp
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let challenges = challenge::parse_challenges(&header).unwrap_or_default();
+        // Prefer Bearer: it is what registries mean when they offer both.
+        let ch = challenges
+            .iter()
+            .find(|c| *c.scheme() == Scheme::Bearer)
+            .or_else(|| challenges.iter().find(|c| *c.scheme() == Scheme::Basic))
+            .cloned()?;
+        if let Ok(mut slot) = self.challenge.write() {
+            *slot = Some(ch.clone());
+        }
+        Some(ch)
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        auth: Option<HeaderValue>,
+    ) -> Result<Response, RegistryError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).headers(headers);
+        if let Some(a) = auth {
+            req = req.header(AUTHORIZATION, a);
+        }
+        req.send()
+            .await
+            .map_err(|e| RegistryError::network(self.host(), path, &e))
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Marks a credential header sensitive so it is never printed by http's Debug.
+fn sensitive(s: &str) -> HeaderValue {
+    let mut v = header_value(s);
+    v.set_sensitive(true);
+    v
+}
+
+/// Content-Length as sent (a HEAD response's body is empty, so reqwest's own figure is 0).
+fn header_length(h: &HeaderMap) -> Option<u64> {
+    h.get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn content_type(h: &HeaderMap) -> String {
+    h.get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Reads a body of at most `limit` bytes; `Err(None)` when it is larger.
+async fn read_limited(mut resp: Response, limit: usize) -> Result<Bytes, Option<reqwest::Error>> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Some)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A reqwest error without its URL (we name host and object ourselves) and with its cause.
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "transfer failed"
+    } else if e.is_redirect() {
+        "too many redirects"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}

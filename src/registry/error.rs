@@ -1,0 +1,146 @@
+//! `RegistryError`: upstream failures with the registry's OCI error code and message,
+//! naming the host and what was fetched, never a credential or token.
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error("{registry}: unauthorized to fetch {what}: {detail}")]
+    Unauthorized {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+    #[error("{registry}: {what} not found ({code}: {message})")]
+    NotFound {
+        registry: String,
+        what: String,
+        code: String,
+        message: String,
+    },
+    #[error("{registry}: {what}: {status} {code}: {message}")]
+    Status {
+        registry: String,
+        what: String,
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    #[error("{registry}: fetching {what}: {reason}")]
+    Network {
+        registry: String,
+        what: String,
+        reason: String,
+        timeout: bool,
+    },
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{registry}: {what} is larger than allowed")]
+    TooLarge { registry: String, what: String },
+    #[error("{registry}: token endpoint {realm}: {reason}")]
+    Token {
+        registry: String,
+        realm: String,
+        reason: String,
+    },
+    #[error("{registry}: {reason}")]
+    Config { registry: String, reason: String },
+}
+
+impl RegistryError {
+    pub fn network(registry: &str, what: &str, e: &reqwest::Error) -> Self {
+        RegistryError::Network {
+            registry: registry.to_string(),
+            what: what.to_string(),
+            reason: super::client::describe_reqwest(e),
+            timeout: e.is_timeout(),
+        }
+    }
+
+    /// Builds the error for a non-success response from its OCI error JSON.
+    pub async fn from_response(registry: &str, what: &str, resp: reqwest::Response) -> Self {
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = resp.bytes().await.unwrap_or_default();
+        let (code, message) = oci_error(&body).unwrap_or_else(|| {
+            (
+                status
+                    .canonical_reason()
+                    .unwrap_or("ERROR")
+                    .to_ascii_uppercase()
+                    .replace(' ', "_"),
+                String::new(),
+            )
+        });
+        match status.as_u16() {
+            401 | 403 => RegistryError::Unauthorized {
+                registry: registry.into(),
+                what: what.into(),
+                detail: if message.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {message}")
+                },
+            },
+            404 => RegistryError::NotFound {
+                registry: registry.into(),
+                what: what.into(),
+                code,
+                message,
+            },
+            s => RegistryError::Status {
+                registry: registry.into(),
+                what: what.into(),
+                status: s,
+                code,
+                message,
+                retry_after,
+            },
+        }
+    }
+
+    /// The HTTP status a proxy should answer a client with for this failure.
+    pub fn status(&self) -> u16 {
+        match self {
+            RegistryError::Unauthorized { .. } => 401,
+            RegistryError::NotFound { .. } => 404,
+            RegistryError::Status { status, .. } if *status == 429 => 429,
+            RegistryError::Status { .. }
+            | RegistryError::Network { .. }
+            | RegistryError::Token { .. } => 502,
+            RegistryError::DigestMismatch { .. } => 502,
+            RegistryError::TooLarge { .. } => 502,
+            RegistryError::Config { .. } => 500,
+        }
+    }
+
+    /// Whether the upstream is unwell (errors, timeouts, 429): a cached tag may be served stale.
+    pub fn upstream_unavailable(&self) -> bool {
+        match self {
+            RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
+            RegistryError::Network { .. } | RegistryError::Token { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// `{"errors":[{"code","message"}]}` → the first code and message.
+fn oci_error(body: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let first = v.get("errors")?.get(0)?;
+    let code = first.get("code")?.as_str()?.to_string();
+    let message = first
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_string();
+    Some((code, message))
+}
