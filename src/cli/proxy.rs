@@ -53,6 +53,13 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
         StorePaths::from_env(cli.store_dir.as_deref()),
         general.limits,
     ));
+    let tls = match &cfg.tls {
+        Some(t) => Some(
+            crate::proxy::tls::acceptor(t, store.as_ref(), &namespace).map_err(|e| anyhow!(e))?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let proxy = crate::proxy::build(&cfg, store, namespace).map_err(|e| anyhow!(e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,10 +72,10 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, cache = %cfg.cache_dir().display(), "proxy listening");
         eprintln!(
-            "pullsecret proxy listening on http://{addr} (cache {})",
+            "pullsecret proxy listening on {scheme}://{addr} (cache {})",
             cfg.cache_dir().display()
         );
-        crate::proxy::serve(proxy, listener).await?;
+        crate::proxy::serve(proxy, listener, tls).await?;
         Ok(())
     })
 }

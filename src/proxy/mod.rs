@@ -5,6 +5,7 @@ pub mod config;
 pub mod fill;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -55,7 +56,11 @@ pub fn build(
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight requests finish (up to 30 s).
-pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -75,12 +80,29 @@ pub async fn serve(proxy: Arc<Proxy>, listener: tokio::net::TcpListener) -> std:
                     let proxy = proxy.clone();
                     async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
                 });
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                match &tls {
+                    None => {
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            // The handshake runs in the connection's task so a slow client blocks no one.
+                            let Ok(Ok(tls_stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                                return;
+                            };
+                            let builder = auto::Builder::new(TokioExecutor::new());
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
+                            let _ = watcher.watch(conn).await;
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => {
                 tracing::info!("shutting down: no new connections; waiting for requests in flight");
