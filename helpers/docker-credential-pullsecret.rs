@@ -1,8 +1,10 @@
 //! `docker-credential-pullsecret` entry: open the store, speak the helper protocol, exit.
 
+use std::io::Write;
+
 use pullsecret::config::Config;
 use pullsecret::helper::{run, Helper};
-use pullsecret::store::{FileStore, StorePaths};
+use pullsecret::store::{open_store, FileStore, SecretStore, StorePaths};
 
 fn main() {
     let mut argv = std::env::args();
@@ -11,17 +13,29 @@ fn main() {
         .unwrap_or_else(|| "docker-credential-pullsecret".into());
     let args: Vec<String> = argv.collect();
     let mut stdout = std::io::stdout().lock();
+    let fail = |stdout: &mut dyn Write, e: &dyn std::fmt::Display| -> ! {
+        // The protocol puts every error on stdout with exit code 1.
+        let _ = writeln!(stdout, "{e}");
+        std::process::exit(1);
+    };
     let config = match Config::load(None) {
         Ok(c) => c,
-        Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(stdout, "{e}");
-            std::process::exit(1);
-        }
+        Err(e) => fail(&mut stdout, &e),
     };
-    let store = FileStore::new(StorePaths::from_env(None), config.limits);
+    let paths = StorePaths::from_env(None);
+    // Only the verbs that read or write credentials open the configured store, so
+    // `version` and the usage text never wait on a keyring. Opening a FileStore does no I/O.
+    let needs_store = matches!(args.as_slice(), [verb] if matches!(verb.as_str(), "store" | "get" | "erase" | "list"));
+    let store: Box<dyn SecretStore> = if needs_store {
+        match open_store(&config, &paths) {
+            Ok(opened) => opened.store,
+            Err(e) => fail(&mut stdout, &e),
+        }
+    } else {
+        Box::new(FileStore::new(paths, config.limits))
+    };
     let helper = Helper {
-        store: &store,
+        store: store.as_ref(),
         namespace: config.namespace(),
         kube_dirs: config.kube_secret_dirs.clone(),
     };

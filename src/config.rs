@@ -56,6 +56,18 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The store backend to use and where that choice came from: `PULLSECRET_STORE`,
+    /// then the config file's `store`, else `auto`.
+    pub fn store_setting(&self) -> (String, &'static str) {
+        match std::env::var("PULLSECRET_STORE") {
+            Ok(v) if !v.trim().is_empty() => (v.trim().to_string(), "PULLSECRET_STORE"),
+            _ => match &self.store {
+                Some(s) => (s.trim().to_string(), "the config file"),
+                None => ("auto".to_string(), "the default"),
+            },
+        }
+    }
+
     /// The namespace to work in: `PULLSECRET_NAMESPACE`, then config, then `default`.
     pub fn namespace(&self) -> String {
         std::env::var("PULLSECRET_NAMESPACE")

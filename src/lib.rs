@@ -7,6 +7,7 @@ pub mod gojson;
 pub mod helper;
 pub mod kubelet;
 pub mod proxy;
+pub mod pull;
 pub mod registry;
 pub mod secret;
 pub mod store;

@@ -13,6 +13,7 @@ have gnome-keyring-daemon || need_apt+=(gnome-keyring)
 have dbus-run-session || need_apt+=(dbus)
 have dbus-send || need_apt+=(dbus-bin)
 have keyctl || need_apt+=(keyutils)
+have ctr || need_apt+=(containerd)
 have htpasswd || need_apt+=(apache2-utils)
 have openssl || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -13,12 +13,9 @@ pub struct DoctorArgs {
 }
 
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<()> {
-    println!(
-        "store: {} (data {}, master key {})",
-        ctx.store.backend_name(),
-        ctx.paths.data_dir.display(),
-        ctx.paths.key_file.display()
-    );
+    let backend = ctx.store.backend_name();
+    println!("store: {backend} ({})", ctx.store_why);
+    println!("  where: {}", where_secrets_live(backend, ctx));
     println!("namespace: {}", ctx.config.namespace());
     let Some(server) = &a.server else {
         return Ok(());
@@ -40,4 +37,20 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<()> {
         Err(e) => println!("answer: error: {e}"),
     }
     Ok(())
+}
+
+/// Where the backend in use keeps secrets, in words a user can check with the backend's own tools.
+fn where_secrets_live(backend: &str, ctx: &Ctx) -> String {
+    match backend {
+        "file" => format!(
+            "encrypted files in {}, master key {}",
+            ctx.paths.data_dir.display(),
+            ctx.paths.key_file.display()
+        ),
+        "secret-service" => "items with attributes service=pullsecret, namespace, name in the default collection (secret-tool search service pullsecret)".into(),
+        "keyutils" => "user keys pullsecret:* in the kernel user keyring @u (keyctl show @u); they do not survive a reboot".into(),
+        "keychain" => "generic passwords of service pullsecret in the login keychain".into(),
+        "wincred" => "generic credentials *.pullsecret in the Windows Credential Manager".into(),
+        other => other.to_string(),
+    }
 }

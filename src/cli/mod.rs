@@ -5,6 +5,7 @@ mod kubelet;
 mod login;
 mod output;
 mod proxy;
+mod pull;
 mod secret;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::store::{FileStore, SecretStore, StorePaths};
+use crate::store::{SecretStore, StorePaths};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,12 +51,16 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Run the pull-through registry mirror (or `proxy print-config RUNTIME`).
     Proxy(proxy::ProxyArgs),
+    /// Pull an image into an OCI image layout directory.
+    Pull(pull::PullArgs),
 }
 
 /// Everything subcommands share: config, the store, the working namespace.
 pub(crate) struct Ctx {
     pub config: Config,
     pub store: Box<dyn SecretStore>,
+    /// Why `store` is the backend in use (for `pullsecret doctor`).
+    pub store_why: String,
     pub paths: StorePaths,
 }
 
@@ -63,10 +68,11 @@ impl Ctx {
     fn new(cli: &Cli) -> anyhow::Result<Self> {
         let config = Config::load(cli.config.as_deref())?;
         let paths = StorePaths::from_env(cli.store_dir.as_deref());
-        let store = Box::new(FileStore::new(paths.clone(), config.limits));
+        let opened = crate::store::open_store(&config, &paths)?;
         Ok(Self {
             config,
-            store,
+            store: opened.store,
+            store_why: opened.why,
             paths,
         })
     }
@@ -88,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Login(a) => login::login(&ctx, a),
             Command::Logout(a) => login::logout(&ctx, a),
             Command::Doctor(a) => doctor::run(&ctx, a),
+            Command::Pull(a) => pull::run(&ctx, a),
             Command::KubeletCredentialProvider | Command::Proxy(_) => {
                 unreachable!("dispatched above")
             }

@@ -123,6 +123,9 @@ pub struct ImportArgs {
     /// Import from a containers auth.json (default: the first in podman's lookup order).
     #[arg(long, num_args = 0..=1, default_missing_value = "", require_equals = true)]
     from_auth_json: Option<String>,
+    /// Import what docker-credential-secretservice stored in the Secret Service.
+    #[arg(long, conflicts_with_all = ["file", "from_docker_config", "from_auth_json"])]
+    from_docker_keychain: bool,
     #[arg(short = 'n', long)]
     namespace: Option<String>,
     #[arg(long, default_value = "namespace", value_parser = ["namespace", "global", "global-private"])]
@@ -425,6 +428,23 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
                 by_ns.entry(ns.clone()).or_default().push(s);
             }
         }
+    } else if a.from_docker_keychain {
+        let ns = ctx.namespace(a.namespace.as_deref());
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for e in docker_keychain_entries()? {
+            let name = ServerKey::parse(&e.server)?.secret_name();
+            // docker-credential-secretservice keys on the exact string, so `https://h` and
+            // `h` can both exist; they are one registry here, and the first one wins.
+            if let Some(first) = seen.get(&name) {
+                eprintln!("skipping docker's entry for {:?}: same registry as {first:?}", e.server);
+                continue;
+            }
+            seen.insert(name.clone(), e.server.clone());
+            by_ns
+                .entry(ns.clone())
+                .or_default()
+                .push(registry_stored(&name, &ns, scope, now, e));
+        }
     } else {
         let (path, what) = if let Some(p) = &a.from_docker_config {
             (
@@ -446,7 +466,7 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
             };
             (path, "auth.json")
         } else {
-            bail!("give -f FILE, --from-docker-config or --from-auth-json");
+            bail!("give -f FILE, --from-docker-config, --from-auth-json or --from-docker-keychain");
         };
         let cfg = docker_config::load(&path)?
             .ok_or_else(|| anyhow!("{what} {} does not exist", path.display()))?;
@@ -491,6 +511,18 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The credentials docker-credential-secretservice stored (schema `io.docker.Credentials`).
+#[cfg(target_os = "linux")]
+fn docker_keychain_entries() -> Result<Vec<RegistrySecret>> {
+    let ss = crate::store::keyring::secret_service::SecretService::connect()?;
+    Ok(ss.docker_credentials()?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn docker_keychain_entries() -> Result<Vec<RegistrySecret>> {
+    bail!("--from-docker-keychain reads the Secret Service, which exists only on Linux")
 }
 
 fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<StoredSecret>> {

@@ -89,12 +89,10 @@ pub fn route(
     } else {
         return Err(err(404, "NOT_FOUND", "unknown registry API path".into()));
     };
-    let ns = query.and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("ns="))
-            .map(str::to_string)
-            .filter(|s| !s.is_empty())
-    });
+    let ns = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ns=")))
+        .and_then(percent_decode)
+        .filter(|s| !s.is_empty());
     let name = RepositoryName::parse(name)
         .map_err(|_| err(400, "NAME_INVALID", "invalid repository name".into()))?;
     let (upstream, repo) = pick(name.as_str(), ns.as_deref(), upstreams, default)?;
@@ -167,6 +165,24 @@ fn pick(
         })
 }
 
+/// Decodes `%XX` escapes (containerd encodes `host:port` as `host%3Aport`); `None` if malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
@@ -235,6 +251,21 @@ mod tests {
             Ok(Route::Blob { upstream: 1, .. })
         ));
         assert_eq!(route("/v2/", None, &u, None), Ok(Route::Base));
+        assert!(matches!(
+            route("/v2/x/manifests/t", Some("ns=ghcr.io%3A443"), &u, None),
+            Err(RouteError { status: 404, .. })
+        ));
+        let mut with_port = ups();
+        with_port[1].aliases.push("ghcr.io:443".into());
+        assert!(matches!(
+            route(
+                "/v2/x/manifests/t",
+                Some("ns=ghcr.io%3A443"),
+                &with_port,
+                None
+            ),
+            Ok(Route::Manifest { upstream: 1, .. })
+        ));
         assert_eq!(
             route("/v2/x/manifests/t", Some("ns=quay.io"), &u, Some(0)).map_err(|e| e.status),
             Err(404)

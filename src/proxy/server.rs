@@ -63,7 +63,7 @@ impl Proxy {
         let resp = self
             .dispatch(&method, &path, query.as_deref(), req.headers())
             .await;
-        tracing::info!(%method, %path, status = resp.status().as_u16(), "request");
+        tracing::info!(%method, %path, query = query.as_deref().unwrap_or(""), status = resp.status().as_u16(), "request");
         resp
     }
 
@@ -165,11 +165,8 @@ impl Proxy {
         head: bool,
     ) -> Response<Body> {
         let up = self.upstreams[ui].clone();
-        let accept = headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        // Go clients send one Accept header per media type; all of them go upstream.
+        let accept = accept_header(headers);
         match reference {
             ManifestRef::Digest(d) => {
                 if let Some(r) = self.cached_manifest(d, head) {
@@ -495,6 +492,17 @@ fn leak_code(code: &str) -> &'static str {
         "NAME_UNKNOWN" => "NAME_UNKNOWN",
         _ => "MANIFEST_UNKNOWN",
     }
+}
+
+/// Every Accept header value joined, as the upstream should see them.
+fn accept_header(headers: &HeaderMap) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn echo_ns(r: &mut Response<Body>, ns: Option<String>) {

@@ -268,7 +268,13 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<Response, RegistryError> {
         let scope = format!("repository:{repo}:pull");
-        let known = self.challenge.read().ok().and_then(|c| c.clone());
+        let mut known = self.challenge.read().ok().and_then(|c| c.clone());
+        if known.is_none() {
+            // Learn the challenge from /v2/ first, as docker does, so the real request is sent
+            // once with credentials rather than bouncing off a 401 (which would also count as a fetch).
+            self.ping().await?;
+            known = self.challenge.read().ok().and_then(|c| c.clone());
+        }
         let auth = match &known {
             Some(ch) => self.authorization(ch, &scope, creds, false).await?,
             None => None,

@@ -5,12 +5,14 @@ pub mod chain;
 pub mod docker_config;
 mod error;
 pub mod file;
+pub mod keyring;
 pub mod kube;
 mod master_key;
 pub mod model;
 
 pub use error::StoreError;
 pub use file::{FileStore, StorePaths};
+pub use keyring::{open_store, OpenedStore, StoreKind};
 pub use model::{now_unix, Scope, SecretData, StoredSecret};
 
 use secrecy::SecretString;

@@ -44,7 +44,10 @@ pub(crate) enum ChunkError {
 /// and the head switch is the single write that commits the new value.
 pub(crate) fn split(value: &[u8], max: usize) -> Result<Split, ChunkError> {
     if value.len() <= max && !value.starts_with(MAGIC.as_bytes()) {
-        return Ok(Split { head: value.to_vec(), parts: Vec::new() });
+        return Ok(Split {
+            head: value.to_vec(),
+            parts: Vec::new(),
+        });
     }
     let digest = hex::encode(Sha256::digest(value));
     let tag = digest[..12].to_string();
@@ -69,12 +72,18 @@ pub(crate) fn part_suffix(tag: &str, index: usize) -> String {
 
 /// `None` when `head` is a whole value, else what it says about the parts.
 pub(crate) fn parse_header(head: &[u8]) -> Result<Option<Header>, ChunkError> {
-    let Some(rest) = head.strip_prefix(MAGIC.as_bytes()) else { return Ok(None) };
+    let Some(rest) = head.strip_prefix(MAGIC.as_bytes()) else {
+        return Ok(None);
+    };
     let text = std::str::from_utf8(rest).map_err(|_| ChunkError::BadHeader)?;
     let mut fields = text.trim_end_matches('\n').split(' ');
-    let (Some(tag), Some(count), Some(len), Some(digest), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-    else {
+    let (Some(tag), Some(count), Some(len), Some(digest), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
         return Err(ChunkError::BadHeader);
     };
     let count: usize = count.parse().map_err(|_| ChunkError::BadHeader)?;
@@ -83,7 +92,12 @@ pub(crate) fn parse_header(head: &[u8]) -> Result<Option<Header>, ChunkError> {
     if count == 0 || !hexlike(tag) || !hexlike(digest) {
         return Err(ChunkError::BadHeader);
     }
-    Ok(Some(Header { tag: tag.to_string(), count, len, digest: digest.to_string() }))
+    Ok(Some(Header {
+        tag: tag.to_string(),
+        count,
+        len,
+        digest: digest.to_string(),
+    }))
 }
 
 /// Reassembles a value from its head and a reader of parts (`Ok(None)` for a missing part).
@@ -91,7 +105,9 @@ pub(crate) fn join<E: From<ChunkError>>(
     head: &[u8],
     mut read_part: impl FnMut(&str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, E>,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, E> {
-    let Some(h) = parse_header(head)? else { return Ok(zeroize::Zeroizing::new(head.to_vec())) };
+    let Some(h) = parse_header(head)? else {
+        return Ok(zeroize::Zeroizing::new(head.to_vec()));
+    };
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(h.len));
     for i in 1..=h.count {
         let part = read_part(&part_suffix(&h.tag, i))?.ok_or(ChunkError::MissingPart(i))?;
@@ -116,7 +132,10 @@ mod tests {
             assert!(p.len() <= max && !p.is_empty());
         }
         let parts: HashMap<String, Vec<u8>> = s.parts.iter().cloned().collect();
-        let back = join::<ChunkError>(&s.head, |k| Ok(parts.get(k).cloned().map(zeroize::Zeroizing::new))).expect("join");
+        let back = join::<ChunkError>(&s.head, |k| {
+            Ok(parts.get(k).cloned().map(zeroize::Zeroizing::new))
+        })
+        .expect("join");
         assert_eq!(&back[..], value);
         s
     }
@@ -148,7 +167,10 @@ mod tests {
     fn new_content_gets_new_part_keys() {
         let a = split(&[b'a'; 6000], 2560).expect("a");
         let b = split(&[b'b'; 6000], 2560).expect("b");
-        assert!(a.parts.iter().all(|(k, _)| b.parts.iter().all(|(k2, _)| k != k2)));
+        assert!(a
+            .parts
+            .iter()
+            .all(|(k, _)| b.parts.iter().all(|(k2, _)| k != k2)));
     }
 
     #[test]
@@ -156,14 +178,20 @@ mod tests {
         let s = split(&[b'z'; 6000], 2560).expect("split");
         let mut parts: HashMap<String, Vec<u8>> = s.parts.iter().cloned().collect();
         let read = |parts: &HashMap<String, Vec<u8>>| {
-            join::<ChunkError>(&s.head, |k| Ok(parts.get(k).cloned().map(zeroize::Zeroizing::new))).map(|_| ())
+            join::<ChunkError>(&s.head, |k| {
+                Ok(parts.get(k).cloned().map(zeroize::Zeroizing::new))
+            })
+            .map(|_| ())
         };
         let first = s.parts[0].0.clone();
         parts.get_mut(&first).expect("part")[0] = b'q';
         assert_eq!(read(&parts), Err(ChunkError::Mismatch));
         parts.remove(&first);
         assert_eq!(read(&parts), Err(ChunkError::MissingPart(1)));
-        assert_eq!(parse_header(b"pullsecret-chunks-v1 zz 1 2"), Err(ChunkError::BadHeader));
+        assert_eq!(
+            parse_header(b"pullsecret-chunks-v1 zz 1 2"),
+            Err(ChunkError::BadHeader)
+        );
         assert_eq!(split(b"0123456789", 8), Err(ChunkError::LimitTooSmall(8)));
     }
 }

@@ -78,7 +78,11 @@ impl<B: Backend> KeyringStore<B> {
     /// `lock_dir` holds the lock file that serializes writers (the store's data directory).
     pub fn new(backend: B, limits: Limits, lock_dir: PathBuf) -> Self {
         let lock = lock_dir.join(format!("{}.lock", backend.name()));
-        Self { backend, limits, lock }
+        Self {
+            backend,
+            limits,
+            lock,
+        }
     }
 
     pub fn backend(&self) -> &B {
@@ -98,13 +102,20 @@ impl<B: Backend> KeyringStore<B> {
             return Err(damaged());
         }
         let ns = env.namespace.clone();
-        env.record.into_secret(&ns).map_err(|reason| StoreError::Invalid(format!("{}: {reason}", self.backend.name())))
+        env.record
+            .into_secret(&ns)
+            .map_err(|reason| StoreError::Invalid(format!("{}: {reason}", self.backend.name())))
     }
 
     fn encode(namespace: &str, secret: &StoredSecret) -> Result<Bytes, StoreError> {
         let record = Record::from_secret(secret);
-        let out = EnvelopeOut { namespace, record: &record };
-        serde_json::to_vec(&out).map(Zeroizing::new).map_err(|e| StoreError::Invalid(e.to_string()))
+        let out = EnvelopeOut {
+            namespace,
+            record: &record,
+        };
+        serde_json::to_vec(&out)
+            .map(Zeroizing::new)
+            .map_err(|e| StoreError::Invalid(e.to_string()))
     }
 
     /// Applies the planned writes, index change and removals in that order (so a reader
@@ -115,7 +126,10 @@ impl<B: Backend> KeyringStore<B> {
         let result = (|| {
             for (name, value) in &plan.writes {
                 self.backend.write(namespace, name, value)?;
-                undo.push(Undo::Restore { name: name.clone(), old: plan.before.get(name).cloned() });
+                undo.push(Undo::Restore {
+                    name: name.clone(),
+                    old: plan.before.get(name).cloned(),
+                });
             }
             if plan.names_before != plan.names_after {
                 self.backend.set_names(namespace, &plan.names_after)?;
@@ -123,7 +137,10 @@ impl<B: Backend> KeyringStore<B> {
             }
             for name in &plan.removes {
                 self.backend.remove(namespace, name)?;
-                undo.push(Undo::Restore { name: name.clone(), old: plan.before.get(name).cloned() });
+                undo.push(Undo::Restore {
+                    name: name.clone(),
+                    old: plan.before.get(name).cloned(),
+                });
             }
             Ok(())
         })();
@@ -200,7 +217,10 @@ impl<B: Backend> SecretStore for KeyringStore<B> {
         for s in &secrets {
             validate_name(&s.name)?;
             if names_after.contains(&s.name) {
-                return Err(StoreError::AlreadyExists { namespace: namespace.to_string(), name: s.name.clone() });
+                return Err(StoreError::AlreadyExists {
+                    namespace: namespace.to_string(),
+                    name: s.name.clone(),
+                });
             }
             names_after.push(s.name.clone());
             let value = Self::encode(namespace, s)?;
@@ -208,21 +228,48 @@ impl<B: Backend> SecretStore for KeyringStore<B> {
                 writes.push((s.name.clone(), value));
             }
         }
-        let removes = names_before.iter().filter(|n| !names_after.contains(n)).cloned().collect();
-        self.apply(namespace, Plan { before, writes, removes, names_before, names_after })
+        let removes = names_before
+            .iter()
+            .filter(|n| !names_after.contains(n))
+            .cloned()
+            .collect();
+        self.apply(
+            namespace,
+            Plan {
+                before,
+                writes,
+                removes,
+                names_before,
+                names_after,
+            },
+        )
     }
 }
 
 /// The same limits the file store enforces: a namespace may not grow past its count
 /// limit, and no secret may exceed the size limit.
-fn check_limits(limits: &Limits, namespace: &str, before: usize, secrets: &[StoredSecret]) -> Result<(), StoreError> {
+fn check_limits(
+    limits: &Limits,
+    namespace: &str,
+    before: usize,
+    secrets: &[StoredSecret],
+) -> Result<(), StoreError> {
     if secrets.len() > limits.max_secrets_per_namespace && secrets.len() > before {
-        return Err(LimitError::TooManySecrets { namespace: namespace.to_string(), limit: limits.max_secrets_per_namespace }.into());
+        return Err(LimitError::TooManySecrets {
+            namespace: namespace.to_string(),
+            limit: limits.max_secrets_per_namespace,
+        }
+        .into());
     }
     for s in secrets {
         let size = s.stored_size();
         if size > limits.max_secret_bytes {
-            return Err(LimitError::SecretTooLarge { name: s.name.clone(), size, limit: limits.max_secret_bytes }.into());
+            return Err(LimitError::SecretTooLarge {
+                name: s.name.clone(),
+                size,
+                limit: limits.max_secret_bytes,
+            }
+            .into());
         }
     }
     Ok(())
@@ -249,7 +296,11 @@ mod tests {
     impl Memory {
         fn check(&self, name: &str) -> Result<(), StoreError> {
             if self.fail_on.borrow().as_deref() == Some(name) {
-                return Err(StoreError::Unavailable { backend: "memory", reason: "injected".into(), fix: "none".into() });
+                return Err(StoreError::Unavailable {
+                    backend: "memory",
+                    reason: "injected".into(),
+                    fix: "none".into(),
+                });
             }
             Ok(())
         }
@@ -270,12 +321,16 @@ mod tests {
         }
         fn write(&self, namespace: &str, name: &str, value: &[u8]) -> Result<(), StoreError> {
             self.check(name)?;
-            self.entries.borrow_mut().insert((namespace.into(), name.into()), value.to_vec());
+            self.entries
+                .borrow_mut()
+                .insert((namespace.into(), name.into()), value.to_vec());
             Ok(())
         }
         fn remove(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
             self.check(name)?;
-            self.entries.borrow_mut().remove(&(namespace.into(), name.into()));
+            self.entries
+                .borrow_mut()
+                .remove(&(namespace.into(), name.into()));
             Ok(())
         }
     }
@@ -297,7 +352,14 @@ mod tests {
 
     fn store() -> (KeyringStore<Memory>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        (KeyringStore::new(Memory::default(), Limits::default(), dir.path().to_path_buf()), dir)
+        (
+            KeyringStore::new(
+                Memory::default(),
+                Limits::default(),
+                dir.path().to_path_buf(),
+            ),
+            dir,
+        )
     }
 
     fn snapshot(s: &KeyringStore<Memory>) -> BTreeMap<(String, String), Vec<u8>> {
@@ -313,7 +375,10 @@ mod tests {
         assert_eq!(s.list(None).expect("list").len(), 2);
         let got = s.get("b", "two").expect("get").expect("found");
         assert_eq!(got.namespace, "b");
-        assert!(matches!(s.put(registry("a", "one", "x"), false), Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            s.put(registry("a", "one", "x"), false),
+            Err(StoreError::AlreadyExists { .. })
+        ));
         s.delete("a", &["one".into()]).expect("delete");
         assert!(s.list(Some("a")).expect("list").is_empty());
     }
@@ -332,14 +397,21 @@ mod tests {
             Ok(())
         });
         assert!(r.is_err());
-        assert_eq!(snapshot(&s), before, "the writes before the failed removal were undone");
+        assert_eq!(
+            snapshot(&s),
+            before,
+            "the writes before the failed removal were undone"
+        );
     }
 
     #[test]
     fn limits_and_duplicates_are_refused() {
         let (s, _d) = store();
         let big = "x".repeat(Limits::default().max_secret_bytes + 1);
-        assert!(matches!(s.put(registry("ns", "big", &big), false), Err(StoreError::Limit(_))));
+        assert!(matches!(
+            s.put(registry("ns", "big", &big), false),
+            Err(StoreError::Limit(_))
+        ));
         let r = s.update("ns", &mut |v| {
             v.push(registry("ns", "dup", "1"));
             v.push(registry("ns", "dup", "2"));
@@ -354,7 +426,8 @@ mod tests {
         let (s, _d) = store();
         s.put(registry("ns", "one", "pw"), false).expect("put");
         let entries = snapshot(&s);
-        let v: serde_json::Value = serde_json::from_slice(&entries[&("ns".to_string(), "one".to_string())]).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&entries[&("ns".to_string(), "one".to_string())]).expect("json");
         assert_eq!(v["namespace"], "ns");
         assert_eq!(v["name"], "one");
         assert_eq!(v["type"], "kubernetes.io/dockerconfigjson");

@@ -48,8 +48,14 @@ impl<S: Slots> Indexed<S> {
 
     /// The whole value under `key`, joined from its parts when it was split.
     fn read_value(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let Some(head) = self.slots.read(key)? else { return Ok(None) };
-        let joined = chunk::join::<Joined>(&head, |suffix| self.slots.read(&format!("{key}{suffix}")).map_err(Joined::Store));
+        let Some(head) = self.slots.read(key)? else {
+            return Ok(None);
+        };
+        let joined = chunk::join::<Joined>(&head, |suffix| {
+            self.slots
+                .read(&format!("{key}{suffix}"))
+                .map_err(Joined::Store)
+        });
         match joined {
             Ok(v) => Ok(Some(v)),
             Err(Joined::Store(e)) => Err(e),
@@ -61,7 +67,8 @@ impl<S: Slots> Indexed<S> {
     /// then drops the parts of the value it replaced.
     fn write_value(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let old = self.old_parts(key);
-        let split = chunk::split(value, self.slots.max_value()).map_err(|e| self.chunk_error(key, e))?;
+        let split =
+            chunk::split(value, self.slots.max_value()).map_err(|e| self.chunk_error(key, e))?;
         for (suffix, part) in &split.parts {
             self.slots.write(&format!("{key}{suffix}"), part)?;
         }
@@ -88,7 +95,9 @@ impl<S: Slots> Indexed<S> {
     fn old_parts(&self, key: &str) -> Vec<String> {
         match self.slots.read(key) {
             Ok(Some(head)) => match chunk::parse_header(&head) {
-                Ok(Some(h)) => (1..=h.count).map(|i| chunk::part_suffix(&h.tag, i)).collect(),
+                Ok(Some(h)) => (1..=h.count)
+                    .map(|i| chunk::part_suffix(&h.tag, i))
+                    .collect(),
                 _ => Vec::new(),
             },
             _ => Vec::new(),
@@ -98,8 +107,12 @@ impl<S: Slots> Indexed<S> {
     fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {
         match self.read_value(key)? {
             None => Ok(Vec::new()),
-            Some(v) => serde_json::from_slice(&v)
-                .map_err(|_| StoreError::Invalid(format!("{}: index entry {key:?} is damaged", self.slots.name()))),
+            Some(v) => serde_json::from_slice(&v).map_err(|_| {
+                StoreError::Invalid(format!(
+                    "{}: index entry {key:?} is damaged",
+                    self.slots.name()
+                ))
+            }),
         }
     }
 
@@ -202,8 +215,14 @@ mod tests {
             Ok(self.entries.borrow().get(key).cloned().map(Zeroizing::new))
         }
         fn write(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            assert!(value.len() <= self.max, "{key}: {} bytes over the entry limit", value.len());
-            self.entries.borrow_mut().insert(key.to_string(), value.to_vec());
+            assert!(
+                value.len() <= self.max,
+                "{key}: {} bytes over the entry limit",
+                value.len()
+            );
+            self.entries
+                .borrow_mut()
+                .insert(key.to_string(), value.to_vec());
             Ok(())
         }
         fn remove(&self, key: &str) -> Result<(), StoreError> {
@@ -215,34 +234,108 @@ mod tests {
     #[test]
     fn index_tracks_names_and_namespaces() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = KeyringStore::new(Indexed::new(Map { max: 2560, ..Default::default() }), Limits::default(), dir.path().into());
-        s.put(super::super::tests::registry("a", "one", "p"), false).expect("put");
-        s.put(super::super::tests::registry("a", "two", "p"), false).expect("put");
-        s.put(super::super::tests::registry("b", "three", "p"), false).expect("put");
-        let keys: Vec<String> = s.backend().slots().entries.borrow().keys().cloned().collect();
-        assert_eq!(keys, ["index:a", "index:b", "namespaces", "secret:a/one", "secret:a/two", "secret:b/three"]);
-        let names: Vec<String> = s.list(None).expect("list").into_iter().map(|x| format!("{}/{}", x.namespace, x.name)).collect();
+        let s = KeyringStore::new(
+            Indexed::new(Map {
+                max: 2560,
+                ..Default::default()
+            }),
+            Limits::default(),
+            dir.path().into(),
+        );
+        s.put(super::super::tests::registry("a", "one", "p"), false)
+            .expect("put");
+        s.put(super::super::tests::registry("a", "two", "p"), false)
+            .expect("put");
+        s.put(super::super::tests::registry("b", "three", "p"), false)
+            .expect("put");
+        let keys: Vec<String> = s
+            .backend()
+            .slots()
+            .entries
+            .borrow()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "index:a",
+                "index:b",
+                "namespaces",
+                "secret:a/one",
+                "secret:a/two",
+                "secret:b/three"
+            ]
+        );
+        let names: Vec<String> = s
+            .list(None)
+            .expect("list")
+            .into_iter()
+            .map(|x| format!("{}/{}", x.namespace, x.name))
+            .collect();
         assert_eq!(names, ["a/one", "a/two", "b/three"]);
         s.delete("b", &["three".into()]).expect("delete");
-        let keys: Vec<String> = s.backend().slots().entries.borrow().keys().cloned().collect();
-        assert_eq!(keys, ["index:a", "namespaces", "secret:a/one", "secret:a/two"]);
-        assert_eq!(&s.backend().slots().entries.borrow()["namespaces"][..], br#"["a"]"#);
+        let keys: Vec<String> = s
+            .backend()
+            .slots()
+            .entries
+            .borrow()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            ["index:a", "namespaces", "secret:a/one", "secret:a/two"]
+        );
+        assert_eq!(
+            &s.backend().slots().entries.borrow()["namespaces"][..],
+            br#"["a"]"#
+        );
     }
 
     #[test]
     fn values_over_the_windows_limit_are_split_and_old_parts_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let limits = Limits { max_secret_bytes: 20_000, ..Limits::default() };
-        let s = KeyringStore::new(Indexed::new(Map { max: 2560, ..Default::default() }), limits, dir.path().into());
+        let limits = Limits {
+            max_secret_bytes: 20_000,
+            ..Limits::default()
+        };
+        let s = KeyringStore::new(
+            Indexed::new(Map {
+                max: 2560,
+                ..Default::default()
+            }),
+            limits,
+            dir.path().into(),
+        );
         let token = "t".repeat(9000);
-        s.put(super::super::tests::registry("ns", "aad", &token), false).expect("put");
-        let parts = s.backend().slots().entries.borrow().keys().filter(|k| k.starts_with("secret:ns/aad#")).count();
+        s.put(super::super::tests::registry("ns", "aad", &token), false)
+            .expect("put");
+        let parts = s
+            .backend()
+            .slots()
+            .entries
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with("secret:ns/aad#"))
+            .count();
         assert_eq!(parts, 4);
         let got = s.get("ns", "aad").expect("get").expect("found");
         assert_eq!(got.stored_size(), "aad.example".len() + 1 + 9000);
         // Replacing with a different long value leaves only the new parts.
-        s.put(super::super::tests::registry("ns", "aad", &"u".repeat(6000)), true).expect("put");
-        let parts = s.backend().slots().entries.borrow().keys().filter(|k| k.starts_with("secret:ns/aad#")).count();
+        s.put(
+            super::super::tests::registry("ns", "aad", &"u".repeat(6000)),
+            true,
+        )
+        .expect("put");
+        let parts = s
+            .backend()
+            .slots()
+            .entries
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with("secret:ns/aad#"))
+            .count();
         assert_eq!(parts, 3);
         s.delete("ns", &["aad".into()]).expect("delete");
         assert!(s.backend().slots().entries.borrow().is_empty());

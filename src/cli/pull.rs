@@ -1,0 +1,299 @@
+//! `pullsecret pull`: resolve credentials, pull an image into an OCI layout, report progress.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use secrecy::SecretString;
+
+use super::Ctx;
+use crate::pull::{self, Fetched, PlatformChoice, Progress, PullOptions, Silent};
+use crate::registry::auth::{Credentials, TokenCache};
+use crate::registry::client::{Client, UpstreamOptions};
+use crate::registry::digest::Digest;
+use crate::registry::manifest::Platform;
+use crate::registry::reference::Reference;
+use crate::secret::{RefResolver, RegistrySecret, ServerKey};
+use crate::store::chain::Chain;
+use crate::store::StoreRefs;
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Image reference: `[registry/]repository[:tag][@digest]`.
+    image: String,
+    /// Platform to take from a multi-platform index, `os/arch[/variant]` (default: this host's).
+    #[arg(long, conflicts_with = "all_platforms")]
+    platform: Option<String>,
+    /// Keep the whole index with every platform's manifest and blobs.
+    #[arg(long)]
+    all_platforms: bool,
+    /// The OCI image layout directory to write (created when missing).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// `USER:PASSWORD` for the registry (visible in `ps`; prefer --secret or the environment).
+    #[arg(long, env = "PULLSECRET_PULL_CREDS", hide_env_values = true)]
+    creds: Option<String>,
+    /// A stored docker-registry secret to authenticate with.
+    #[arg(long, conflicts_with = "creds")]
+    secret: Option<String>,
+    /// Namespace of --secret and of the lookup (default from config).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Talk plain HTTP to the registry.
+    #[arg(long)]
+    insecure: bool,
+    /// Print nothing but errors (and the digest on stdout).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Blobs downloaded at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Re-hash blobs already in the layout instead of trusting their size.
+    #[arg(long)]
+    verify_existing: bool,
+}
+
+pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
+    let reference =
+        Reference::parse(&a.image).with_context(|| format!("image reference {:?}", a.image))?;
+    let platform = match (&a.platform, a.all_platforms) {
+        (_, true) => PlatformChoice::All,
+        (Some(p), false) => PlatformChoice::One(
+            Platform::parse(p)
+                .ok_or_else(|| anyhow!("--platform {p:?}: expected os/arch[/variant]"))?,
+        ),
+        (None, false) => PlatformChoice::Host,
+    };
+    let creds = credentials(ctx, a, &reference)?;
+    let client = Client::new(
+        UpstreamOptions {
+            host: pull::api_host(&reference).to_string(),
+            insecure: a.insecure,
+            ..Default::default()
+        },
+        Arc::new(TokenCache::default()),
+    )?;
+    let opts = PullOptions {
+        platform,
+        concurrency: usize::from(a.concurrency),
+        verify_existing: a.verify_existing,
+        ..Default::default()
+    };
+    let progress: Box<dyn Progress> = if a.quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bars::new())
+    } else {
+        Box::new(Lines)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let pulled = rt.block_on(pull::pull(
+        &client,
+        creds.as_ref(),
+        &reference,
+        &a.output,
+        &opts,
+        progress.as_ref(),
+    ))?;
+    drop(progress);
+    if !a.quiet {
+        eprintln!(
+            "{} → {}{} ({} fetched, {} already present)",
+            reference,
+            a.output.display(),
+            pulled
+                .ref_name
+                .as_deref()
+                .map(|n| format!(":{n}"))
+                .unwrap_or_default(),
+            pulled.blobs_fetched,
+            pulled.blobs_reused
+        );
+    }
+    println!("{}", pulled.digest);
+    Ok(())
+}
+
+/// `--creds`, else `--secret`, else the lookup chain for the image's repository; `None` is anonymous.
+fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<Credentials>> {
+    if let Some(c) = &a.creds {
+        // Never echo the value: it holds the password.
+        let Some((user, password)) = c.split_once(':') else {
+            bail!("--creds must be USER:PASSWORD");
+        };
+        if user.is_empty() {
+            bail!("--creds has an empty user name");
+        }
+        return Ok(Some(Credentials::new(
+            user.to_string(),
+            SecretString::from(password.to_string()),
+        )));
+    }
+    let namespace = ctx.namespace(a.namespace.as_deref());
+    if let Some(name) = &a.secret {
+        let stored = ctx
+            .store
+            .get(&namespace, name)?
+            .ok_or_else(|| anyhow!("no secret {name:?} in namespace {namespace}"))?;
+        let refs = StoreRefs(ctx.store.as_ref());
+        let resolver = RefResolver::with_store(&refs);
+        let secret = stored
+            .to_registry_secret(&resolver)
+            .with_context(|| format!("secret {namespace}/{name}"))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "secret {namespace}/{name} is {}, not a docker-registry secret",
+                    stored.type_name()
+                )
+            })?;
+        warn_if_other_registry(&secret, reference, name);
+        return Ok(Some(to_credentials(secret)));
+    }
+    let chain = Chain {
+        store: ctx.store.as_ref(),
+        namespace,
+        kube_dirs: ctx.config.kube_secret_dirs.clone(),
+    };
+    // The repository path lets namespaced secrets (`quay.io/org`) win over host-wide ones.
+    let server = format!("{}/{}", reference.registry(), reference.repository());
+    match chain.lookup(&server) {
+        Ok(found) => Ok(found.map(|(secret, _)| to_credentials(secret))),
+        Err(e) => {
+            // A broken source must not block a public pull; the registry will say if auth was needed.
+            eprintln!("warning: credential lookup for {server} failed ({e}); pulling anonymously");
+            Ok(None)
+        }
+    }
+}
+
+fn to_credentials(s: RegistrySecret) -> Credentials {
+    Credentials::new(s.username, s.password)
+}
+
+/// An explicitly named secret is used as asked, but a server mismatch is worth a word: the
+/// password is about to be sent to a registry it was not stored for.
+fn warn_if_other_registry(secret: &RegistrySecret, reference: &Reference, name: &str) {
+    let stored = ServerKey::parse(&secret.server).ok();
+    let image = ServerKey::parse(reference.registry()).ok();
+    if let (Some(s), Some(i)) = (stored, image) {
+        if s.host() != i.host() {
+            eprintln!(
+                "warning: secret {name} is for {}, the image is on {}",
+                s.host(),
+                i.host()
+            );
+        }
+    }
+}
+
+/// The digest as progress output names it: the first 12 hex characters, like docker.
+fn short(d: &Digest) -> &str {
+    let hex = d.hex();
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// Plain lines on stderr, for logs and pipes.
+struct Lines;
+
+impl Progress for Lines {
+    fn blob_start(&self, digest: &Digest, _size: u64, from: u64) {
+        if from > 0 {
+            eprintln!("{}: resuming at {}", short(digest), HumanBytes(from));
+        }
+    }
+
+    fn blob_restart(&self, digest: &Digest, from: u64, why: &str) {
+        eprintln!(
+            "{}: {why}; continuing at {}",
+            short(digest),
+            HumanBytes(from)
+        );
+    }
+
+    fn blob_done(&self, digest: &Digest, size: u64, how: Fetched) {
+        let verb = match how {
+            Fetched::Reused => "exists",
+            Fetched::Downloaded | Fetched::Resumed { .. } => "done",
+        };
+        eprintln!("{}: {verb} {}", short(digest), HumanBytes(size));
+    }
+}
+
+/// One indicatif bar per blob on a terminal.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
+    style: ProgressStyle,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        Self {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+            style,
+        }
+    }
+
+    fn bar(&self, digest: &Digest, size: u64) -> ProgressBar {
+        // A panic elsewhere while holding this lock leaves a plain map; keep drawing.
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.entry(digest.clone())
+            .or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new(size));
+                bar.set_style(self.style.clone());
+                bar.set_prefix(short(digest).to_string());
+                bar
+            })
+            .clone()
+    }
+
+    fn existing(&self, digest: &Digest) -> Option<ProgressBar> {
+        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.get(digest).cloned()
+    }
+}
+
+impl Progress for Bars {
+    fn blob_start(&self, digest: &Digest, size: u64, from: u64) {
+        let bar = self.bar(digest, size);
+        bar.set_position(from);
+        if from > 0 {
+            bar.set_message(format!("resumed at {}", HumanBytes(from)));
+        }
+    }
+
+    fn blob_bytes(&self, digest: &Digest, n: u64) {
+        if let Some(bar) = self.existing(digest) {
+            bar.inc(n);
+        }
+    }
+
+    fn blob_restart(&self, digest: &Digest, from: u64, why: &str) {
+        if let Some(bar) = self.existing(digest) {
+            bar.set_position(from);
+            bar.set_message(why.to_string());
+        }
+    }
+
+    fn blob_done(&self, digest: &Digest, size: u64, how: Fetched) {
+        let bar = self.bar(digest, size);
+        bar.set_position(size);
+        bar.finish_with_message(match how {
+            Fetched::Reused => "exists",
+            Fetched::Downloaded | Fetched::Resumed { .. } => "done",
+        });
+    }
+}

@@ -1,0 +1,968 @@
+//! `pull`: copies an image from a registry into an OCI image layout, verifying every blob's
+//! size and sha256 before it is renamed into place, resuming partial blobs and reusing present ones.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, BufWriter};
+
+use crate::registry::auth::Credentials;
+use crate::registry::client::{Client, Manifest};
+use crate::registry::digest::{Algorithm, Digest, Verifier};
+use crate::registry::manifest::{
+    self, Descriptor, ImageIndex, ImageManifest, Platform, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
+    OCI_MANIFEST,
+};
+use crate::registry::reference::Reference;
+use crate::registry::RegistryError;
+
+/// The index.json annotation that names an image in a layout (`skopeo … oci:DIR:TAG`).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const LAYOUT_FILE: &str = "oci-layout";
+const LAYOUT_VERSION: &str = "1.0.0";
+/// Prefix of a blob still downloading; kept across runs so the next pull resumes it.
+const PARTIAL_PREFIX: &str = ".partial-";
+/// Indexes may nest; real ones go one level deep, so a deeper chain is a loop or an attack.
+const MAX_INDEX_DEPTH: usize = 4;
+/// Large writes amortize the blocking-pool hop tokio's file I/O takes per write.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Which manifests of a multi-platform index to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformChoice {
+    /// This host's platform.
+    Host,
+    One(Platform),
+    /// The whole index with every child manifest and its blobs.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub platform: PlatformChoice,
+    /// Blobs downloaded at the same time.
+    pub concurrency: usize,
+    /// Re-hash blobs already in the layout instead of trusting their size.
+    pub verify_existing: bool,
+    /// Tries per blob when a transfer breaks off; each one resumes where the last stopped.
+    pub attempts: u32,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            platform: PlatformChoice::Host,
+            concurrency: 4,
+            verify_existing: false,
+            attempts: 3,
+        }
+    }
+}
+
+/// What a pull wrote.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The manifest (or, with `All`, index) that index.json now names.
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// The `org.opencontainers.image.ref.name` it is filed under.
+    pub ref_name: Option<String>,
+    pub blobs_fetched: usize,
+    pub blobs_reused: usize,
+}
+
+/// How a blob came to be in the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    Downloaded,
+    /// Continued from `from` bytes a previous (interrupted) run left behind.
+    Resumed {
+        from: u64,
+    },
+    /// Already in the layout.
+    Reused,
+}
+
+/// Receives transfer events; the CLI draws bars or prints lines from them.
+pub trait Progress: Send + Sync {
+    /// A blob transfer begins; `from` bytes are already on disk from an earlier run.
+    fn blob_start(&self, _digest: &Digest, _size: u64, _from: u64) {}
+    fn blob_bytes(&self, _digest: &Digest, _n: u64) {}
+    /// The transfer goes on from `from` (0: from scratch) because of `why`.
+    fn blob_restart(&self, _digest: &Digest, _from: u64, _why: &str) {}
+    fn blob_done(&self, _digest: &Digest, _size: u64, _how: Fetched) {}
+}
+
+/// Progress that reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "blob {digest}: the content does not match its digest (it hashes to {actual}); \
+         the download was deleted"
+    )]
+    DigestMismatch { digest: Digest, actual: Digest },
+    #[error(
+        "blob {digest}: the registry sent {got} bytes where the manifest says {expected}; \
+         the download was deleted"
+    )]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        got: String,
+    },
+    #[error("{what}: the referring descriptor says {expected} bytes, the registry sent {actual}")]
+    ManifestSize {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{what}: not a manifest that can be pulled: {reason}")]
+    BadManifest { what: String, reason: String },
+    #[error("{reference} has no image for platform {wanted} (it has: {available})")]
+    NoPlatform {
+        reference: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("{digest}: only sha256 content can be verified")]
+    UnsupportedDigest { digest: Digest },
+    #[error("{}: not an OCI image layout: {reason}", path.display())]
+    Layout { path: PathBuf, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PullError + '_ {
+    move |source| PullError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The API host for a reference's registry: Docker Hub's API lives at `registry-1.docker.io`.
+pub fn api_host(reference: &Reference) -> &str {
+    if reference.is_docker_hub() {
+        "registry-1.docker.io"
+    } else {
+        reference.registry()
+    }
+}
+
+/// Pulls `reference` into the OCI layout at `dir` (created when missing) and files it in
+/// index.json under its tag, replacing an older entry of that name and keeping all others.
+pub async fn pull(
+    client: &Client,
+    creds: Option<&Credentials>,
+    reference: &Reference,
+    dir: &Path,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled, PullError> {
+    let layout = Layout::open(dir)?;
+    let job = Job {
+        client,
+        creds,
+        repo: reference.repository(),
+        layout: &layout,
+        opts,
+        progress,
+    };
+    let top = client
+        .get_manifest(
+            reference.repository(),
+            reference.reference_str(),
+            None,
+            creds,
+        )
+        .await?;
+    let what = format!("{}/{}", client.host(), reference.repository());
+    let mut plan = Plan::default();
+    let (chosen, platform) = match &opts.platform {
+        PlatformChoice::All => {
+            job.gather(&top, &what, &mut plan, 0).await?;
+            (top, None)
+        }
+        PlatformChoice::Host => job.resolve(top, &Platform::host(), reference).await?,
+        PlatformChoice::One(p) => job.resolve(top, p, reference).await?,
+    };
+    if !matches!(opts.platform, PlatformChoice::All) {
+        job.gather(&chosen, &what, &mut plan, 0).await?;
+    }
+
+    let outcomes: Vec<Fetched> = futures_util::stream::iter(plan.blobs.iter())
+        .map(|d| job.fetch_blob(d))
+        .buffer_unordered(opts.concurrency.max(1))
+        .try_collect()
+        .await?;
+    // Manifests land after the blobs they name, so a layout never refers to a missing blob.
+    for (digest, bytes) in plan.manifests.iter().rev() {
+        layout.write_small_blob(digest, bytes)?;
+    }
+
+    let media_type = media_type_of(&chosen)?;
+    let ref_name = match (reference.tag(), reference.digest()) {
+        (Some(tag), _) => Some(tag.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => Some(reference.reference_str().to_string()),
+    };
+    let mut desc = json!({
+        "mediaType": media_type,
+        "digest": chosen.digest.as_str(),
+        "size": chosen.bytes.len(),
+    });
+    if let Some(p) = &platform {
+        desc["platform"] = platform_json(p);
+    }
+    if let Some(name) = &ref_name {
+        desc["annotations"] = json!({ REF_NAME: name });
+    }
+    layout.file_in_index(desc, ref_name.as_deref(), &chosen.digest)?;
+    Ok(Pulled {
+        digest: chosen.digest.clone(),
+        media_type,
+        size: chosen.bytes.len() as u64,
+        ref_name,
+        blobs_fetched: outcomes.iter().filter(|o| **o != Fetched::Reused).count(),
+        blobs_reused: outcomes.iter().filter(|o| **o == Fetched::Reused).count(),
+    })
+}
+
+/// What one pull writes: manifest bytes (verified already) and the blobs they name.
+#[derive(Default)]
+struct Plan {
+    manifests: Vec<(Digest, bytes::Bytes)>,
+    blobs: Vec<BlobRef>,
+    seen: HashSet<Digest>,
+}
+
+impl Plan {
+    fn add_blob(&mut self, digest: Digest, size: u64) {
+        // Layers repeat within an image (empty layers) and across platforms; fetch each once.
+        if self.seen.insert(digest.clone()) {
+            self.blobs.push(BlobRef { digest, size });
+        }
+    }
+}
+
+struct BlobRef {
+    digest: Digest,
+    size: u64,
+}
+
+struct Job<'a> {
+    client: &'a Client,
+    creds: Option<&'a Credentials>,
+    repo: &'a str,
+    layout: &'a Layout,
+    opts: &'a PullOptions,
+    progress: &'a dyn Progress,
+}
+
+impl Job<'_> {
+    /// Follows indexes down to the manifest for `want`, returning it and the platform it serves.
+    async fn resolve(
+        &self,
+        mut current: Manifest,
+        want: &Platform,
+        reference: &Reference,
+    ) -> Result<(Manifest, Option<Platform>), PullError> {
+        let mut platform = None;
+        for _ in 0..MAX_INDEX_DEPTH {
+            if !manifest::is_index(&media_type_of(&current)?) {
+                return Ok((current, platform));
+            }
+            let index: ImageIndex = parse_json(&current, self.client.host())?;
+            let Some(entry) = manifest::select(&index, want) else {
+                let mut available: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
+                    .collect();
+                available.dedup();
+                return Err(PullError::NoPlatform {
+                    reference: reference.to_string(),
+                    wanted: want.to_string(),
+                    available: if available.is_empty() {
+                        "no platform entries".into()
+                    } else {
+                        available.join(", ")
+                    },
+                });
+            };
+            platform = entry.platform.clone();
+            current = self.child(entry).await?;
+        }
+        Err(PullError::BadManifest {
+            what: format!("{} {}", self.client.host(), current.digest),
+            reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
+        })
+    }
+
+    /// Records `m` and everything it refers to: child manifests of an index (fetched now)
+    /// and the config and layers of an image manifest.
+    async fn gather(
+        &self,
+        m: &Manifest,
+        what: &str,
+        plan: &mut Plan,
+        depth: usize,
+    ) -> Result<(), PullError> {
+        let media_type = media_type_of(m)?;
+        let whole = format!("{what}@{}", m.digest);
+        if plan.seen.insert(m.digest.clone()) {
+            plan.manifests.push((m.digest.clone(), m.bytes.clone()));
+        }
+        if manifest::is_index(&media_type) {
+            if depth >= MAX_INDEX_DEPTH {
+                return Err(PullError::BadManifest {
+                    what: whole,
+                    reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
+                });
+            }
+            let index: ImageIndex = parse_json(m, self.client.host())?;
+            for entry in &index.manifests {
+                let child = self.child(entry).await?;
+                Box::pin(self.gather(&child, what, plan, depth + 1)).await?;
+            }
+            return Ok(());
+        }
+        let image: ImageManifest = parse_json(m, self.client.host())?;
+        for d in std::iter::once(&image.config).chain(&image.layers) {
+            let digest = descriptor_digest(d, &whole)?;
+            plan.add_blob(digest, d.size);
+        }
+        Ok(())
+    }
+
+    /// Fetches the manifest an index entry names (the client verifies its digest) and checks its size.
+    async fn child(&self, entry: &Descriptor) -> Result<Manifest, PullError> {
+        let what = format!("{}/{}@{}", self.client.host(), self.repo, entry.digest);
+        let digest = descriptor_digest(entry, &what)?;
+        let m = self
+            .client
+            .get_manifest(self.repo, digest.as_str(), None, self.creds)
+            .await?;
+        if m.bytes.len() as u64 != entry.size {
+            return Err(PullError::ManifestSize {
+                what,
+                expected: entry.size,
+                actual: m.bytes.len() as u64,
+            });
+        }
+        Ok(m)
+    }
+
+    /// Puts one blob into the layout: reused when present, else downloaded into a partial file
+    /// (resumed when an earlier run left one), verified, and renamed into place.
+    async fn fetch_blob(&self, blob: &BlobRef) -> Result<Fetched, PullError> {
+        let digest = &blob.digest;
+        if digest.algorithm() != Algorithm::Sha256 {
+            return Err(PullError::UnsupportedDigest {
+                digest: digest.clone(),
+            });
+        }
+        if self.reusable(blob).await? {
+            self.progress.blob_done(digest, blob.size, Fetched::Reused);
+            return Ok(Fetched::Reused);
+        }
+        let partial = self.layout.partial_path(digest);
+        let locked = lock_partial(&partial).await?;
+        // Another pull into the same layout may have finished it while we waited for the lock.
+        if self.reusable(blob).await? {
+            self.progress.blob_done(digest, blob.size, Fetched::Reused);
+            return Ok(Fetched::Reused);
+        }
+        let mut file = tokio::fs::File::from_std(locked);
+        let mut download = Download {
+            job: self,
+            blob,
+            path: &partial,
+            file: &mut file,
+            verifier: Verifier::new(),
+            have: 0,
+        };
+        let result = download.run().await;
+        match result {
+            Ok(how) => {
+                file.sync_all().await.map_err(io_err(&partial))?;
+                drop(file);
+                let dest = self.layout.blob_path(digest);
+                std::fs::rename(&partial, &dest).map_err(io_err(&dest))?;
+                self.progress.blob_done(digest, blob.size, how);
+                Ok(how)
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    PullError::DigestMismatch { .. } | PullError::SizeMismatch { .. }
+                ) {
+                    // Bad content must not survive to be resumed or reused.
+                    drop(file);
+                    let _ = std::fs::remove_file(&partial);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the layout already holds this blob: right size, and right digest when asked to check.
+    /// A file of the wrong size or content is removed, since its name promises content it lacks.
+    async fn reusable(&self, blob: &BlobRef) -> Result<bool, PullError> {
+        let path = self.layout.blob_path(&blob.digest);
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let good = meta.is_file()
+            && meta.len() == blob.size
+            && (!self.opts.verify_existing || hash_file(&path).await? == blob.digest);
+        if !good && meta.is_file() {
+            tokio::fs::remove_file(&path).await.map_err(io_err(&path))?;
+        }
+        Ok(good)
+    }
+}
+
+/// One blob's transfer into its locked partial file; `have` bytes of it are on disk and hashed.
+struct Download<'a, 'j> {
+    job: &'a Job<'j>,
+    blob: &'a BlobRef,
+    path: &'a Path,
+    file: &'a mut tokio::fs::File,
+    verifier: Verifier,
+    have: u64,
+}
+
+enum Step {
+    Complete,
+    /// The server answered another range than the one asked for; start over at 0.
+    StartOver,
+}
+
+impl Download<'_, '_> {
+    async fn run(&mut self) -> Result<Fetched, PullError> {
+        let digest = &self.blob.digest;
+        let size = self.blob.size;
+        self.rehash().await?;
+        let resumed_from = self.have;
+        self.job.progress.blob_start(digest, size, resumed_from);
+        let mut attempt = 0;
+        let mut retried_resume = false;
+        loop {
+            let step = if self.have < size {
+                self.transfer().await
+            } else {
+                Ok(Step::Complete)
+            };
+            match step {
+                Ok(Step::Complete) => {
+                    let actual = std::mem::take(&mut self.verifier).finish();
+                    if self.have == size && actual == *digest {
+                        return Ok(if resumed_from > 0 {
+                            Fetched::Resumed { from: resumed_from }
+                        } else {
+                            Fetched::Downloaded
+                        });
+                    }
+                    // A prefix left by an earlier run may be what is wrong: one fresh try.
+                    if resumed_from > 0 && !retried_resume {
+                        retried_resume = true;
+                        self.start_over("the resumed download did not verify")
+                            .await?;
+                        continue;
+                    }
+                    return Err(PullError::DigestMismatch {
+                        digest: digest.clone(),
+                        actual,
+                    });
+                }
+                Ok(Step::StartOver) => {
+                    self.start_over("the registry answered another range")
+                        .await?;
+                }
+                Err(PullError::Registry(e))
+                    if e.upstream_unavailable() && attempt + 1 < self.job.opts.attempts =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 << attempt.min(4))).await;
+                    // Re-read what reached the disk: the hash must cover exactly the file's bytes.
+                    self.rehash().await?;
+                    self.job
+                        .progress
+                        .blob_restart(digest, self.have, &e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One GET from `have` onwards, streamed into the file and the verifier. A server that
+    /// ignores Range answers 200 with the whole blob, which is taken from byte 0.
+    async fn transfer(&mut self) -> Result<Step, PullError> {
+        let job = self.job;
+        let digest = &self.blob.digest;
+        let size = self.blob.size;
+        let mut resp = job
+            .client
+            .get_blob(job.repo, digest, self.have, job.creds)
+            .await?;
+        if self.have > 0 {
+            match resp.status().as_u16() {
+                206 if range_start(resp.headers()) == Some(self.have) => {}
+                // Another range than asked for: ask again from the start.
+                206 => return Ok(Step::StartOver),
+                _ => {
+                    self.start_over("the registry ignored the Range request")
+                        .await?
+                }
+            }
+        }
+        let what = format!("blob {}@{digest}", job.repo);
+        let (path, verifier, have) = (self.path, &mut self.verifier, &mut self.have);
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut *self.file);
+        let streamed: Result<(), PullError> = async {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| RegistryError::network(job.client.host(), &what, &e))?
+            {
+                let n = chunk.len() as u64;
+                if *have + n > size {
+                    return Err(PullError::SizeMismatch {
+                        digest: digest.clone(),
+                        expected: size,
+                        got: format!("more than {size}"),
+                    });
+                }
+                out.write_all(&chunk).await.map_err(io_err(path))?;
+                verifier.update(&chunk);
+                *have += n;
+                job.progress.blob_bytes(digest, n);
+            }
+            Ok(())
+        }
+        .await;
+        // What was hashed must reach the disk, so the partial stays a prefix the next try can hash.
+        let flushed = out.flush().await.map_err(io_err(path));
+        streamed?;
+        flushed?;
+        if self.have != size {
+            return Err(PullError::SizeMismatch {
+                digest: digest.clone(),
+                expected: size,
+                got: self.have.to_string(),
+            });
+        }
+        Ok(Step::Complete)
+    }
+
+    /// Hashes the bytes already in the partial file (what an earlier run or attempt left)
+    /// and positions at its end; more bytes than the blob has means it is not this blob's prefix.
+    async fn rehash(&mut self) -> Result<(), PullError> {
+        let len = self.file.metadata().await.map_err(io_err(self.path))?.len();
+        if len > self.blob.size {
+            return self.truncate().await;
+        }
+        self.file
+            .seek(io::SeekFrom::Start(0))
+            .await
+            .map_err(io_err(self.path))?;
+        let mut verifier = Verifier::new();
+        let mut buf = vec![0u8; WRITE_BUFFER];
+        let mut have = 0u64;
+        loop {
+            let n = self.file.read(&mut buf).await.map_err(io_err(self.path))?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]);
+            have += n as u64;
+        }
+        self.verifier = verifier;
+        self.have = have;
+        Ok(())
+    }
+
+    async fn start_over(&mut self, why: &str) -> Result<(), PullError> {
+        self.truncate().await?;
+        self.job.progress.blob_restart(&self.blob.digest, 0, why);
+        Ok(())
+    }
+
+    async fn truncate(&mut self) -> Result<(), PullError> {
+        self.file.set_len(0).await.map_err(io_err(self.path))?;
+        self.file
+            .seek(io::SeekFrom::Start(0))
+            .await
+            .map_err(io_err(self.path))?;
+        self.verifier = Verifier::new();
+        self.have = 0;
+        Ok(())
+    }
+}
+
+/// The first byte of a 206's `Content-Range: bytes START-END/TOTAL`.
+fn range_start(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let v = headers.get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let range = v.trim().strip_prefix("bytes")?.trim_start();
+    range.split('-').next()?.trim().parse().ok()
+}
+
+/// Opens (creating) the partial file and takes an exclusive lock on it, so two pulls into one
+/// layout never write the same blob; retries when the file was replaced while we waited.
+async fn lock_partial(path: &Path) -> Result<File, PullError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<File, PullError> {
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&owned)
+                .map_err(io_err(&owned))?;
+            file.lock().map_err(io_err(&owned))?;
+            // A holder that finished renamed or deleted the file we locked; lock the new one.
+            use std::os::unix::fs::MetadataExt as _;
+            let ours = file.metadata().map_err(io_err(&owned))?;
+            match std::fs::metadata(&owned) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => return Ok(file),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .map_err(|e| PullError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?
+}
+
+async fn hash_file(path: &Path) -> Result<Digest, PullError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(io_err(path))?;
+    let mut verifier = Verifier::new();
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    loop {
+        let n = file.read(&mut buf).await.map_err(io_err(path))?;
+        if n == 0 {
+            return Ok(verifier.finish());
+        }
+        verifier.update(&buf[..n]);
+    }
+}
+
+fn descriptor_digest(d: &Descriptor, what: &str) -> Result<Digest, PullError> {
+    Digest::parse(&d.digest).map_err(|e| PullError::BadManifest {
+        what: what.to_string(),
+        reason: format!("descriptor digest: {e}"),
+    })
+}
+
+/// The manifest's media type: the Content-Type the registry sent, else its own `mediaType`
+/// field, else what its shape says (older manifests carry neither).
+fn media_type_of(m: &Manifest) -> Result<String, PullError> {
+    let header = m.media_type.split(';').next().unwrap_or("").trim();
+    let known = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+    if known.contains(&header) {
+        return Ok(header.to_string());
+    }
+    let bad = |reason: String| PullError::BadManifest {
+        what: m.digest.to_string(),
+        reason,
+    };
+    let v: Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let field = v.get("mediaType").and_then(Value::as_str).unwrap_or("");
+    if known.contains(&field) {
+        return Ok(field.to_string());
+    }
+    let schema1 = v.get("schemaVersion").and_then(Value::as_u64) == Some(1)
+        || header.starts_with("application/vnd.docker.distribution.manifest.v1");
+    if !field.is_empty() || schema1 {
+        let t = if field.is_empty() { header } else { field };
+        return Err(bad(format!(
+            "unsupported media type {t:?} (docker schema 1 and non-image types are not pulled)"
+        )));
+    }
+    if v.get("manifests").is_some() {
+        Ok(OCI_INDEX.to_string())
+    } else if v.get("config").is_some() {
+        Ok(OCI_MANIFEST.to_string())
+    } else {
+        Err(bad("neither an image manifest nor an index".into()))
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(m: &Manifest, host: &str) -> Result<T, PullError> {
+    serde_json::from_slice(&m.bytes).map_err(|e| PullError::BadManifest {
+        what: format!("{host} {}", m.digest),
+        reason: e.to_string(),
+    })
+}
+
+fn platform_json(p: &Platform) -> Value {
+    let mut v = json!({"architecture": p.architecture, "os": p.os});
+    if let Some(variant) = &p.variant {
+        v["variant"] = json!(variant);
+    }
+    v
+}
+
+/// An OCI image layout directory: `oci-layout`, `index.json`, `blobs/sha256/`.
+pub struct Layout {
+    root: PathBuf,
+    blobs: PathBuf,
+}
+
+impl Layout {
+    /// Opens `root`, creating the directories and `oci-layout` when missing; refuses a directory
+    /// whose `oci-layout` says it is something else.
+    pub fn open(root: &Path) -> Result<Self, PullError> {
+        let blobs = root.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        let marker = root.join(LAYOUT_FILE);
+        match std::fs::read(&marker) {
+            Ok(bytes) => {
+                let v: Value = serde_json::from_slice(&bytes).map_err(|e| PullError::Layout {
+                    path: marker.clone(),
+                    reason: format!("invalid JSON: {e}"),
+                })?;
+                let version = v
+                    .get("imageLayoutVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !version.starts_with("1.") {
+                    return Err(PullError::Layout {
+                        path: marker,
+                        reason: format!("unsupported imageLayoutVersion {version:?}"),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let text = json!({ "imageLayoutVersion": LAYOUT_VERSION }).to_string();
+                write_public_atomic(&marker, text.as_bytes())?;
+            }
+            Err(e) => return Err(io_err(&marker)(e)),
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            blobs,
+        })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(format!("{PARTIAL_PREFIX}{}", digest.hex()))
+    }
+
+    /// Writes a blob held in memory (a manifest, already verified), unless present.
+    fn write_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
+        let path = self.blob_path(digest);
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+            return Ok(());
+        }
+        write_public_atomic(&path, bytes)
+    }
+
+    /// Adds `desc` to index.json, replacing the entry filed under the same ref name (or, when
+    /// there is none, an unnamed entry for the same digest) and keeping every other one.
+    fn file_in_index(
+        &self,
+        desc: Value,
+        ref_name: Option<&str>,
+        digest: &Digest,
+    ) -> Result<(), PullError> {
+        // Serializes read-modify-write with other pulls into this layout.
+        let dir = File::open(&self.root).map_err(io_err(&self.root))?;
+        dir.lock().map_err(io_err(&self.root))?;
+        let path = self.root.join("index.json");
+        let mut index = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<Value>(&bytes).map_err(|e| PullError::Layout {
+                    path: path.clone(),
+                    reason: format!("invalid JSON: {e}"),
+                })?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) else {
+            return Err(PullError::Layout {
+                path,
+                reason: "index.json has no manifests array".into(),
+            });
+        };
+        manifests.retain(|m| {
+            let name = m
+                .get("annotations")
+                .and_then(|a| a.get(REF_NAME))
+                .and_then(Value::as_str);
+            match ref_name {
+                Some(want) => name != Some(want),
+                None => {
+                    name.is_some()
+                        || m.get("digest").and_then(Value::as_str) != Some(digest.as_str())
+                }
+            }
+        });
+        manifests.push(desc);
+        let text = serde_json::to_vec(&index).map_err(|e| PullError::Layout {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_public_atomic(&path, &text)?;
+        File::open(&self.blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.blobs))?;
+        dir.sync_all().map_err(io_err(&self.root))
+    }
+}
+
+/// Writes `path` atomically (temp file in the same directory, fsync, rename), world-readable:
+/// layouts hold public content meant for other tools, unlike the secret files of `fsutil`.
+fn write_public_atomic(path: &Path, bytes: &[u8]) -> Result<(), PullError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(media_type: &str, body: &str) -> Manifest {
+        Manifest {
+            bytes: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            media_type: media_type.into(),
+            digest: Digest::of_bytes(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn media_type_from_header_field_or_shape() {
+        assert_eq!(
+            media_type_of(&manifest(OCI_INDEX, "{}")).unwrap(),
+            OCI_INDEX
+        );
+        assert_eq!(
+            media_type_of(&manifest(
+                "",
+                r#"{"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#
+            ))
+            .unwrap(),
+            DOCKER_MANIFEST
+        );
+        assert_eq!(
+            media_type_of(&manifest("application/json", r#"{"manifests":[]}"#)).unwrap(),
+            OCI_INDEX
+        );
+        assert_eq!(
+            media_type_of(&manifest("", r#"{"config":{}}"#)).unwrap(),
+            OCI_MANIFEST
+        );
+        let schema1 = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+        assert!(matches!(
+            media_type_of(&manifest(schema1, r#"{"schemaVersion":1}"#)),
+            Err(PullError::BadManifest { .. })
+        ));
+        assert!(media_type_of(&manifest("", "not json")).is_err());
+    }
+
+    #[test]
+    fn content_range_start() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(range_start(&h), None);
+        h.insert(
+            reqwest::header::CONTENT_RANGE,
+            reqwest::header::HeaderValue::from_static("bytes 100-199/200"),
+        );
+        assert_eq!(range_start(&h), Some(100));
+        h.insert(
+            reqwest::header::CONTENT_RANGE,
+            reqwest::header::HeaderValue::from_static("bytes */200"),
+        );
+        assert_eq!(range_start(&h), None);
+    }
+
+    #[test]
+    fn index_keeps_other_names_and_replaces_the_same_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::open(dir.path()).unwrap();
+        let d1 = Digest::of_bytes(b"one");
+        let d2 = Digest::of_bytes(b"two");
+        let d3 = Digest::of_bytes(b"three");
+        let entry = |d: &Digest, name: &str| {
+            json!({"mediaType": OCI_MANIFEST, "digest": d.as_str(), "size": 3,
+                   "annotations": {REF_NAME: name}})
+        };
+        layout
+            .file_in_index(entry(&d1, "a"), Some("a"), &d1)
+            .unwrap();
+        layout
+            .file_in_index(entry(&d2, "b"), Some("b"), &d2)
+            .unwrap();
+        layout
+            .file_in_index(entry(&d3, "a"), Some("a"), &d3)
+            .unwrap();
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let got: Vec<(&str, &str)> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["annotations"][REF_NAME].as_str().unwrap(),
+                    m["digest"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![("b", d2.as_str()), ("a", d3.as_str())]);
+        let marker = std::fs::read_to_string(dir.path().join(LAYOUT_FILE)).unwrap();
+        assert_eq!(marker, r#"{"imageLayoutVersion":"1.0.0"}"#);
+    }
+
+    #[test]
+    fn refuses_a_foreign_layout_version() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(LAYOUT_FILE),
+            r#"{"imageLayoutVersion":"9.0"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Layout::open(dir.path()),
+            Err(PullError::Layout { .. })
+        ));
+    }
+}

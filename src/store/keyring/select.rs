@@ -1,0 +1,200 @@
+//! Which store to open: `store = auto|file|secret-service|keyutils|keychain|wincred` from
+//! `PULLSECRET_STORE` or the config file, and the reason `pullsecret doctor` shows.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::store::{FileStore, SecretStore, StoreError, StorePaths};
+
+/// How long `auto` waits for the Secret Service before using the file store.
+pub const AUTO_PROBE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// The Secret Service when it answers on the session bus, else the file store.
+    Auto,
+    File,
+    SecretService,
+    Keyutils,
+    Keychain,
+    Wincred,
+}
+
+const NAMES: &[(&str, StoreKind)] = &[
+    ("auto", StoreKind::Auto),
+    ("file", StoreKind::File),
+    ("secret-service", StoreKind::SecretService),
+    ("keyutils", StoreKind::Keyutils),
+    ("keychain", StoreKind::Keychain),
+    ("wincred", StoreKind::Wincred),
+];
+
+impl StoreKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        NAMES.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("auto", |(n, _)| n)
+    }
+}
+
+/// The open store and why it is the one in use.
+pub struct OpenedStore {
+    pub store: Box<dyn SecretStore>,
+    pub why: String,
+}
+
+/// Opens the configured store. A backend named explicitly is used or reported as an
+/// error with its cause and fix; only `auto` ever falls back to the file store.
+///
+/// The file store is opened without touching D-Bus; `auto` probes the bus only when
+/// `DBUS_SESSION_BUS_ADDRESS` is set, so the helper stays fast on headless hosts.
+pub fn open_store(config: &Config, paths: &StorePaths) -> Result<OpenedStore, StoreError> {
+    let (value, source) = config.store_setting();
+    let kind = StoreKind::parse(&value).ok_or_else(|| {
+        let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+        StoreError::Invalid(format!(
+            "unknown store {value:?} (from {source}); use one of {}",
+            names.join(", ")
+        ))
+    })?;
+    let file = |why: String| OpenedStore {
+        store: Box::new(FileStore::new(paths.clone(), config.limits)),
+        why,
+    };
+    let chosen = format!("store = {:?} from {source}", kind.as_str());
+    match kind {
+        StoreKind::File => Ok(file(chosen)),
+        StoreKind::Auto => Ok(match auto_keyring(config, paths) {
+            Ok(store) => OpenedStore {
+                store,
+                why: format!("{chosen}: the Secret Service answered on the D-Bus session bus"),
+            },
+            Err(reason) => file(format!("{chosen}: {reason}, so the encrypted file store")),
+        }),
+        StoreKind::SecretService => Ok(OpenedStore {
+            store: secret_service(config, paths)?,
+            why: chosen,
+        }),
+        StoreKind::Keyutils => Ok(OpenedStore {
+            store: keyutils(config, paths)?,
+            why: chosen,
+        }),
+        StoreKind::Keychain => Ok(OpenedStore {
+            store: keychain(config, paths)?,
+            why: chosen,
+        }),
+        StoreKind::Wincred => Ok(OpenedStore {
+            store: wincred(config, paths)?,
+            why: chosen,
+        }),
+    }
+}
+
+/// Where keyring stores keep the lock that serializes their writers.
+fn lock_dir(paths: &StorePaths) -> std::path::PathBuf {
+    paths.data_dir.join("keyring-v1")
+}
+
+fn not_here(backend: &'static str, platform: &str) -> StoreError {
+    StoreError::Unavailable {
+        backend,
+        reason: format!("{backend} exists only on {platform}"),
+        fix: "set store = \"auto\" or \"file\" (or PULLSECRET_STORE)".into(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn auto_keyring(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, String> {
+    use super::secret_service::SecretService;
+    let ss = SecretService::probe(AUTO_PROBE).map_err(|n| n.reason)?;
+    Ok(Box::new(super::KeyringStore::new(
+        ss,
+        config.limits,
+        lock_dir(paths),
+    )))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn auto_keyring(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, String> {
+    Err("there is no Secret Service on this platform".into())
+}
+
+#[cfg(target_os = "linux")]
+fn secret_service(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    let ss = super::secret_service::SecretService::connect()?;
+    Ok(Box::new(super::KeyringStore::new(
+        ss,
+        config.limits,
+        lock_dir(paths),
+    )))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn secret_service(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    Err(not_here("secret-service", "Linux"))
+}
+
+#[cfg(target_os = "linux")]
+fn keyutils(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    let slots = super::keyutils::Keyutils::open()?;
+    Ok(Box::new(super::KeyringStore::new(
+        super::slots::Indexed::new(slots),
+        config.limits,
+        lock_dir(paths),
+    )))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keyutils(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    Err(not_here("keyutils", "Linux"))
+}
+
+#[cfg(target_os = "macos")]
+fn keychain(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    let slots = super::native::keychain()?;
+    Ok(Box::new(super::KeyringStore::new(
+        super::slots::Indexed::new(slots),
+        config.limits,
+        lock_dir(paths),
+    )))
+}
+
+#[cfg(not(target_os = "macos"))]
+fn keychain(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    Err(not_here("keychain", "macOS"))
+}
+
+#[cfg(windows)]
+fn wincred(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    let slots = super::native::wincred()?;
+    Ok(Box::new(super::KeyringStore::new(
+        super::slots::Indexed::new(slots),
+        config.limits,
+        lock_dir(paths),
+    )))
+}
+
+#[cfg(not(windows))]
+fn wincred(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
+    Err(not_here("wincred", "Windows"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (n, k) in NAMES {
+            assert_eq!(StoreKind::parse(n), Some(*k));
+            assert_eq!(k.as_str(), *n);
+        }
+        assert_eq!(StoreKind::parse("gnome"), None);
+    }
+}

@@ -1,0 +1,554 @@
+//! The proxy with real clients (skopeo, oci-client, containerd's ctr) against a real
+//! token-auth distribution registry upstream: credentials injected, single-flight fills,
+//! stale serving, routing and the distribution API details.
+
+use crate::proxy_support::{stream_get, ProxyProcess};
+use crate::registry_support::{
+    http_request, push_image, push_index, skopeo, Registry, RegistryAuth, TokenIssuerConfig,
+};
+use crate::support::{require_bin, run_with_stdin, stderr, Env};
+
+/// A token-auth upstream with a private repo only `puller` may read, plus the proxy holding
+/// puller's secret in the store.
+fn private_setup(env: &Env) -> Option<(Registry, ProxyProcess)> {
+    let issuer = TokenIssuerConfig::new()
+        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
+        .user("puller", "pull-pw", &[("private/*", &["pull"])]);
+    let reg = Registry::start(RegistryAuth::Token(issuer))?;
+    let create = env.pullsecret(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "upstream-cred",
+        "--docker-server",
+        reg.addr(),
+        "--docker-username",
+        "puller",
+        "--docker-password-stdin",
+    ]);
+    let out = run_with_stdin(create, b"pull-pw");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let proxy = ProxyProcess::start(
+        env,
+        "default_upstream = \"local\"",
+        &format!(
+            "[[upstream]]\nname = \"local\"\nurl = \"http://{addr}\"\ninsecure = true\nsecret = \"upstream-cred\"\naliases = [\"{addr}\", \"loc\"]\n",
+            addr = reg.addr()
+        ),
+    );
+    Some((reg, proxy))
+}
+
+#[test]
+fn skopeo_pulls_a_private_image_through_the_proxy_without_client_credentials() {
+    let env = Env::new();
+    let Some((reg, proxy)) = private_setup(&env) else {
+        return;
+    };
+    let layer = vec![7u8; 300_000];
+    let img = push_image(
+        reg.addr(),
+        "private/app",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[layer],
+    );
+
+    // Direct anonymous pull is refused by the upstream: the proxy is what makes it work.
+    let dir = env.path("direct");
+    let direct = skopeo(
+        &env,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/private/app:v1", reg.addr()),
+            &format!("oci:{}:v1", dir.display()),
+        ],
+    );
+    assert!(!direct.status.success());
+
+    let dest = env.path("via-proxy");
+    let out = skopeo(
+        &env,
+        &[
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{}/private/app:v1", proxy.addr),
+            &format!("oci:{}:v1", dest.display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "skopeo via proxy: {}\nproxy log:\n{}",
+        stderr(&out),
+        proxy.log()
+    );
+    for blob in img.layers.iter().chain(std::iter::once(&img.config)) {
+        let hex = blob.digest.trim_start_matches("sha256:");
+        let got = std::fs::read(dest.join("blobs/sha256").join(hex)).expect("blob in layout");
+        assert_eq!(got, blob.data, "{}", blob.digest);
+    }
+    // The proxy's cache holds them as an OCI layout, and the upstream saw each blob once.
+    assert!(proxy.cache.join("v1/oci-layout").exists());
+    for d in img.layer_digests() {
+        assert_eq!(reg.count_requests("GET", &format!("/blobs/{d}")), 1, "{d}");
+    }
+    // A second pull is served from the cache.
+    let again = skopeo(
+        &env,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/private/app:v1", proxy.addr),
+            &format!("oci:{}:v1", env.path("again").display()),
+        ],
+    );
+    assert!(again.status.success());
+    for d in img.layer_digests() {
+        assert_eq!(
+            reg.count_requests("GET", &format!("/blobs/{d}")),
+            1,
+            "{d} fetched twice"
+        );
+    }
+}
+
+#[test]
+fn distribution_api_details() {
+    let env = Env::new();
+    let Some((reg, proxy)) = private_setup(&env) else {
+        return;
+    };
+    let layer: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let img = push_image(
+        reg.addr(),
+        "private/app",
+        "v2",
+        Some(("pusher", "push-pw")),
+        &[layer],
+    );
+    let blob = &img.layers[0];
+
+    let base = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("GET /v2/");
+    assert_eq!(base.status, 200);
+    assert_eq!(
+        base.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    // Manifest by tag: exact bytes, type and digest, on GET and HEAD.
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let m = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/private/app/manifests/v2",
+        &accept,
+        b"",
+    )
+    .expect("manifest");
+    assert_eq!(m.status, 200);
+    assert_eq!(m.body, img.manifest);
+    assert_eq!(
+        m.header("docker-content-digest"),
+        Some(img.manifest_digest.as_str())
+    );
+    assert_eq!(
+        m.header("content-type"),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    let h = http_request(
+        "HEAD",
+        &proxy.addr,
+        "/v2/private/app/manifests/v2",
+        &accept,
+        b"",
+    )
+    .expect("head");
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.header("content-length"),
+        Some(img.manifest.len().to_string().as_str())
+    );
+    assert_eq!(
+        h.header("docker-content-digest"),
+        Some(img.manifest_digest.as_str())
+    );
+
+    // HEAD on an uncached blob answers 200 with its size (chained caches rely on it).
+    let hb = http_request(
+        "HEAD",
+        &proxy.addr,
+        &format!("/v2/private/app/blobs/{}", blob.digest),
+        &[],
+        b"",
+    )
+    .expect("head blob");
+    assert_eq!(hb.status, 200);
+    assert_eq!(
+        hb.header("content-length"),
+        Some(blob.size.to_string().as_str())
+    );
+
+    // Range → 206 (cold: served from the filling blob) and 416.
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/private/app/blobs/{}", blob.digest),
+        &[("Range", "bytes=10-19")],
+        b"",
+    )
+    .expect("range");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, blob.data[10..20]);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 10-19/{}", blob.size).as_str())
+    );
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/private/app/blobs/{}", blob.digest),
+        &[("Range", "bytes=-5")],
+        b"",
+    )
+    .expect("suffix");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, blob.data[blob.data.len() - 5..]);
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/private/app/blobs/{}", blob.digest),
+        &[("Range", &format!("bytes={}-", blob.size))],
+        b"",
+    )
+    .expect("416");
+    assert_eq!(r.status, 416);
+
+    // Routing: ?ns= (echoed in OCI-Namespace) and an alias prefix reach the same upstream.
+    let ns = http_request(
+        "GET",
+        &proxy.addr,
+        &format!(
+            "/v2/private/app/manifests/{}?ns={}",
+            img.manifest_digest,
+            reg.addr()
+        ),
+        &accept,
+        b"",
+    )
+    .expect("ns");
+    assert_eq!(ns.status, 200);
+    assert_eq!(ns.header("oci-namespace"), Some(reg.addr()));
+    let alias = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/loc/private/app/blobs/{}", blob.digest),
+        &[],
+        b"",
+    )
+    .expect("alias");
+    assert_eq!(alias.status, 200);
+    assert_eq!(alias.body, blob.data);
+    let unknown_ns = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/private/app/manifests/v2?ns=quay.io",
+        &accept,
+        b"",
+    )
+    .expect("ns");
+    assert_eq!(unknown_ns.status, 404);
+
+    // Errors: OCI JSON with the right codes; pushes refused.
+    let missing = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/private/app/manifests/nope",
+        &accept,
+        b"",
+    )
+    .expect("missing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    let push = http_request(
+        "POST",
+        &proxy.addr,
+        "/v2/private/app/blobs/uploads/",
+        &[],
+        b"",
+    )
+    .expect("push");
+    assert_eq!(push.status, 405);
+    assert_eq!(push.json()["errors"][0]["code"], "UNSUPPORTED");
+    let bad = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/private/app/blobs/sha256:..%2f..%2fetc",
+        &[],
+        b"",
+    )
+    .expect("bad");
+    assert!(bad.status == 400 || bad.status == 404, "{}", bad.status);
+}
+
+#[test]
+fn twenty_concurrent_clients_one_upstream_fetch() {
+    let env = Env::new();
+    let Some((reg, proxy)) = private_setup(&env) else {
+        return;
+    };
+    // 64 MiB of incompressible-ish bytes.
+    let mut layer = vec![0u8; 64 << 20];
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    for chunk in layer.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let img = push_image(
+        reg.addr(),
+        "private/big",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[layer],
+    );
+    let digest = img.layers[0].digest.clone();
+    let path = format!("/v2/private/big/blobs/{digest}");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| s.spawn(|| stream_get(&proxy.addr, &path, &[])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    for r in &results {
+        let r = r.as_ref().expect("stream");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.received, img.layers[0].size, "{r:?}");
+        assert_eq!(r.digest, digest);
+    }
+    assert_eq!(
+        reg.count_requests("GET", &format!("/blobs/{digest}")),
+        1,
+        "upstream access log:\n{}",
+        reg.access_log()
+    );
+}
+
+#[test]
+fn stale_tag_served_when_upstream_is_down_and_404_passes_through() {
+    let env = Env::new();
+    let Some(mut reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(reg.addr(), "lib/app", "v1", None, &[b"stale-me".to_vec()]);
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\ntag_ttl = \"0s\"\n",
+            reg.addr()
+        ),
+    );
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let first =
+        http_request("GET", &proxy.addr, "/v2/lib/app/manifests/v1", &accept, b"").expect("get");
+    assert_eq!(first.status, 200);
+    // TTL 0: each tag request revalidates with HEAD; the manifest was fetched once.
+    let second =
+        http_request("GET", &proxy.addr, "/v2/lib/app/manifests/v1", &accept, b"").expect("get");
+    assert_eq!(second.body, img.manifest);
+    assert_eq!(reg.count_requests("GET", "/manifests/v1"), 1);
+    assert!(reg.count_requests("HEAD", "/manifests/v1") >= 1);
+
+    reg.stop();
+    let stale =
+        http_request("GET", &proxy.addr, "/v2/lib/app/manifests/v1", &accept, b"").expect("stale");
+    assert_eq!(stale.status, 200, "{}", stale.text());
+    assert_eq!(stale.body, img.manifest);
+    let blob = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/lib/app/blobs/{}", img.config.digest),
+        &[],
+        b"",
+    )
+    .expect("blob");
+    assert_eq!(
+        blob.status, 502,
+        "uncached blob with upstream down is an error"
+    );
+    assert!(proxy.log().contains("serving the cached tag (stale)"));
+    reg.restart();
+    let missing = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/lib/app/manifests/nope",
+        &accept,
+        b"",
+    )
+    .expect("404");
+    assert_eq!(missing.status, 404);
+}
+
+#[test]
+fn multi_arch_index_through_the_proxy() {
+    let env = Env::new();
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let idx = push_index(
+        reg.addr(),
+        "multi/app",
+        "v1",
+        None,
+        &[b"arch-layer".to_vec()],
+    );
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    let m = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/multi/app/manifests/v1",
+        &[("Accept", "application/vnd.oci.image.index.v1+json")],
+        b"",
+    )
+    .expect("index");
+    assert_eq!(m.status, 200);
+    assert_eq!(m.body, idx.index);
+    assert_eq!(
+        m.header("content-type"),
+        Some("application/vnd.oci.image.index.v1+json")
+    );
+    let arm = idx.platform("linux/arm64/v8");
+    let dest = env.path("arm");
+    let out = skopeo(
+        &env,
+        &[
+            "--override-arch",
+            "arm64",
+            "--override-variant",
+            "v8",
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{}/multi/app:v1", proxy.addr),
+            &format!("oci:{}:v1", dest.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = std::fs::read(
+        dest.join("blobs/sha256")
+            .join(arm.layers[0].digest.trim_start_matches("sha256:")),
+    )
+    .expect("arm64 layer");
+    assert_eq!(got, arm.layers[0].data);
+    let amd = idx.platform("linux/amd64");
+    assert_eq!(
+        reg.count_requests("GET", &format!("/blobs/{}", amd.layers[0].digest)),
+        0
+    );
+}
+
+#[test]
+fn containerd_ctr_pulls_through_the_proxy_with_ns() {
+    let Some(containerd) = require_bin("containerd", "apt-get install containerd") else {
+        return;
+    };
+    let Some(ctr) = require_bin("ctr", "apt-get install containerd") else {
+        return;
+    };
+    let env = Env::new();
+    let Some((reg, proxy)) = private_setup(&env) else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "private/ctr",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[b"containerd-layer".to_vec()],
+    );
+
+    let root = env.path("containerd");
+    let sock = root.join("c.sock");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(
+        root.join("config.toml"),
+        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+    )
+    .expect("config");
+    let mut daemon = std::process::Command::new(&containerd)
+        .args([
+            "--config",
+            &root.join("config.toml").display().to_string(),
+            "--root",
+            &root.join("root").display().to_string(),
+            "--state",
+            &root.join("state").display().to_string(),
+            "--address",
+            &sock.display().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(root.join("containerd.log")).expect("log"))
+        .spawn()
+        .expect("containerd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containerd did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let hosts = env.path("hosts");
+    std::fs::create_dir_all(hosts.join(reg.addr())).expect("hosts dir");
+    std::fs::write(
+        hosts.join(reg.addr()).join("hosts.toml"),
+        format!("server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", reg.addr(), proxy.addr),
+    )
+    .expect("hosts.toml");
+    let out = std::process::Command::new(&ctr)
+        .args([
+            "--address",
+            &sock.display().to_string(),
+            "images",
+            "pull",
+            "--hosts-dir",
+            &hosts.display().to_string(),
+            &format!("{}/private/ctr:v1", reg.addr()),
+        ])
+        .output()
+        .expect("ctr");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        out.status.success(),
+        "ctr pull failed: {}{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        proxy.log()
+    );
+    // Every request reached the proxy with ?ns=, and the upstream served the layer once.
+    assert!(
+        proxy.log().contains(&format!("ns={}", reg.addr().replace(':', "%3A"))),
+        "no ?ns= in the proxy log:\n{}",
+        proxy.log()
+    );
+    assert_eq!(
+        reg.count_requests("GET", &format!("/blobs/{}", img.layers[0].digest)),
+        1
+    );
+    // containerd never talked to the upstream itself: it has no credentials for it.
+    assert_eq!(reg.count_requests("GET", "/v2/private/ctr/manifests/v1"), 1);
+}

@@ -1,0 +1,178 @@
+//! Test support for the proxy: start `pullsecret proxy` on a free loopback port with a config,
+//! and a streaming blob GET that hashes what it receives.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::support::Env;
+
+pub struct ProxyProcess {
+    child: Child,
+    pub addr: String,
+    pub cache: PathBuf,
+    log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl ProxyProcess {
+    /// Starts the proxy with `upstreams` (TOML `[[upstream]]` tables) and `extra` top-level keys.
+    pub fn start(env: &Env, extra: &str, upstreams: &str) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cache = env.path("proxy-cache");
+        let config = env.path("proxy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\ncache_dir = \"{}\"\n{extra}\n{upstreams}",
+                cache.display()
+            ),
+        )
+        .expect("write proxy config");
+        Self::spawn(env, config, addr, cache)
+    }
+
+    /// Starts again with the same config (after `kill`).
+    fn spawn(env: &Env, config: PathBuf, addr: String, cache: PathBuf) -> Self {
+        let log = env.path(&format!("proxy-{}.log", free_port()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = env
+            .pullsecret(&["proxy", "--config", config.to_str().unwrap_or_default()])
+            .env("RUST_LOG", "pullsecret=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start proxy");
+        let p = Self {
+            child,
+            addr,
+            cache,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&p.addr) {
+                let _ =
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") {
+                    return p;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not start: {}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self, env: &Env) {
+        self.kill9();
+        let fresh = Self::spawn(
+            env,
+            env.path("proxy.toml"),
+            self.addr.clone(),
+            self.cache.clone(),
+        );
+        // The old process is dead; dropping it again is harmless.
+        drop(std::mem::replace(self, fresh));
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every temp (partial) file in the cache.
+    pub fn tmp_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.cache.join("v1/tmp"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What a streamed GET saw.
+#[derive(Debug)]
+pub struct Streamed {
+    pub status: u16,
+    pub content_length: Option<u64>,
+    pub received: u64,
+    pub digest: String,
+    /// The body ended before Content-Length (connection cut).
+    pub truncated: bool,
+}
+
+/// GET `path` on `addr`, hashing the body as it streams (never buffering it).
+pub fn stream_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Streamed> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut r = BufReader::with_capacity(1 << 20, s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut content_length = None;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().ok();
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut received = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                received += n as u64;
+            }
+            Err(_) => break,
+        }
+    }
+    let truncated = content_length.is_some_and(|l| received < l);
+    Ok(Streamed {
+        status,
+        content_length,
+        received,
+        digest: format!("sha256:{}", hex::encode(h.finalize())),
+        truncated,
+    })
+}
