@@ -436,7 +436,10 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
             // docker-credential-secretservice keys on the exact string, so `https://h` and
             // `h` can both exist; they are one registry here, and the first one wins.
             if let Some(first) = seen.get(&name) {
-                eprintln!("skipping docker's entry for {:?}: same registry as {first:?}", e.server);
+                eprintln!(
+                    "skipping docker's entry for {:?}: same registry as {first:?}",
+                    e.server
+                );
                 continue;
             }
             seen.insert(name.clone(), e.server.clone());

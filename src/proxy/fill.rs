@@ -78,8 +78,15 @@ impl FillReader {
                 let s = self.state.borrow_and_update();
                 (s.written, s.done.clone())
             };
-            if offset < written {
-                let n = ((written - offset) as usize).min(max);
+            // The last byte is held back until the digest verifies: a client of a failed fill
+            // can then never hold a body that looks complete.
+            let available = if matches!(done, Some(Ok(()))) {
+                written
+            } else {
+                written.saturating_sub(1)
+            };
+            if offset < available {
+                let n = ((available - offset) as usize).min(max);
                 let file = self.file.clone();
                 let chunk = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; n];

@@ -4,7 +4,7 @@
 use crate::support::{require_bin, run_with_stdin, stdout, Env, Keyring};
 
 /// (verb, stdin) rows run in order against both helpers; state carries across rows.
-const TABLE: &[(&str, &str)] = &[
+pub(crate) const TABLE: &[(&str, &str)] = &[
     (
         "store",
         r#"{"ServerURL":"https://reg.example:5000","Username":"alice","Secret":"s3cr3t"}"#,

@@ -3,10 +3,11 @@
 mod canary;
 mod cli_store;
 mod helper_protocol;
+mod keyring_backends;
 mod kubelet;
-mod pull;
 mod proxy;
 mod proxy_support;
+mod pull;
 mod registry_smoke;
 mod registry_support;
 mod support;

@@ -541,7 +541,9 @@ fn containerd_ctr_pulls_through_the_proxy_with_ns() {
     );
     // Every request reached the proxy with ?ns=, and the upstream served the layer once.
     assert!(
-        proxy.log().contains(&format!("ns={}", reg.addr().replace(':', "%3A"))),
+        proxy
+            .log()
+            .contains(&format!("ns={}", reg.addr().replace(':', "%3A"))),
         "no ?ns= in the proxy log:\n{}",
         proxy.log()
     );
@@ -551,4 +553,168 @@ fn containerd_ctr_pulls_through_the_proxy_with_ns() {
     );
     // containerd never talked to the upstream itself: it has no credentials for it.
     assert_eq!(reg.count_requests("GET", "/v2/private/ctr/manifests/v1"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_client_pulls_through_the_proxy() {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::secrets::RegistryAuth as OciAuth;
+    let env = Env::new();
+    let Some((reg, proxy)) = tokio::task::block_in_place(|| private_setup(&env)) else {
+        return;
+    };
+    let layer = b"oci-client layer bytes".to_vec();
+    let img = tokio::task::block_in_place(|| {
+        push_image(
+            reg.addr(),
+            "private/oci",
+            "v1",
+            Some(("pusher", "push-pw")),
+            &[layer],
+        )
+    });
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference = format!("{}/private/oci:v1", proxy.addr)
+        .parse()
+        .expect("reference");
+    let image = client
+        .pull(
+            &reference,
+            &OciAuth::Anonymous,
+            vec![oci_client::manifest::IMAGE_LAYER_MEDIA_TYPE],
+        )
+        .await
+        .expect("oci-client pull through the proxy");
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(image.layers[0].data, img.layers[0].data);
+    assert_eq!(image.digest.as_deref(), Some(img.manifest_digest.as_str()));
+}
+
+/// The registry's own copy of a blob, to corrupt it behind its back.
+fn registry_blob_file(reg: &Registry, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    reg.storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+#[test]
+fn wrong_bytes_from_upstream_never_look_complete_and_never_enter_the_cache() {
+    let env = Env::new();
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let layer = vec![42u8; 2 << 20];
+    let img = push_image(reg.addr(), "lib/corrupt", "v1", None, &[layer]);
+    let blob = &img.layers[0];
+    let file = registry_blob_file(&reg, &blob.digest);
+    let good = std::fs::read(&file).expect("registry blob");
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&file, &bad).expect("corrupt");
+
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    let path = format!("/v2/lib/corrupt/blobs/{}", blob.digest);
+    let got = stream_get(&proxy.addr, &path, &[]).expect("get");
+    assert!(
+        got.status != 200 || got.truncated,
+        "a corrupt blob was served as complete: {got:?}"
+    );
+    assert_ne!(got.digest, blob.digest);
+    let cached = proxy
+        .cache
+        .join("v1/blobs/sha256")
+        .join(blob.digest.trim_start_matches("sha256:"));
+    assert!(!cached.exists(), "corrupt bytes entered the cache");
+    assert!(
+        proxy.tmp_files().is_empty(),
+        "temp file left: {:?}",
+        proxy.tmp_files()
+    );
+    // Other requests are still served, and the next request after the fault clears succeeds.
+    assert_eq!(
+        http_request("GET", &proxy.addr, "/v2/", &[], b"")
+            .expect("v2")
+            .status,
+        200
+    );
+    std::fs::write(&file, &good).expect("repair");
+    let ok = stream_get(&proxy.addr, &path, &[]).expect("get");
+    assert_eq!(
+        (ok.status, ok.digest.as_str(), ok.truncated),
+        (200, blob.digest.as_str(), false)
+    );
+    assert_eq!(ok.content_length, Some(blob.size));
+    assert!(cached.exists());
+}
+
+#[test]
+fn kill_during_fill_leaves_nothing_that_is_ever_served() {
+    let env = Env::new();
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let mut layer = vec![0u8; 96 << 20];
+    for (i, b) in layer.iter_mut().enumerate() {
+        *b = (i * 31 % 251) as u8;
+    }
+    let img = push_image(reg.addr(), "lib/killme", "v1", None, &[layer]);
+    let blob = &img.layers[0];
+    let mut proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    let path = format!("/v2/lib/killme/blobs/{}", blob.digest);
+
+    // Start a fill, read its first bytes, then kill -9 the proxy mid-download.
+    let mut s = std::net::TcpStream::connect(&proxy.addr).expect("connect");
+    use std::io::{Read, Write};
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut first = vec![0u8; 64 * 1024];
+    s.read_exact(&mut first)
+        .expect("first bytes arrive while filling");
+    proxy.kill9();
+    let leftovers = proxy.tmp_files();
+    let cached = proxy
+        .cache
+        .join("v1/blobs/sha256")
+        .join(blob.digest.trim_start_matches("sha256:"));
+
+    proxy.restart(&env);
+    assert!(
+        proxy.tmp_files().is_empty(),
+        "temp files survived a restart: {:?}",
+        proxy.tmp_files()
+    );
+    assert!(
+        !leftovers.is_empty(),
+        "the fill finished before the kill; nothing was tested mid-fill"
+    );
+    assert!(
+        !cached.exists(),
+        "a partial blob was promoted into the cache"
+    );
+    let got = stream_get(&proxy.addr, &path, &[]).expect("get after restart");
+    assert_eq!(
+        (got.status, got.digest.as_str(), got.received),
+        (200, blob.digest.as_str(), blob.size)
+    );
 }

@@ -63,7 +63,10 @@ fn entries(dir: &Path) -> Vec<(String, String, String)> {
         .iter()
         .map(|m| {
             (
-                m["annotations"][REF_NAME].as_str().unwrap_or("").to_string(),
+                m["annotations"][REF_NAME]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 m["digest"].as_str().unwrap_or("").to_string(),
                 m["mediaType"].as_str().unwrap_or("").to_string(),
             )
@@ -119,7 +122,11 @@ fn assert_skopeo_accepts(dir: &Path, tag: &str) {
     let env = Env::new();
     let src = format!("oci:{}:{tag}", dir.display());
     let out = skopeo(&env, &["inspect", &src]);
-    assert!(out.status.success(), "skopeo inspect {src}: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "skopeo inspect {src}: {}",
+        stderr(&out)
+    );
     let copy = tempfile::tempdir().expect("copy dir");
     let dst = format!("dir:{}", copy.path().display());
     let out = skopeo(&env, &["copy", &src, &dst]);
@@ -131,7 +138,7 @@ fn blob_get_statuses(reg: &Registry, digest: &str) -> Vec<u16> {
     let needle = format!("/blobs/{digest} ");
     reg.access_log()
         .lines()
-        .filter(|l| l.contains(&format!("\"GET ")) && l.contains(&needle))
+        .filter(|l| l.contains("\"GET ") && l.contains(&needle))
         .filter_map(|l| l.split('"').nth(2)?.split_whitespace().next()?.parse().ok())
         .collect()
 }
@@ -172,7 +179,10 @@ fn public_pull_writes_a_layout_skopeo_accepts_and_reuses_blobs() {
 
     let out = pull(&env, &format!("{}/pub/app:v1", reg.addr()), &out_dir, &[]);
     assert_ok(&out, "public pull");
-    assert_eq!(stdout(&out).lines().last(), Some(v1.manifest_digest.as_str()));
+    assert_eq!(
+        stdout(&out).lines().last(),
+        Some(v1.manifest_digest.as_str())
+    );
     // Not a terminal: one plain line per blob.
     for l in &v1.layers {
         let short = &l.digest["sha256:".len()..][..12];
@@ -187,7 +197,12 @@ fn public_pull_writes_a_layout_skopeo_accepts_and_reuses_blobs() {
 
     // A second tag joins the first; pulling v1 again replaces its entry and fetches nothing.
     assert_ok(
-        &pull(&env, &format!("{}/pub/app:v2", reg.addr()), &out_dir, &["--quiet"]),
+        &pull(
+            &env,
+            &format!("{}/pub/app:v2", reg.addr()),
+            &out_dir,
+            &["--quiet"],
+        ),
         "pull v2",
     );
     let gets_before = reg.count_requests("GET", "/blobs/");
@@ -275,9 +290,11 @@ fn wrong_password_is_an_unauthorized_error_naming_the_registry() {
         Some(("alice", "right-pw")),
         &[noise(20, 1000)],
     );
-    let token = Registry::start(RegistryAuth::Token(
-        TokenIssuerConfig::new().user("alice", "right-pw", &[("team/*", &["pull", "push"])]),
-    ))
+    let token = Registry::start(RegistryAuth::Token(TokenIssuerConfig::new().user(
+        "alice",
+        "right-pw",
+        &[("team/*", &["pull", "push"])],
+    )))
     .expect("started once already");
     push_image(
         token.addr(),
@@ -296,9 +313,17 @@ fn wrong_password_is_an_unauthorized_error_naming_the_registry() {
             &["--creds", &format!("alice:{canary}")],
         );
         let err = stderr(&out);
-        assert!(!out.status.success(), "wrong password accepted by {}", reg.addr());
+        assert!(
+            !out.status.success(),
+            "wrong password accepted by {}",
+            reg.addr()
+        );
         assert!(err.contains("unauthorized"), "{err}");
-        assert!(err.contains(reg.addr()), "error does not name {}: {err}", reg.addr());
+        assert!(
+            err.contains(reg.addr()),
+            "error does not name {}: {err}",
+            reg.addr()
+        );
         assert!(
             !err.contains(canary) && !stdout(&out).contains(canary),
             "password leaked: {err}"
@@ -309,7 +334,8 @@ fn wrong_password_is_an_unauthorized_error_naming_the_registry() {
 
 #[test]
 fn private_pull_with_token_auth() {
-    let issuer = TokenIssuerConfig::new().user("bob", "bob-pw-9", &[("secret/*", &["pull", "push"])]);
+    let issuer =
+        TokenIssuerConfig::new().user("bob", "bob-pw-9", &[("secret/*", &["pull", "push"])]);
     let Some(reg) = Registry::start(RegistryAuth::Token(issuer)) else {
         return;
     };
@@ -351,7 +377,13 @@ fn token_expiring_mid_pull_is_refreshed() {
         return;
     };
     let layers: Vec<Vec<u8>> = (0..3).map(|i| noise(40 + i, 50_000)).collect();
-    let img = push_image(reg.addr(), "slow/app", "v1", Some(("carol", "carol-pw")), &layers);
+    let img = push_image(
+        reg.addr(),
+        "slow/app",
+        "v1",
+        Some(("carol", "carol-pw")),
+        &layers,
+    );
     let issuer = reg.issuer().expect("issuer");
     issuer.clear_requests();
     // Each blob request waits longer than a token lives, so every one needs a fresh token.
@@ -372,7 +404,9 @@ fn token_expiring_mid_pull_is_refreshed() {
         "tokens were not refreshed: {} token request(s)",
         reqs.len()
     );
-    assert!(reqs.iter().all(|r| r.status == 200 && r.user.as_deref() == Some("carol")));
+    assert!(reqs
+        .iter()
+        .all(|r| r.status == 200 && r.user.as_deref() == Some("carol")));
 }
 
 #[test]
@@ -415,7 +449,11 @@ fn multi_arch_index_one_platform_or_all() {
     assert_eq!(stdout(&out).trim(), idx.index_digest);
     assert_eq!(
         entries(&dir),
-        [("v1".to_string(), idx.index_digest.clone(), OCI_INDEX.to_string())]
+        [(
+            "v1".to_string(),
+            idx.index_digest.clone(),
+            OCI_INDEX.to_string()
+        )]
     );
     assert_eq!(
         std::fs::read(blob_path(&dir, &idx.index_digest)).expect("index blob"),
@@ -427,12 +465,21 @@ fn multi_arch_index_one_platform_or_all() {
             m.manifest
         );
         for d in m.layer_digests().iter().chain([&m.config.digest]) {
-            assert!(blob_path(&dir, d).is_file(), "{} blob {d} missing", m.platform);
+            assert!(
+                blob_path(&dir, d).is_file(),
+                "{} blob {d} missing",
+                m.platform
+            );
         }
     }
     assert_skopeo_accepts(&dir, "v1");
 
-    let out = pull(&env, &image, &env.path("none"), &["--platform", "linux/s390x"]);
+    let out = pull(
+        &env,
+        &image,
+        &env.path("none"),
+        &["--platform", "linux/s390x"],
+    );
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("linux/s390x") && stderr(&out).contains("linux/arm64/v8"),
@@ -471,7 +518,10 @@ fn a_blob_that_does_not_match_its_digest_is_refused_and_removed() {
     let out = pull(&env, &format!("{}/bad/app:v1", reg.addr()), &dir, &[]);
     assert!(!out.status.success(), "corrupt blob accepted");
     let err = stderr(&out);
-    assert!(err.contains(&bad.digest), "error does not name the blob: {err}");
+    assert!(
+        err.contains(&bad.digest),
+        "error does not name the blob: {err}"
+    );
     assert!(err.contains("does not match its digest"), "{err}");
     assert_eq!(files_for(&dir, &bad.digest), Vec::<String>::new());
     assert!(!dir.join("index.json").exists());
@@ -529,10 +579,17 @@ fn a_server_ignoring_range_restarts_from_zero_and_a_cut_transfer_resumes() {
     std::fs::write(partial_path(&dir, &fake.layer_digest), &layer[..1000]).expect("partial");
     let out = pull(&env, &format!("{}/fake/app:v1", fake.addr), &dir, &[]);
     assert_ok(&out, "pull from a server ignoring Range");
-    assert_eq!(std::fs::read(blob_path(&dir, &fake.layer_digest)).unwrap(), layer);
+    assert_eq!(
+        std::fs::read(blob_path(&dir, &fake.layer_digest)).unwrap(),
+        layer
+    );
     let log = fake.blob_requests(&fake.layer_digest);
     assert_eq!(log, [(Some("bytes=1000-".to_string()), 200)]);
-    assert!(stderr(&out).contains("ignored the Range request"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ignored the Range request"),
+        "{}",
+        stderr(&out)
+    );
 
     // The first transfer breaks off half way; the retry asks for the rest only.
     fake.honor_range.store(true, Ordering::SeqCst);
@@ -541,7 +598,10 @@ fn a_server_ignoring_range_restarts_from_zero_and_a_cut_transfer_resumes() {
     let dir = env.path("cut");
     let out = pull(&env, &format!("{}/fake/app:v1", fake.addr), &dir, &[]);
     assert_ok(&out, "pull with a cut transfer");
-    assert_eq!(std::fs::read(blob_path(&dir, &fake.layer_digest)).unwrap(), layer);
+    assert_eq!(
+        std::fs::read(blob_path(&dir, &fake.layer_digest)).unwrap(),
+        layer
+    );
     let log = fake.blob_requests(&fake.layer_digest);
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[0], (None, 200));
@@ -773,7 +833,8 @@ fn serve_fake(
         }
         let Some((body, ctype)) = content.get(&path) else {
             let msg = br#"{"errors":[{"code":"NOT_FOUND","message":"no such thing"}]}"#;
-            let _ = out.write_all(head("404 Not Found", "application/json", msg.len(), "").as_bytes());
+            let _ =
+                out.write_all(head("404 Not Found", "application/json", msg.len(), "").as_bytes());
             let _ = out.write_all(msg);
             continue;
         };
@@ -793,12 +854,18 @@ fn serve_fake(
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n < body.len());
         let status = if start.is_some() { 206 } else { 200 };
-        log.lock().unwrap().push((path.clone(), range.clone(), status));
+        log.lock()
+            .unwrap()
+            .push((path.clone(), range.clone(), status));
         let (status_line, part, extra) = match start {
             Some(s) => (
                 "206 Partial Content",
                 &body[s..],
-                format!("{digest}Content-Range: bytes {s}-{}/{}\r\n", body.len() - 1, body.len()),
+                format!(
+                    "{digest}Content-Range: bytes {s}-{}/{}\r\n",
+                    body.len() - 1,
+                    body.len()
+                ),
             ),
             None => ("200 OK", &body[..], digest),
         };

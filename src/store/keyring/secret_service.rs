@@ -24,7 +24,7 @@ pub const EXPLICIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const NO_BUS_FIX: &str = "run inside a session bus with an unlocked keyring: dbus-run-session -- sh -c 'echo -n PASSWORD | gnome-keyring-daemon --unlock; exec YOUR_COMMAND', or set store = \"file\"";
 const NOT_PROVIDED_FIX: &str = "start a Secret Service on this bus: echo -n PASSWORD | gnome-keyring-daemon --unlock --components=secrets (apt-get install gnome-keyring), or set store = \"file\"";
-const UNLOCK_FIX: &str = "unlock it: echo -n PASSWORD | gnome-keyring-daemon --unlock (or unlock it in the desktop's keyring app), or set store = \"file\"";
+const UNLOCK_FIX: &str = "unlock it: echo -n PASSWORD | gnome-keyring-daemon --replace --unlock (or in the desktop's keyring app), or set store = \"file\"";
 
 /// A session with the Secret Service.
 ///
