@@ -175,14 +175,10 @@ pub async fn pull(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled, PullError> {
-    let layout = Layout::open(dir)?;
-    let job = Job {
+    let src = Source {
         client,
         creds,
         repo: reference.repository(),
-        layout: &layout,
-        opts,
-        progress,
     };
     let top = client
         .get_manifest(
@@ -196,15 +192,24 @@ pub async fn pull(
     let mut plan = Plan::default();
     let (chosen, platform) = match &opts.platform {
         PlatformChoice::All => {
-            job.gather(&top, &what, &mut plan, 0).await?;
+            src.gather(&top, &what, &mut plan, 0).await?;
             (top, None)
         }
-        PlatformChoice::Host => job.resolve(top, &Platform::host(), reference).await?,
-        PlatformChoice::One(p) => job.resolve(top, p, reference).await?,
+        PlatformChoice::Host => src.resolve(top, &Platform::host(), reference).await?,
+        PlatformChoice::One(p) => src.resolve(top, p, reference).await?,
     };
     if !matches!(opts.platform, PlatformChoice::All) {
-        job.gather(&chosen, &what, &mut plan, 0).await?;
+        src.gather(&chosen, &what, &mut plan, 0).await?;
     }
+
+    // Only now touch DIR: a pull that fails to resolve leaves no empty layout behind.
+    let layout = Layout::open(dir)?;
+    let job = Job {
+        src: &src,
+        layout: &layout,
+        opts,
+        progress,
+    };
 
     let outcomes: Vec<Fetched> = futures_util::stream::iter(plan.blobs.iter())
         .map(|d| job.fetch_blob(d))
@@ -266,16 +271,22 @@ struct BlobRef {
     size: u64,
 }
 
-struct Job<'a> {
+/// Where manifests and blobs come from.
+struct Source<'a> {
     client: &'a Client,
     creds: Option<&'a Credentials>,
     repo: &'a str,
+}
+
+/// Blob downloads into one layout.
+struct Job<'a> {
+    src: &'a Source<'a>,
     layout: &'a Layout,
     opts: &'a PullOptions,
     progress: &'a dyn Progress,
 }
 
-impl Job<'_> {
+impl Source<'_> {
     /// Follows indexes down to the manifest for `want`, returning it and the platform it serves.
     async fn resolve(
         &self,
@@ -368,7 +379,9 @@ impl Job<'_> {
         }
         Ok(m)
     }
+}
 
+impl Job<'_> {
     /// Puts one blob into the layout: reused when present, else downloaded into a partial file
     /// (resumed when an earlier run left one), verified, and renamed into place.
     async fn fetch_blob(&self, blob: &BlobRef) -> Result<Fetched, PullError> {
@@ -384,8 +397,11 @@ impl Job<'_> {
         }
         let partial = self.layout.partial_path(digest);
         let locked = lock_partial(&partial).await?;
-        // Another pull into the same layout may have finished it while we waited for the lock.
+        // Another pull into the same layout may have finished it while we waited for the lock;
+        // the partial we locked is then one we just created, empty.
         if self.reusable(blob).await? {
+            let _ = std::fs::remove_file(&partial);
+            drop(locked);
             self.progress.blob_done(digest, blob.size, Fetched::Reused);
             return Ok(Fetched::Reused);
         }
@@ -402,21 +418,25 @@ impl Job<'_> {
         match result {
             Ok(how) => {
                 file.sync_all().await.map_err(io_err(&partial))?;
-                drop(file);
+                // Renamed while still locked: a waiting pull then finds the blob, not a partial.
                 let dest = self.layout.blob_path(digest);
                 std::fs::rename(&partial, &dest).map_err(io_err(&dest))?;
+                drop(file);
                 self.progress.blob_done(digest, blob.size, how);
                 Ok(how)
             }
             Err(e) => {
-                if matches!(
+                let bad_content = matches!(
                     e,
                     PullError::DigestMismatch { .. } | PullError::SizeMismatch { .. }
-                ) {
-                    // Bad content must not survive to be resumed or reused.
-                    drop(file);
+                );
+                // Bad content must not survive to be resumed or reused; an empty partial is
+                // worth nothing to the next run. Anything else is kept for it to resume.
+                let empty = file.metadata().await.is_ok_and(|m| m.len() == 0);
+                if bad_content || empty {
                     let _ = std::fs::remove_file(&partial);
                 }
+                drop(file);
                 Err(e)
             }
         }
@@ -518,11 +538,12 @@ impl Download<'_, '_> {
     /// ignores Range answers 200 with the whole blob, which is taken from byte 0.
     async fn transfer(&mut self) -> Result<Step, PullError> {
         let job = self.job;
+        let src = job.src;
         let digest = &self.blob.digest;
         let size = self.blob.size;
-        let mut resp = job
+        let mut resp = src
             .client
-            .get_blob(job.repo, digest, self.have, job.creds)
+            .get_blob(src.repo, digest, self.have, src.creds)
             .await?;
         if self.have > 0 {
             match resp.status().as_u16() {
@@ -535,14 +556,14 @@ impl Download<'_, '_> {
                 }
             }
         }
-        let what = format!("blob {}@{digest}", job.repo);
+        let what = format!("blob {}@{digest}", src.repo);
         let (path, verifier, have) = (self.path, &mut self.verifier, &mut self.have);
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut *self.file);
         let streamed: Result<(), PullError> = async {
             while let Some(chunk) = resp
                 .chunk()
                 .await
-                .map_err(|e| RegistryError::network(job.client.host(), &what, &e))?
+                .map_err(|e| RegistryError::network(src.client.host(), &what, &e))?
             {
                 let n = chunk.len() as u64;
                 if *have + n > size {

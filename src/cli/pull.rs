@@ -17,6 +17,7 @@ use crate::registry::client::{Client, UpstreamOptions};
 use crate::registry::digest::Digest;
 use crate::registry::manifest::Platform;
 use crate::registry::reference::Reference;
+use crate::registry::RegistryError;
 use crate::secret::{RefResolver, RegistrySecret, ServerKey};
 use crate::store::chain::Chain;
 use crate::store::StoreRefs;
@@ -94,14 +95,16 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let pulled = rt.block_on(pull::pull(
-        &client,
-        creds.as_ref(),
-        &reference,
-        &a.output,
-        &opts,
-        progress.as_ref(),
-    ))?;
+    let pulled = rt
+        .block_on(pull::pull(
+            &client,
+            creds.as_ref(),
+            &reference,
+            &a.output,
+            &opts,
+            progress.as_ref(),
+        ))
+        .map_err(|e| with_hint(e, a.insecure))?;
     drop(progress);
     if !a.quiet {
         eprintln!(
@@ -119,6 +122,21 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
     }
     println!("{}", pulled.digest);
     Ok(())
+}
+
+/// A TLS handshake answered with plain HTTP fails with an opaque rustls message; say what it means.
+fn with_hint(e: pull::PullError, insecure: bool) -> anyhow::Error {
+    let plain_http = matches!(
+        &e,
+        pull::PullError::Registry(RegistryError::Network { reason, .. })
+            if reason.contains("InvalidContentType")
+    );
+    if plain_http && !insecure {
+        anyhow!(e)
+            .context("the registry seems to speak plain HTTP (use --insecure if that is expected)")
+    } else {
+        anyhow!(e)
+    }
 }
 
 /// `--creds`, else `--secret`, else the lookup chain for the image's repository; `None` is anonymous.

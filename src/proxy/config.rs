@@ -38,6 +38,32 @@ pub struct ProxyConfig {
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default)]
     pub limits: ProxyLimits,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Upper bound on cached blob bytes (`50GiB`); least recently used blobs go first.
+    pub max_size: Option<String>,
+    /// How long an upstream's confirmation that a repository has a digest is trusted (default 1h).
+    #[serde(with = "humantime_serde_opt")]
+    pub link_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require clients to authenticate (off by default: a loopback proxy serves its own user).
+    pub enabled: bool,
+    /// Lifetime of tokens from the proxy's `/token` endpoint (default 5m).
+    #[serde(with = "humantime_serde_opt")]
+    pub token_ttl: Option<Duration>,
+    /// The realm URL to advertise (default `http(s)://<Host header>/token`).
+    pub realm: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +133,17 @@ fn default_listen() -> String {
 
 fn default_tag_ttl() -> Duration {
     Duration::from_secs(300)
+}
+
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 mod humantime_serde_compat {
@@ -190,6 +227,13 @@ impl ProxyConfig {
                 return Err(ProxyConfigError::Invalid(format!(
                     "upstream {:?}: `username` and `password` go together",
                     u.name
+                )));
+            }
+        }
+        if let Some(m) = &self.cache.max_size {
+            if super::evict::parse_size(m).is_none() {
+                return Err(ProxyConfigError::Invalid(format!(
+                    "cache.max_size {m:?} is not a size like 50GiB"
                 )));
             }
         }

@@ -1,8 +1,12 @@
 //! `pullsecret proxy`: the pull-through registry mirror (server, routing, cache, fills).
 
 pub mod blob_store;
+pub mod client_auth;
 pub mod config;
+pub mod evict;
 pub mod fill;
+pub mod grants;
+pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod tls;
@@ -44,15 +48,19 @@ pub fn build(
         None if cfg.upstreams.len() == 1 => Some(0),
         None => None,
     };
-    let namespace = cfg.namespace.clone().unwrap_or(namespace);
-    Ok(Arc::new(Proxy::new(
-        store,
-        upstreams,
-        default,
-        secrets,
-        namespace,
-        cfg.limits.max_concurrent_fills,
-    )))
+    let settings = server::Settings {
+        namespace: cfg.namespace.clone().unwrap_or(namespace),
+        max_fills: cfg.limits.max_concurrent_fills,
+        max_cache_bytes: cfg.cache.max_size.as_deref().and_then(evict::parse_size),
+        link_ttl: cfg.cache.link_ttl.unwrap_or(Duration::from_secs(3600)),
+        auth_enabled: cfg.auth.enabled,
+        token_ttl: cfg.auth.token_ttl.unwrap_or(Duration::from_secs(300)),
+        realm: cfg.auth.realm.clone(),
+        tls: cfg.tls.is_some(),
+    };
+    let proxy = Proxy::new(store, upstreams, default, secrets, settings)
+        .map_err(|e| format!("cache: {e}"))?;
+    Ok(Arc::new(proxy))
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight requests finish (up to 30 s).

@@ -1,8 +1,10 @@
 //! The pull side of the distribution API: `/v2/`, manifests and blobs by GET and HEAD,
-//! served from the cache or filled from the upstream; pushes refused.
+//! served from the cache or filled from the upstream; pushes refused; client auth, metrics.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -11,10 +13,13 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 
 use super::blob_store::{BlobStore, TagRecord};
+use super::client_auth::{check_client, TokenAuthority, ANONYMOUS};
+use super::evict::Lru;
 use super::fill::{Download, Fills, Joined};
+use super::grants::{Grants, Link};
+use super::metrics::{KindLabels, Metrics, RequestLabels};
 use super::route::{route, ManifestRef, Route};
-use super::upstream::Upstream;
-use crate::registry::auth::Credentials;
+use super::upstream::{Picked, Requester, Upstream};
 use crate::registry::digest::Digest;
 use crate::registry::RegistryError;
 use crate::store::{now_unix, SecretStore};
@@ -23,6 +28,18 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 
 const CHUNK: usize = 256 * 1024;
 
+/// Settings of a running proxy besides its upstreams.
+pub struct Settings {
+    pub namespace: String,
+    pub max_fills: usize,
+    pub max_cache_bytes: Option<u64>,
+    pub link_ttl: Duration,
+    pub auth_enabled: bool,
+    pub token_ttl: Duration,
+    pub realm: Option<String>,
+    pub tls: bool,
+}
+
 /// Shared state of a running proxy.
 pub struct Proxy {
     pub store: BlobStore,
@@ -30,10 +47,18 @@ pub struct Proxy {
     pub upstreams: Vec<Arc<Upstream>>,
     pub default_upstream: Option<usize>,
     pub secrets: Arc<dyn SecretStore + Send + Sync>,
-    pub namespace: String,
-    pub fill_slots: Arc<tokio::sync::Semaphore>,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub lru: Arc<Lru>,
+    grants: Grants,
+    tokens: TokenAuthority,
+    fill_slots: Arc<tokio::sync::Semaphore>,
     stale_logged: Mutex<HashSet<String>>,
+    next_id: AtomicU64,
 }
+
+/// Why a request could not get credentials or was refused before reaching the upstream.
+type Refusal = Response<Body>;
 
 impl Proxy {
     pub fn new(
@@ -41,29 +66,71 @@ impl Proxy {
         upstreams: Vec<Arc<Upstream>>,
         default_upstream: Option<usize>,
         secrets: Arc<dyn SecretStore + Send + Sync>,
-        namespace: String,
-        max_fills: usize,
-    ) -> Self {
-        Self {
-            store,
+        settings: Settings,
+    ) -> std::io::Result<Self> {
+        let lru = Arc::new(Lru::load(&store, settings.max_cache_bytes));
+        let grants = Grants::open(store.root().join("meta/links"), settings.link_ttl)?;
+        let metrics = Metrics::default();
+        let (bytes, entries) = lru.usage();
+        metrics.cache_bytes.set(bytes as i64);
+        metrics.cache_entries.set(entries as i64);
+        Ok(Self {
             fills: Arc::new(Fills::default()),
+            fill_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_fills.max(1))),
+            tokens: TokenAuthority::new(settings.token_ttl),
+            store,
             upstreams,
             default_upstream,
             secrets,
-            namespace,
-            fill_slots: Arc::new(tokio::sync::Semaphore::new(max_fills.max(1))),
+            settings,
+            metrics,
+            lru,
+            grants,
             stale_logged: Mutex::new(HashSet::new()),
-        }
+            next_id: AtomicU64::new(1),
+        })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
-        let resp = self
-            .dispatch(&method, &path, query.as_deref(), req.headers())
+        let headers = req.headers().clone();
+        let body = if method == Method::POST && path == "/token" {
+            match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            }
+        } else {
+            Bytes::new()
+        };
+        let (route_label, mut resp) = self
+            .dispatch(&method, &path, query.as_deref(), &headers, &body)
             .await;
-        tracing::info!(%method, %path, query = query.as_deref().unwrap_or(""), status = resp.status().as_u16(), "request");
+        let status = resp.status().as_u16();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route_label,
+                status,
+            })
+            .inc();
+        resp.headers_mut()
+            .insert("x-request-id", hv(&id.to_string()));
+        tracing::info!(
+            request_id = id,
+            %method,
+            %path,
+            query = query.as_deref().unwrap_or(""),
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
         resp
     }
 
@@ -73,24 +140,64 @@ impl Proxy {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-    ) -> Response<Body> {
-        if path == "/healthz" || path == "/readyz" {
-            return text(StatusCode::OK, "ok\n");
+        body: &Bytes,
+    ) -> (&'static str, Response<Body>) {
+        match path {
+            "/healthz" | "/readyz" => return ("health", text(StatusCode::OK, "ok\n")),
+            "/metrics" => {
+                self.refresh_gauges();
+                let mut r = bytes_response(
+                    StatusCode::OK,
+                    Bytes::from(self.metrics.encode()),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    false,
+                );
+                r.headers_mut().remove("docker-distribution-api-version");
+                return ("metrics", r);
+            }
+            "/token" if self.settings.auth_enabled => {
+                return (
+                    "token",
+                    self.token_endpoint(method, query, headers, body).await,
+                )
+            }
+            _ => {}
         }
         if !path.starts_with("/v2") {
-            return oci_error(StatusCode::NOT_FOUND, "NOT_FOUND", "not found");
-        }
-        if method != Method::GET && method != Method::HEAD {
-            return oci_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "UNSUPPORTED",
-                "this is a pull-through cache; pushes are not supported",
+            return (
+                "other",
+                oci_error(StatusCode::NOT_FOUND, "NOT_FOUND", "not found"),
             );
         }
+        if method != Method::GET && method != Method::HEAD {
+            return (
+                "push",
+                oci_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "UNSUPPORTED",
+                    "this is a pull-through cache; pushes are not supported",
+                ),
+            );
+        }
+        let who = match self.authenticate(headers).await {
+            Ok(w) => w,
+            Err(r) => return ("auth", r),
+        };
         let names: Vec<_> = self.upstreams.iter().map(|u| u.names.clone()).collect();
         let head = method == Method::HEAD;
         match route(path, query, &names, self.default_upstream) {
             Ok(Route::Base) => {
+                if self.settings.auth_enabled && who.is_none() {
+                    return (
+                        "base",
+                        self.challenge(
+                            headers,
+                            StatusCode::UNAUTHORIZED,
+                            "UNAUTHORIZED",
+                            "authentication required",
+                        ),
+                    );
+                }
                 let mut r = bytes_response(
                     StatusCode::OK,
                     Bytes::from_static(b"{}"),
@@ -101,7 +208,7 @@ impl Proxy {
                     "docker-distribution-api-version",
                     HeaderValue::from_static("registry/2.0"),
                 );
-                r
+                ("base", r)
             }
             Ok(Route::Manifest {
                 upstream,
@@ -109,11 +216,13 @@ impl Proxy {
                 reference,
                 ns,
             }) => {
+                let who = self.requester(who);
                 let mut r = self
-                    .manifest(upstream, &repo, &reference, headers, head)
+                    .manifest(upstream, &repo, &reference, headers, head, &who)
                     .await;
+                self.challenge_on_401(&mut r, headers);
                 echo_ns(&mut r, ns);
-                r
+                ("manifest", r)
             }
             Ok(Route::Blob {
                 upstream,
@@ -121,23 +230,252 @@ impl Proxy {
                 digest,
                 ns,
             }) => {
-                let mut r = self.blob(upstream, &repo, &digest, headers, head).await;
+                let who = self.requester(who);
+                let mut r = self
+                    .blob(upstream, &repo, &digest, headers, head, &who)
+                    .await;
+                self.challenge_on_401(&mut r, headers);
                 echo_ns(&mut r, ns);
-                r
+                ("blob", r)
             }
-            Err(e) => oci_error(
-                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-                e.code,
-                &e.message,
+            Err(e) => (
+                "invalid",
+                oci_error(
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    e.code,
+                    &e.message,
+                ),
             ),
         }
     }
 
-    async fn credentials(&self, up: &Arc<Upstream>) -> Result<Option<Credentials>, Response<Body>> {
+    fn refresh_gauges(&self) {
+        let (bytes, entries) = self.lru.usage();
+        self.metrics.cache_bytes.set(bytes as i64);
+        self.metrics.cache_entries.set(entries as i64);
+        self.metrics
+            .fills_in_flight
+            .set(self.fills.in_flight() as i64);
+        let tokens: u64 = self
+            .upstreams
+            .first()
+            .map_or(0, |u| u.client.tokens().fetch_count());
+        self.metrics.token_fetches.set(tokens as i64);
+    }
+
+    /// The client's namespace: `Ok(None)` for no credentials; `Err` (401) for wrong ones.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+        if !self.settings.auth_enabled {
+            return Ok(None);
+        }
+        let Some(auth) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        if let Some(token) = auth.strip_prefix("Bearer ") {
+            return match self.tokens.verify("a", token.trim()) {
+                Some(ns) => Ok(Some(ns)),
+                None => Err(self.challenge(
+                    headers,
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "invalid or expired token",
+                )),
+            };
+        }
+        if let Some((user, pass)) = parse_basic(auth) {
+            return match self.check_client(user, pass).await {
+                Some(ns) => Ok(Some(ns)),
+                None => Err(self.challenge(
+                    headers,
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "invalid username or password",
+                )),
+            };
+        }
+        Err(self.challenge(
+            headers,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "unsupported authorization",
+        ))
+    }
+
+    async fn check_client(&self, user: String, pass: zeroize::Zeroizing<String>) -> Option<String> {
+        let store = self.secrets.clone();
+        tokio::task::spawn_blocking(move || check_client(store.as_ref(), &user, &pass))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn requester(&self, authenticated: Option<String>) -> Requester {
+        let namespace = match (self.settings.auth_enabled, authenticated) {
+            (true, Some(ns)) => ns,
+            (true, None) => ANONYMOUS.to_string(),
+            // Without client auth every client is the proxy's own user.
+            (false, _) => self.settings.namespace.clone(),
+        };
+        Requester {
+            namespace,
+            home: self.settings.namespace.clone(),
+            background: false,
+        }
+    }
+
+    fn realm(&self, headers: &HeaderMap) -> String {
+        if let Some(r) = &self.settings.realm {
+            return r.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let scheme = if self.settings.tls { "https" } else { "http" };
+        format!("{scheme}://{host}/token")
+    }
+
+    fn challenge(
+        &self,
+        headers: &HeaderMap,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+    ) -> Response<Body> {
+        let mut r = oci_error(status, code, message);
+        if self.settings.auth_enabled {
+            let v = format!(
+                "Bearer realm=\"{}\",service=\"pullsecret\"",
+                self.realm(headers)
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, hv(&v));
+        }
+        r
+    }
+
+    /// With client auth on, a 401 tells the client where to get a token.
+    fn challenge_on_401(&self, r: &mut Response<Body>, headers: &HeaderMap) {
+        if self.settings.auth_enabled && r.status() == StatusCode::UNAUTHORIZED {
+            let v = format!(
+                "Bearer realm=\"{}\",service=\"pullsecret\"",
+                self.realm(headers)
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, hv(&v));
+        }
+    }
+
+    /// `/token`: GET with optional Basic (docker, skopeo, podman) or the OAuth2 POST form (containerd).
+    async fn token_endpoint(
+        &self,
+        method: &Method,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Response<Body> {
+        let form: Vec<(String, String)> = if method == Method::POST {
+            url_form(&String::from_utf8_lossy(body))
+        } else {
+            url_form(query.unwrap_or(""))
+        };
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (namespace, refresh) = if method == Method::POST {
+            match field("grant_type").as_deref() {
+                Some("password") => {
+                    let (Some(u), Some(p)) = (field("username"), field("password")) else {
+                        return oci_error(
+                            StatusCode::BAD_REQUEST,
+                            "UNSUPPORTED",
+                            "username and password required",
+                        );
+                    };
+                    match self.check_client(u, zeroize::Zeroizing::new(p)).await {
+                        Some(ns) => (ns, true),
+                        None => {
+                            return oci_error(
+                                StatusCode::UNAUTHORIZED,
+                                "UNAUTHORIZED",
+                                "invalid username or password",
+                            )
+                        }
+                    }
+                }
+                Some("refresh_token") => {
+                    match field("refresh_token").and_then(|t| self.tokens.verify("r", &t)) {
+                        Some(ns) => (ns, false),
+                        None => {
+                            return oci_error(
+                                StatusCode::UNAUTHORIZED,
+                                "UNAUTHORIZED",
+                                "invalid refresh token",
+                            )
+                        }
+                    }
+                }
+                _ => {
+                    return oci_error(
+                        StatusCode::BAD_REQUEST,
+                        "UNSUPPORTED",
+                        "grant_type must be password or refresh_token",
+                    )
+                }
+            }
+        } else {
+            match headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_basic)
+            {
+                Some((u, p)) => match self.check_client(u, p).await {
+                    Some(ns) => (ns, field("offline_token").as_deref() == Some("true")),
+                    None => {
+                        return oci_error(
+                            StatusCode::UNAUTHORIZED,
+                            "UNAUTHORIZED",
+                            "invalid username or password",
+                        )
+                    }
+                },
+                None => (ANONYMOUS.to_string(), false),
+            }
+        };
+        let ttl = self.settings.token_ttl;
+        let token = self.tokens.issue("a", &namespace, ttl);
+        let mut body = serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": ttl.as_secs(),
+            "issued_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+        if refresh {
+            body["refresh_token"] = serde_json::Value::String(self.tokens.issue(
+                "r",
+                &namespace,
+                Duration::from_secs(30 * 86400),
+            ));
+        }
+        bytes_response(
+            StatusCode::OK,
+            Bytes::from(body.to_string()),
+            "application/json",
+            false,
+        )
+    }
+
+    async fn credentials(
+        &self,
+        up: &Arc<Upstream>,
+        who: &Requester,
+        repo: &str,
+    ) -> Result<Option<Picked>, Refusal> {
         let up2 = up.clone();
         let store = self.secrets.clone();
-        let ns = self.namespace.clone();
-        let r = tokio::task::spawn_blocking(move || up2.credentials(store.as_ref(), &ns)).await;
+        let who2 = who.clone();
+        let repo = repo.to_string();
+        let r = tokio::task::spawn_blocking(move || up2.credentials(store.as_ref(), &who2, &repo))
+            .await;
         match r {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => {
@@ -156,6 +494,89 @@ impl Proxy {
         }
     }
 
+    /// Whether `who` may see cached `digest` in `repo`: a fresh link, or the upstream confirms
+    /// it now with `who`'s own credentials. `Err` carries the upstream's refusal.
+    async fn confirm(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        digest: &Digest,
+        picked: Option<&Picked>,
+        manifest: bool,
+    ) -> Result<(), Refusal> {
+        let identity = picked.map_or("anonymous", |p| p.grant.as_str());
+        let link = self.grants.check(identity, &up.cfg.name, repo, digest);
+        if link == Link::Fresh {
+            return Ok(());
+        }
+        let creds = picked.map(|p| &p.creds);
+        self.count_upstream(&up.cfg.name);
+        let found = if manifest {
+            up.client
+                .head_manifest(repo, digest.as_str(), None, creds)
+                .await
+                .map(|h| h.is_some())
+        } else {
+            up.client
+                .head_blob(repo, digest, creds)
+                .await
+                .map(|h| h.is_some())
+        };
+        match found {
+            Ok(true) => {
+                self.grants.add(identity, &up.cfg.name, repo, digest);
+                Ok(())
+            }
+            Ok(false) => Err(oci_error(
+                StatusCode::NOT_FOUND,
+                if manifest {
+                    "MANIFEST_UNKNOWN"
+                } else {
+                    "BLOB_UNKNOWN"
+                },
+                "unknown to the upstream for this repository",
+            )),
+            // An upstream that is down cannot confirm; a link confirmed before still stands.
+            Err(e) if e.upstream_unavailable() && link == Link::Expired => Ok(()),
+            Err(e) => {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&self.metrics.upstream(&up.cfg.name))
+                    .inc();
+                Err(upstream_error(&e))
+            }
+        }
+    }
+
+    fn count_upstream(&self, name: &str) {
+        self.metrics
+            .upstream_requests
+            .get_or_create(&self.metrics.upstream(name))
+            .inc();
+    }
+
+    fn hit(&self, kind: &'static str) {
+        self.metrics
+            .cache_hits
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    fn miss(&self, kind: &'static str) {
+        self.metrics
+            .cache_misses
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    fn remember(&self, d: &Digest, size: u64) {
+        for victim in self.lru.inserted(d, size) {
+            let _ = std::fs::remove_file(self.store.blob_path(&victim));
+            self.metrics.evictions.inc();
+            tracing::info!(digest = %victim, "evicted (cache.max_size)");
+        }
+    }
+
     async fn manifest(
         &self,
         ui: usize,
@@ -163,39 +584,75 @@ impl Proxy {
         reference: &ManifestRef,
         headers: &HeaderMap,
         head: bool,
+        who: &Requester,
     ) -> Response<Body> {
         let up = self.upstreams[ui].clone();
         // Go clients send one Accept header per media type; all of them go upstream.
         let accept = accept_header(headers);
+        let picked = match self.credentials(&up, who, repo).await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
         match reference {
             ManifestRef::Digest(d) => {
-                if let Some(r) = self.cached_manifest(d, head) {
-                    return r;
+                if self.store.manifest_meta(d).is_some() {
+                    if let Err(r) = self.confirm(&up, repo, d, picked.as_ref(), true).await {
+                        return r;
+                    }
+                    if let Some(r) = self.cached_manifest(d, head) {
+                        self.hit("manifest");
+                        return r;
+                    }
                 }
-                let creds = match self.credentials(&up).await {
-                    Ok(c) => c,
-                    Err(r) => return r,
-                };
+                self.miss("manifest");
+                self.count_upstream(&up.cfg.name);
                 match up
                     .client
-                    .get_manifest(repo, d.as_str(), accept.as_deref(), creds.as_ref())
+                    .get_manifest(
+                        repo,
+                        d.as_str(),
+                        accept.as_deref(),
+                        picked.as_ref().map(|p| &p.creds),
+                    )
                     .await
                 {
                     Ok(m) => {
-                        if let Err(e) = self.store.put_manifest(&m.digest, &m.bytes, &m.media_type)
-                        {
-                            tracing::warn!(error = %e, "caching manifest failed");
-                        }
+                        self.store_manifest(&up, repo, &m, picked.as_ref());
                         manifest_response(m.bytes, &m.media_type, &m.digest, head)
                     }
-                    Err(e) => upstream_error(&e),
+                    Err(e) => {
+                        self.metrics
+                            .upstream_errors
+                            .get_or_create(&self.metrics.upstream(&up.cfg.name))
+                            .inc();
+                        upstream_error(&e)
+                    }
                 }
             }
             ManifestRef::Tag(tag) => {
-                self.manifest_by_tag(&up, repo, tag, accept.as_deref(), head)
+                self.manifest_by_tag(&up, repo, tag, accept.as_deref(), head, picked.as_ref())
                     .await
             }
         }
+    }
+
+    fn store_manifest(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        m: &crate::registry::client::Manifest,
+        picked: Option<&Picked>,
+    ) {
+        match self.store.put_manifest(&m.digest, &m.bytes, &m.media_type) {
+            Ok(()) => self.remember(&m.digest, m.bytes.len() as u64),
+            Err(e) => tracing::warn!(error = %e, "caching manifest failed"),
+        }
+        self.grants.add(
+            picked.map_or("anonymous", |p| p.grant.as_str()),
+            &up.cfg.name,
+            repo,
+            &m.digest,
+        );
     }
 
     async fn manifest_by_tag(
@@ -205,8 +662,10 @@ impl Proxy {
         tag: &str,
         accept: Option<&str>,
         head: bool,
+        picked: Option<&Picked>,
     ) -> Response<Body> {
         let accept_key = accept.unwrap_or("");
+        let identity = picked.map_or("anonymous", |p| p.grant.as_str());
         let cached = self.store.get_tag(&up.cfg.name, repo, tag, accept_key);
         let cached_digest = cached
             .as_ref()
@@ -214,21 +673,19 @@ impl Proxy {
             .filter(|d| self.store.has_blob(d));
         let now = now_unix();
         if let (Some(rec), Some(d)) = (&cached, &cached_digest) {
-            if now.saturating_sub(rec.checked) < up.cfg.tag_ttl.as_secs() {
+            // Within the TTL, and only for a requester already linked to this content.
+            let fresh_tag = now.saturating_sub(rec.checked) < up.cfg.tag_ttl.as_secs();
+            if fresh_tag && self.grants.check(identity, &up.cfg.name, repo, d) == Link::Fresh {
                 if let Some(r) = self.cached_manifest(d, head) {
+                    self.hit("manifest");
                     return r;
                 }
             }
         }
-        let creds = match self.credentials(up).await {
-            Ok(c) => c,
-            Err(r) => return r,
-        };
+        let creds = picked.map(|p| &p.creds);
         // Revalidate with HEAD: free on Docker Hub's rate limit, unlike GET.
-        let head_result = up
-            .client
-            .head_manifest(repo, tag, accept, creds.as_ref())
-            .await;
+        self.count_upstream(&up.cfg.name);
+        let head_result = up.client.head_manifest(repo, tag, accept, creds).await;
         match head_result {
             Ok(Some(h)) => {
                 if let (Some(hd), Some(d), Some(rec)) = (&h.digest, &cached_digest, &cached) {
@@ -240,16 +697,17 @@ impl Proxy {
                         let _ = self
                             .store
                             .put_tag(&up.cfg.name, repo, tag, accept_key, &rec);
+                        // The HEAD with this requester's credentials is the confirmation.
+                        self.grants.add(identity, &up.cfg.name, repo, d);
                         if let Some(r) = self.cached_manifest(d, head) {
+                            self.hit("manifest");
                             return r;
                         }
                     }
                 }
-                match up
-                    .client
-                    .get_manifest(repo, tag, accept, creds.as_ref())
-                    .await
-                {
+                self.miss("manifest");
+                self.count_upstream(&up.cfg.name);
+                match up.client.get_manifest(repo, tag, accept, creds).await {
                     Ok(m) => {
                         let rec = TagRecord {
                             digest: m.digest.to_string(),
@@ -257,19 +715,24 @@ impl Proxy {
                             size: m.bytes.len() as u64,
                             checked: now,
                         };
-                        if let Err(e) = self
-                            .store
-                            .put_manifest(&m.digest, &m.bytes, &m.media_type)
-                            .and_then(|_| {
-                                self.store
-                                    .put_tag(&up.cfg.name, repo, tag, accept_key, &rec)
-                            })
+                        self.store_manifest(up, repo, &m, picked);
+                        if let Err(e) =
+                            self.store
+                                .put_tag(&up.cfg.name, repo, tag, accept_key, &rec)
                         {
-                            tracing::warn!(error = %e, "caching manifest failed");
+                            tracing::warn!(error = %e, "caching tag failed");
                         }
                         manifest_response(m.bytes, &m.media_type, &m.digest, head)
                     }
-                    Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), head),
+                    Err(e) => self.stale_or_error(
+                        &e,
+                        up,
+                        repo,
+                        tag,
+                        cached_digest.as_ref(),
+                        head,
+                        identity,
+                    ),
                 }
             }
             Ok(None) => oci_error(
@@ -277,11 +740,15 @@ impl Proxy {
                 "MANIFEST_UNKNOWN",
                 &format!("manifest unknown to {}", up.names.host),
             ),
-            Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), head),
+            Err(e) => {
+                self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), head, identity)
+            }
         }
     }
 
-    /// On an unwell upstream, the last known digest for a tag is served (logged once per tag).
+    /// On an unwell upstream, the last known digest for a tag is served (logged once per tag) to
+    /// requesters that were linked to it before.
+    #[allow(clippy::too_many_arguments)]
     fn stale_or_error(
         &self,
         e: &RegistryError,
@@ -290,20 +757,28 @@ impl Proxy {
         tag: &str,
         cached: Option<&Digest>,
         head: bool,
+        identity: &str,
     ) -> Response<Body> {
+        self.metrics
+            .upstream_errors
+            .get_or_create(&self.metrics.upstream(&up.cfg.name))
+            .inc();
         if e.upstream_unavailable() {
             if let Some(d) = cached {
-                if let Some(r) = self.cached_manifest(d, head) {
-                    let key = format!("{}/{repo}:{tag}", up.cfg.name);
-                    let first = self
-                        .stale_logged
-                        .lock()
-                        .map(|mut s| s.insert(key.clone()))
-                        .unwrap_or(false);
-                    if first {
-                        tracing::warn!(tag = %key, error = %e, "upstream unavailable; serving the cached tag (stale)");
+                if self.grants.check(identity, &up.cfg.name, repo, d) != Link::None {
+                    if let Some(r) = self.cached_manifest(d, head) {
+                        self.metrics.stale_serves.inc();
+                        let key = format!("{}/{repo}:{tag}", up.cfg.name);
+                        let first = self
+                            .stale_logged
+                            .lock()
+                            .map(|mut s| s.insert(key.clone()))
+                            .unwrap_or(false);
+                        if first {
+                            tracing::warn!(tag = %key, error = %e, "upstream unavailable; serving the cached tag (stale)");
+                        }
+                        return r;
                     }
-                    return r;
                 }
             }
         }
@@ -313,6 +788,7 @@ impl Proxy {
     fn cached_manifest(&self, d: &Digest, head: bool) -> Option<Response<Body>> {
         let meta = self.store.manifest_meta(d)?;
         let bytes = std::fs::read(self.store.blob_path(d)).ok()?;
+        let _pin = self.lru.pin(d);
         Some(manifest_response(
             Bytes::from(bytes),
             &meta.media_type,
@@ -322,28 +798,52 @@ impl Proxy {
     }
 
     async fn blob(
-        &self,
+        self: &Arc<Self>,
         ui: usize,
         repo: &str,
         digest: &Digest,
         headers: &HeaderMap,
         head: bool,
+        who: &Requester,
     ) -> Response<Body> {
         let path = self.store.blob_path(digest);
         let range = headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        if let Ok(meta) = tokio::fs::metadata(&path).await {
-            return serve_file(path, meta.len(), digest, range.as_deref(), head).await;
-        }
         let up = self.upstreams[ui].clone();
-        let creds = match self.credentials(&up).await {
-            Ok(c) => c,
+        let picked = match self.credentials(&up, who, repo).await {
+            Ok(p) => p,
             Err(r) => return r,
         };
+        let identity = picked
+            .as_ref()
+            .map_or("anonymous".to_string(), |p| p.grant.clone());
+        if let Ok(meta) = tokio::fs::metadata(&path).await {
+            if let Err(r) = self
+                .confirm(&up, repo, digest, picked.as_ref(), false)
+                .await
+            {
+                return r;
+            }
+            self.hit("blob");
+            let pin = self.lru.pin(digest);
+            let resp = serve_file(path, meta.len(), digest, range.as_deref(), head, pin).await;
+            if !head {
+                self.metrics.cache_hit_bytes.inc_by(
+                    resp.headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                );
+            }
+            return resp;
+        }
+        let creds = picked.as_ref().map(|p| p.creds.clone());
         if head {
             // A HEAD for an uncached blob answers what the upstream says, without a fill.
+            self.count_upstream(&up.cfg.name);
             return match up.client.head_blob(repo, digest, creds.as_ref()).await {
                 Ok(Some(size)) => blob_head(digest, size),
                 Ok(None) => oci_error(
@@ -354,17 +854,33 @@ impl Proxy {
                 Err(e) => upstream_error(&e),
             };
         }
+        self.miss("blob");
         let fill = match self.fills.join(digest, &self.store.tmp_dir()) {
-            Ok(Joined::Follower(f)) => f,
+            Ok(Joined::Follower(f)) => {
+                // Someone else's download: this requester must be entitled to it first.
+                if let Err(r) = self
+                    .confirm(&up, repo, digest, picked.as_ref(), false)
+                    .await
+                {
+                    return r;
+                }
+                f
+            }
             Ok(Joined::Leader(f, driver)) => {
-                let fills = self.fills.clone();
-                let slots = self.fill_slots.clone();
+                let this = self.clone();
                 let repo = repo.to_string();
                 let digest = digest.clone();
                 let final_path = path.clone();
                 // The fill is its own task: it completes even if every client goes away.
                 tokio::spawn(async move {
-                    let _slot = slots.acquire_owned().await;
+                    let _slot = this.fill_slots.clone().acquire_owned().await;
+                    let name = up.cfg.name.clone();
+                    this.count_upstream(&name);
+                    let bytes_counter = this
+                        .metrics
+                        .upstream_bytes
+                        .get_or_create(&this.metrics.upstream(&name))
+                        .clone();
                     let download = match up.client.get_blob(&repo, &digest, 0, creds.as_ref()).await
                     {
                         Ok(resp) => Ok(Download {
@@ -372,12 +888,25 @@ impl Proxy {
                             chunks: resp
                                 .bytes_stream()
                                 .map_err(|e| crate::registry::client::describe_reqwest(&e))
+                                .inspect_ok(move |b| {
+                                    bytes_counter.inc_by(b.len() as u64);
+                                })
                                 .boxed(),
                         }),
                         Err(e) => Err(fill_error(&e)),
                     };
-                    if let Err(e) = fills.drive(driver, download, final_path).await {
-                        tracing::warn!(%digest, error = %e, "blob fill failed");
+                    match this.fills.drive(driver, download, final_path).await {
+                        Ok(size) => {
+                            this.grants.add(&identity, &name, &repo, &digest);
+                            this.remember(&digest, size);
+                        }
+                        Err(e) => {
+                            this.metrics
+                                .upstream_errors
+                                .get_or_create(&this.metrics.upstream(&name))
+                                .inc();
+                            tracing::warn!(%digest, error = %e, "blob fill failed");
+                        }
                     }
                 });
                 f
@@ -390,56 +919,112 @@ impl Proxy {
                 )
             }
         };
-        let mut reader = fill.subscribe();
-        let total = match reader.started().await {
-            Ok(t) => t,
-            Err(e) => return fill_error_response(&e),
-        };
-        let (status, start, end, content_range) =
-            match (range.as_deref().and_then(|r| parse_range(r, total)), total) {
-                (Some(Ok((s, e))), Some(t)) => (
-                    StatusCode::PARTIAL_CONTENT,
-                    s,
-                    Some(e),
-                    Some(format!("bytes {s}-{e}/{t}")),
-                ),
-                (Some(Err(())), Some(t)) => return range_not_satisfiable(t),
-                _ => (StatusCode::OK, 0, total.map(|t| t.saturating_sub(1)), None),
-            };
-        let limit = end.map(|e| e + 1);
-        let stream =
-            futures_util::stream::unfold((reader, start), move |(mut reader, offset)| async move {
-                if limit.is_some_and(|l| offset >= l) {
-                    return None;
-                }
-                let max = limit.map_or(CHUNK, |l| ((l - offset) as usize).min(CHUNK));
-                match reader.read_at(offset, max).await {
-                    Ok(Some(b)) => {
-                        let n = b.len() as u64;
-                        Some((Ok(Frame::data(b)), (reader, offset + n)))
-                    }
-                    Ok(None) => None,
-                    // An error frame aborts the connection: the client never sees a complete-looking body.
-                    Err(e) => Some((Err(std::io::Error::other(e)), (reader, u64::MAX))),
-                }
-            });
-        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        h.insert("docker-content-digest", hv(digest.as_str()));
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Some(e) = end {
-            h.insert(header::CONTENT_LENGTH, hv(&(e + 1 - start).to_string()));
-        }
-        if let Some(cr) = content_range {
-            h.insert(header::CONTENT_RANGE, hv(&cr));
-        }
-        resp
+        stream_fill(fill.subscribe(), digest, range.as_deref()).await
     }
+}
+
+/// Streams a (possibly still filling) blob to one client, honouring a single Range.
+async fn stream_fill(
+    mut reader: super::fill::FillReader,
+    digest: &Digest,
+    range: Option<&str>,
+) -> Response<Body> {
+    let total = match reader.started().await {
+        Ok(t) => t,
+        Err(e) => return fill_error_response(&e),
+    };
+    let (status, start, end, content_range) =
+        match (range.and_then(|r| parse_range(r, total)), total) {
+            (Some(Ok((s, e))), Some(t)) => (
+                StatusCode::PARTIAL_CONTENT,
+                s,
+                Some(e),
+                Some(format!("bytes {s}-{e}/{t}")),
+            ),
+            (Some(Err(())), Some(t)) => return range_not_satisfiable(t),
+            _ => (StatusCode::OK, 0, total.map(|t| t.saturating_sub(1)), None),
+        };
+    let limit = end.map(|e| e + 1);
+    let stream =
+        futures_util::stream::unfold((reader, start), move |(mut reader, offset)| async move {
+            if limit.is_some_and(|l| offset >= l) {
+                return None;
+            }
+            let max = limit.map_or(CHUNK, |l| ((l - offset) as usize).min(CHUNK));
+            match reader.read_at(offset, max).await {
+                Ok(Some(b)) => {
+                    let n = b.len() as u64;
+                    Some((Ok(Frame::data(b)), (reader, offset + n)))
+                }
+                Ok(None) => None,
+                // An error frame aborts the connection: the client never sees a complete-looking body.
+                Err(e) => Some((Err(std::io::Error::other(e)), (reader, u64::MAX))),
+            }
+        });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("docker-content-digest", hv(digest.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(e) = end {
+        h.insert(header::CONTENT_LENGTH, hv(&(e + 1 - start).to_string()));
+    }
+    if let Some(cr) = content_range {
+        h.insert(header::CONTENT_RANGE, hv(&cr));
+    }
+    resp
+}
+
+/// `Basic base64(user:pass)` → (user, pass).
+fn parse_basic(h: &str) -> Option<(String, zeroize::Zeroizing<String>)> {
+    use base64::Engine;
+    let b64 = h
+        .strip_prefix("Basic ")
+        .or_else(|| h.strip_prefix("basic "))?;
+    let raw = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?,
+    );
+    let text = std::str::from_utf8(&raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), zeroize::Zeroizing::new(p.to_string())))
+}
+
+/// `application/x-www-form-urlencoded` pairs, decoded.
+fn url_form(s: &str) -> Vec<(String, String)> {
+    let decode = |v: &str| -> String {
+        let v = v.replace('+', " ");
+        let b = v.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                if let Some(x) = v
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    out.push(x);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// Fill failures carry the status to answer as a prefix: `404|message`.
@@ -632,6 +1217,7 @@ async fn serve_file(
     d: &Digest,
     range: Option<&str>,
     head: bool,
+    pin: super::evict::Pin,
 ) -> Response<Body> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let (status, start, end) = match range.and_then(|r| parse_range(r, Some(size))) {
@@ -652,7 +1238,7 @@ async fn serve_file(
                         "cache read failed",
                     );
                 }
-                let stream = tokio_util_reader(f.take(len));
+                let stream = tokio_util_reader(f.take(len), pin);
                 BodyExt::boxed(StreamBody::new(stream))
             }
             Err(_) => {
@@ -684,16 +1270,18 @@ async fn serve_file(
 }
 
 /// Reads `r` in large chunks as body frames.
+/// The pin rides along with the stream, so the blob cannot be evicted until the body ends.
 fn tokio_util_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     r: R,
+    pin: super::evict::Pin,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static {
-    futures_util::stream::unfold(r, |mut r| async move {
+    futures_util::stream::unfold((r, pin), |(mut r, pin)| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = bytes::BytesMut::with_capacity(CHUNK);
         match r.read_buf(&mut buf).await {
             Ok(0) => None,
-            Ok(_) => Some((Ok(Frame::data(buf.freeze())), r)),
-            Err(e) => Some((Err(e), r)),
+            Ok(_) => Some((Ok(Frame::data(buf.freeze())), (r, pin))),
+            Err(e) => Some((Err(e), (r, pin))),
         }
     })
 }

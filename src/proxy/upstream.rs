@@ -9,8 +9,10 @@ use super::config::UpstreamConfig;
 use super::route::UpstreamNames;
 use crate::registry::auth::{Credentials, TokenCache};
 use crate::registry::client::{Client, UpstreamOptions};
+use crate::secret::ServerKey;
 use crate::secret::{value_identity, RefResolver, SecretValue};
-use crate::store::{SecretData, SecretStore, StoreRefs};
+use crate::store::chain::best_match;
+use crate::store::{Scope, SecretData, SecretStore, StoreRefs, StoredSecret};
 
 pub struct Upstream {
     pub cfg: UpstreamConfig,
@@ -75,44 +77,106 @@ impl Upstream {
         Ok(Self { cfg, names, client })
     }
 
-    /// Resolves this upstream's credentials now (blocking: the store and `cmd://` are sync).
+    /// Resolves the credentials `who` may use for `repo` on this upstream, now (blocking: the
+    /// store and `cmd://` are sync). An explicit `secret`/`username` in the config comes first;
+    /// otherwise the store is searched by server key (`host/repo` down to `host`).
     pub fn credentials(
         &self,
         store: &dyn SecretStore,
-        namespace: &str,
-    ) -> Result<Option<Credentials>, CredentialError> {
+        who: &Requester,
+        repo: &str,
+    ) -> Result<Option<Picked>, CredentialError> {
         let err = |reason: String| CredentialError {
             upstream: self.cfg.name.clone(),
             reason,
         };
         let refs = StoreRefs(store);
         let resolver = RefResolver::with_store(&refs);
-        if let Some(spec) = &self.cfg.secret {
-            let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec.as_str()));
+        if let (Some(user), Some(pass)) = (&self.cfg.username, &self.cfg.password) {
+            let v = SecretValue::from_user(pass);
+            let value = resolver.resolve_value(&v).map_err(|e| err(e.to_string()))?;
+            return Ok(Some(Picked {
+                creds: credentials(user.clone(), &v, value),
+                grant: format!("config:{}", self.cfg.name),
+            }));
+        }
+        let secret = if let Some(spec) = &self.cfg.secret {
+            let (ns, name) = spec
+                .split_once('/')
+                .unwrap_or((who.home.as_str(), spec.as_str()));
             let secret = store
                 .get(ns, name)
                 .map_err(|e| err(e.to_string()))?
                 .ok_or_else(|| err(format!("secret {ns}/{name} does not exist (create it with `pullsecret secret create docker-registry {name} -n {ns} …`)")))?;
-            let SecretData::DockerRegistry {
-                username, password, ..
-            } = &secret.data
-            else {
-                return Err(err(format!(
-                    "secret {ns}/{name} is not a docker-registry secret"
-                )));
+            if !who.may_use(&secret) {
+                return Ok(None);
+            }
+            secret
+        } else {
+            let key = match ServerKey::parse(&format!("{}/{repo}", self.names.host)) {
+                Ok(k) => k,
+                Err(_) => return Ok(None),
             };
-            let value = resolver
-                .resolve_value(password)
-                .map_err(|e| err(e.to_string()))?;
-            return Ok(Some(credentials(username.clone(), password, value)));
-        }
-        if let (Some(user), Some(pass)) = (&self.cfg.username, &self.cfg.password) {
-            let v = SecretValue::from_user(pass);
-            let value = resolver.resolve_value(&v).map_err(|e| err(e.to_string()))?;
-            return Ok(Some(credentials(user.clone(), &v, value)));
-        }
-        Ok(None)
+            let all = store.list(None).map_err(|e| err(e.to_string()))?;
+            let own = all
+                .iter()
+                .filter(|s| s.namespace == who.namespace && who.may_use(s));
+            let shared = all
+                .iter()
+                .filter(|s| s.namespace != who.namespace && who.may_use(s));
+            match best_match(own, &key).or_else(|| best_match(shared, &key)) {
+                Some(s) => s.clone(),
+                None => return Ok(None),
+            }
+        };
+        let SecretData::DockerRegistry {
+            username, password, ..
+        } = &secret.data
+        else {
+            return Err(err(format!(
+                "secret {}/{} is not a docker-registry secret",
+                secret.namespace, secret.name
+            )));
+        };
+        let value = resolver
+            .resolve_value(password)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Some(Picked {
+            creds: credentials(username.clone(), password, value),
+            grant: format!("secret:{}/{}", secret.namespace, secret.name),
+        }))
     }
+}
+
+/// Who a request is for: a client of a namespace, or the proxy's own background work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// The client's namespace (`anonymous` for unauthenticated clients when client auth is on).
+    pub namespace: String,
+    /// Where bare secret names in the config live.
+    pub home: String,
+    /// Prefetch / warm-up: may use `global-private` secrets.
+    pub background: bool,
+}
+
+impl Requester {
+    /// The scope rules of DESIGN.md: namespace secrets for their namespace, global for all,
+    /// global-private only for background work.
+    pub fn may_use(&self, s: &StoredSecret) -> bool {
+        match s.scope {
+            Scope::Global => true,
+            Scope::Namespace => s.namespace == self.namespace,
+            Scope::GlobalPrivate => self.background,
+        }
+    }
+}
+
+/// Credentials chosen for a request, and the identity content fetched with them is linked to.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub creds: Credentials,
+    /// `secret:NS/NAME`, `config:UPSTREAM`: stable across restarts and rotations.
+    pub grant: String,
 }
 
 /// Credentials whose cache identity follows the reference's `cacheKey` when it has one.

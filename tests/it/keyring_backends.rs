@@ -121,6 +121,29 @@ fn secret_service_create_list_get_erase() {
         helper(&env, "list", "unused"),
         ("{\"reg.example:5000\":\"alice\"}\n".into(), Some(0))
     );
+    // Replacing a secret updates its item in place.
+    let out = cli(
+        &env,
+        &[
+            "secret",
+            "create",
+            "docker-registry",
+            "regcred",
+            "--overwrite",
+            "--docker-server=reg.example:5000",
+            "--docker-username=alice",
+            "--docker-password=n3w",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "overwrite: {}", stderr(&out));
+    assert_eq!(
+        items_with(&keyring.bus, &[("service", "pullsecret")]),
+        items
+    );
+    assert!(helper(&env, "get", "reg.example:5000")
+        .0
+        .contains("\"Secret\":\"n3w\""));
     let out = cli(&env, &["doctor", "reg.example:5000"], "");
     let text = stdout(&out);
     assert!(
@@ -129,7 +152,7 @@ fn secret_service_create_list_get_erase() {
         ),
         "{text}"
     );
-    assert!(!text.contains("s3cr3t"), "doctor printed the secret");
+    assert!(!text.contains("n3w"), "doctor printed the secret");
 
     assert_eq!(
         helper(&env, "erase", "reg.example:5000"),

@@ -233,6 +233,50 @@ fn public_pull_writes_a_layout_skopeo_accepts_and_reuses_blobs() {
 }
 
 #[test]
+fn concurrent_pulls_into_one_layout_share_blobs_and_both_land() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    // Both images share the big first layer, so the two pulls contend for its partial file.
+    let shared = noise(90, 3 << 20);
+    let a = push_image(
+        reg.addr(),
+        "con/app",
+        "a",
+        None,
+        &[shared.clone(), noise(91, 10)],
+    );
+    let b = push_image(reg.addr(), "con/app", "b", None, &[shared, noise(92, 10)]);
+    let env = Env::new();
+    let dir = env.path("out");
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            let dir = dir.display().to_string();
+            let image = format!("{}/con/app:{tag}", reg.addr());
+            env.pullsecret(&["pull", &image, "--insecure", "--output", &dir])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn pull")
+        })
+        .collect();
+    for c in children {
+        assert_ok(&c.wait_with_output().expect("wait"), "concurrent pull");
+    }
+    assert_holds(&dir, &a, "a");
+    assert_holds(&dir, &b, "b");
+    assert_eq!(entries(&dir).len(), 2, "{:?}", entries(&dir));
+    let leftovers: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
 fn private_pull_on_htpasswd_with_a_stored_secret_and_the_lookup_chain() {
     let auth = RegistryAuth::Htpasswd {
         users: vec![("alice".into(), "alice-Secret-77".into())],

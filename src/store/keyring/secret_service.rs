@@ -109,13 +109,8 @@ impl SecretService {
     /// Every credential docker-credential-secretservice stored (schema `io.docker.Credentials`:
     /// attributes `server`, `username`, `docker_cli`; the secret is the password).
     pub fn docker_credentials(&self) -> Result<Vec<RegistrySecret>, StoreError> {
-        let found = self
-            .ss
-            .search_items(HashMap::from([("docker_cli", "1")]))
-            .map_err(op_error)?;
-        self.unlock(&found.locked)?;
         let mut out = Vec::new();
-        for item in &found.unlocked {
+        for item in &self.search(HashMap::from([("docker_cli", "1")]))? {
             let attrs = item.get_attributes().map_err(op_error)?;
             let (Some(server), Some(username)) = (attrs.get("server"), attrs.get("username"))
             else {

@@ -1,0 +1,80 @@
+//! Links between cached content and who may see it: (credential identity, upstream, repository,
+//! digest), recorded when content is fetched with that identity or an upstream HEAD confirms it.
+//! Content cached through one namespace reaches another only through such a link.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::registry::digest::Digest;
+
+pub struct Grants {
+    dir: PathBuf,
+    ttl: Duration,
+    mem: Mutex<HashMap<String, SystemTime>>,
+}
+
+/// What we know about one link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Confirmed within the TTL.
+    Fresh,
+    /// Confirmed once, longer ago than the TTL: good enough while the upstream is down.
+    Expired,
+    None,
+}
+
+impl Grants {
+    pub fn open(dir: PathBuf, ttl: Duration) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            ttl,
+            mem: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn key(identity: &str, upstream: &str, repo: &str, digest: &Digest) -> String {
+        let mut h = Sha256::new();
+        for part in [identity, upstream, repo, digest.as_str()] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    pub fn check(&self, identity: &str, upstream: &str, repo: &str, digest: &Digest) -> Link {
+        let key = Self::key(identity, upstream, repo, digest);
+        let seen = self.lock().get(&key).copied().or_else(|| {
+            let t = std::fs::metadata(self.dir.join(&key))
+                .and_then(|m| m.modified())
+                .ok()?;
+            self.lock().insert(key.clone(), t);
+            Some(t)
+        });
+        match seen {
+            Some(t) if t.elapsed().unwrap_or_default() < self.ttl => Link::Fresh,
+            Some(_) => Link::Expired,
+            None => Link::None,
+        }
+    }
+
+    pub fn add(&self, identity: &str, upstream: &str, repo: &str, digest: &Digest) {
+        let key = Self::key(identity, upstream, repo, digest);
+        let now = SystemTime::now();
+        let path = self.dir.join(&key);
+        // Recreate rather than touch so the mtime is now; failure only costs a later re-check.
+        let _ = std::fs::write(&path, b"");
+        if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+            let _ = f.set_modified(now);
+        }
+        self.lock().insert(key, now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SystemTime>> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics for the proxy. Labels carry routes, statuses and upstream names only,
+//! never repository names from clients (unbounded) or anything secret.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub cache_hits: Family<KindLabels, Counter>,
+    pub cache_misses: Family<KindLabels, Counter>,
+    pub cache_hit_bytes: Counter,
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    pub upstream_bytes: Family<UpstreamLabels, Counter>,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub fills_in_flight: Gauge,
+    pub token_fetches: Gauge,
+    pub stale_serves: Counter,
+    pub evictions: Counter,
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pullsecret_proxy");
+        let m = Self {
+            requests: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_hit_bytes: Counter::default(),
+            upstream_requests: Family::default(),
+            upstream_bytes: Family::default(),
+            upstream_errors: Family::default(),
+            fills_in_flight: Gauge::default(),
+            token_fetches: Gauge::default(),
+            stale_serves: Counter::default(),
+            evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Client requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Requests served from the cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Requests that went upstream",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_hit_bytes",
+            "Blob bytes served from the cache",
+            m.cache_hit_bytes.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstreams",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_bytes",
+            "Blob bytes fetched from upstreams",
+            m.upstream_bytes.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed upstream requests",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "fills_in_flight",
+            "Blob downloads in progress",
+            m.fills_in_flight.clone(),
+        );
+        registry.register(
+            "token_fetches",
+            "Bearer tokens fetched from upstream token endpoints",
+            m.token_fetches.clone(),
+        );
+        registry.register(
+            "stale_serves",
+            "Tags served from the cache while the upstream was unavailable",
+            m.stale_serves.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Blobs evicted to respect cache.max_size",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "cache_size_bytes",
+            "Bytes of blobs in the cache",
+            m.cache_bytes.clone(),
+        );
+        registry.register("cache_blobs", "Blobs in the cache", m.cache_entries.clone());
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn upstream(&self, name: &str) -> UpstreamLabels {
+        UpstreamLabels {
+            upstream: name.to_string(),
+        }
+    }
+}
