@@ -5,6 +5,7 @@ mod kubelet;
 mod login;
 mod output;
 mod proxy;
+mod proxy_ops;
 mod pull;
 mod secret;
 

@@ -1,18 +1,19 @@
 //! `pullsecret proxy`: run the pull-through mirror, or print runtime config pointing at it.
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 
+use super::proxy_ops as ops;
 use super::Cli;
 use crate::config::Config;
 use crate::proxy::config::ProxyConfig;
 use crate::store::{FileStore, StorePaths};
 
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct ProxyArgs {
     /// Listen address, overriding the config (`127.0.0.1:5000`).
     #[arg(long)]
@@ -31,6 +32,39 @@ enum ProxyCmd {
         #[arg(value_parser = ["containerd", "docker", "podman", "kubelet"])]
         runtime: String,
     },
+    /// Prefetch images into the cache (with global-private or global secrets).
+    Warm {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Platforms to fetch from multi-platform images (repeatable); default all.
+        #[arg(long)]
+        platform: Vec<String>,
+    },
+    /// Evict least recently used blobs down to cache.max_size (or --max-size) and drop orphans.
+    Gc {
+        #[arg(long)]
+        max_size: Option<String>,
+    },
+    /// Print cache size, entries and (from a running proxy's /metrics) the hit ratio.
+    Status,
+    /// Manage client credentials for `[auth] enabled = true`.
+    #[command(subcommand)]
+    Client(ClientCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCmd {
+    /// Add (or replace) a client that logs in as USER and acts in NAMESPACE.
+    Add {
+        user: String,
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// Read the password from stdin.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Remove a client.
+    Remove { user: String },
 }
 
 /// Here the global `--config` names the proxy's TOML (default `$XDG_CONFIG_HOME/pullsecret/proxy.toml`,
@@ -43,9 +77,15 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     if let Some(d) = &a.cache_dir {
         cfg.cache_dir = Some(d.clone());
     }
-    if let Some(ProxyCmd::PrintConfig { runtime }) = &a.command {
-        print!("{}", print_config(&cfg, runtime));
-        return Ok(());
+    match &a.command {
+        Some(ProxyCmd::PrintConfig { runtime }) => {
+            print!("{}", print_config(&cfg, runtime));
+            return Ok(());
+        }
+        Some(ProxyCmd::Gc { max_size }) => return ops::gc(&cfg, max_size.as_deref()),
+        Some(ProxyCmd::Status) => return ops::status(&cfg),
+        Some(ProxyCmd::Client(c)) => return client_cmd(cli, c),
+        _ => {}
     }
     let general = Config::load(None)?;
     let namespace = general.namespace();
@@ -61,6 +101,9 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let proxy = crate::proxy::build(&cfg, store, namespace).map_err(|e| anyhow!(e))?;
+    if let Some(ProxyCmd::Warm { images, platform }) = &a.command {
+        return ops::warm(&proxy, images, platform);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,4 +172,57 @@ fn print_config(cfg: &ProxyConfig, runtime: &str) -> String {
         }
     }
     out
+}
+
+fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
+    use crate::proxy::client_auth::{hash_password, CLIENTS_NAMESPACE};
+    use crate::secret::SecretValue;
+    use crate::store::{
+        now_unix, validate_namespace, Scope, SecretData, SecretStore, StoredSecret,
+    };
+    use secrecy::SecretString;
+    let general = Config::load(None)?;
+    let store = FileStore::new(
+        StorePaths::from_env(cli.store_dir.as_deref()),
+        general.limits,
+    );
+    match c {
+        ClientCmd::Add {
+            user, namespace, ..
+        } => {
+            crate::secret::validate_name(user)?;
+            validate_namespace(namespace)?;
+            let mut pw = zeroize::Zeroizing::new(String::new());
+            std::io::Read::read_to_string(&mut std::io::stdin().take(64 * 1024), &mut pw)
+                .context("reading the password")?;
+            let pw = pw.trim_end_matches(['\n', '\r']);
+            if pw.is_empty() {
+                anyhow::bail!("empty password on stdin");
+            }
+            let mut data = std::collections::BTreeMap::new();
+            data.insert(
+                "namespace".to_string(),
+                SecretValue::Literal(SecretString::from(namespace.clone())),
+            );
+            // Only verification is needed, so only a salted hash is kept.
+            data.insert(
+                "password-hash".to_string(),
+                SecretValue::Literal(SecretString::from(hash_password(pw))),
+            );
+            let s = StoredSecret {
+                name: user.clone(),
+                namespace: CLIENTS_NAMESPACE.to_string(),
+                scope: Scope::Namespace,
+                created: now_unix(),
+                data: SecretData::Generic(data),
+            };
+            store.put(s, true)?;
+            println!("proxy client {user} added (namespace {namespace})");
+        }
+        ClientCmd::Remove { user } => {
+            store.delete(CLIENTS_NAMESPACE, std::slice::from_ref(user))?;
+            println!("proxy client {user} removed");
+        }
+    }
+    Ok(())
 }

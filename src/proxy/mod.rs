@@ -69,6 +69,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
+    watch_missing_secrets(&proxy);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -137,5 +138,46 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// A config may name a secret that does not exist yet: the proxy starts anyway, says which, and
+/// checks again with backoff (1 s doubling to 60 s) until it appears. Pulls look it up themselves.
+fn watch_missing_secrets(proxy: &Arc<Proxy>) {
+    for up in &proxy.upstreams {
+        let Some(spec) = up.cfg.secret.clone() else {
+            continue;
+        };
+        let (ns, name) = match spec.split_once('/') {
+            Some((n, s)) => (n.to_string(), s.to_string()),
+            None => (proxy.settings.namespace.clone(), spec.clone()),
+        };
+        let store = proxy.secrets.clone();
+        let upstream = up.cfg.name.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            let mut warned = false;
+            loop {
+                let (s, n, st) = (ns.clone(), name.clone(), store.clone());
+                let found =
+                    tokio::task::spawn_blocking(move || st.get(&s, &n).map(|x| x.is_some())).await;
+                match found {
+                    Ok(Ok(true)) => {
+                        if warned {
+                            tracing::info!(%upstream, secret = %format!("{ns}/{name}"), "secret now exists; pulls use it");
+                        }
+                        return;
+                    }
+                    _ => {
+                        if !warned {
+                            tracing::warn!(%upstream, secret = %format!("{ns}/{name}"), "secret does not exist yet; pulls from this upstream fail until it is created");
+                            warned = true;
+                        }
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        });
     }
 }

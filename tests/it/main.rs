@@ -7,6 +7,7 @@ mod keyring_backends;
 mod kubelet;
 mod proxy;
 mod proxy_support;
+mod proxy_teams;
 mod pull;
 mod registry_smoke;
 mod registry_support;

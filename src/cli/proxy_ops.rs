@@ -1,0 +1,105 @@
+//! `pullsecret proxy warm|gc|status`: operations on the proxy's cache from the command line.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::proxy::blob_store::BlobStore;
+use crate::proxy::config::ProxyConfig;
+use crate::proxy::evict::{parse_size, Lru};
+use crate::proxy::server::Proxy;
+use crate::registry::manifest::Platform;
+use crate::registry::reference::Reference;
+
+/// Prefetches images through the proxy's own fill path into its cache.
+pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Result<()> {
+    let platforms: Vec<Platform> = platforms
+        .iter()
+        .map(|p| {
+            Platform::parse(p).ok_or_else(|| anyhow!("--platform {p:?}: want os/arch[/variant]"))
+        })
+        .collect::<Result<_>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        for image in images {
+            let r = Reference::parse(image).with_context(|| format!("image {image:?}"))?;
+            let ui = proxy
+                .upstream_for(r.registry())
+                .ok_or_else(|| anyhow!("{image}: no upstream configured for {}", r.registry()))?;
+            let print = |line: &str| eprintln!("{image}: {line}");
+            let done = proxy
+                .warm(ui, r.repository(), r.reference_str(), &platforms, &print)
+                .await
+                .map_err(|e| anyhow!("{image}: {e}"))?;
+            println!(
+                "{image}: warmed {} manifests, {} blobs, {} bytes",
+                done.manifests, done.blobs, done.bytes
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Evicts least recently used blobs down to the size limit and removes metadata of evicted manifests.
+pub fn gc(cfg: &ProxyConfig, max_size: Option<&str>) -> Result<()> {
+    let limit = match max_size.or(cfg.cache.max_size.as_deref()) {
+        Some(s) => parse_size(s).ok_or_else(|| anyhow!("{s:?} is not a size like 50GiB"))?,
+        None => bail!("no cache.max_size in the config; give --max-size"),
+    };
+    let store = BlobStore::open(&cfg.cache_dir()).context("opening the cache")?;
+    let lru = Lru::load(&store, Some(limit));
+    let (before, entries) = lru.usage();
+    // Re-inserting nothing new: ask for victims with a zero-sized marker digest.
+    let marker = crate::registry::digest::Digest::of_bytes(b"pullsecret-gc-marker");
+    let victims = lru.inserted(&marker, 0);
+    for v in &victims {
+        std::fs::remove_file(store.blob_path(v)).with_context(|| format!("removing {v}"))?;
+    }
+    let (after, left) = store.usage();
+    println!("cache {}: {before} bytes in {entries} blobs before, {after} bytes in {left} blobs after ({} evicted, limit {limit})", store.root().display(), victims.len());
+    Ok(())
+}
+
+/// Size and entries from disk; the hit ratio from a running proxy's /metrics when it answers.
+pub fn status(cfg: &ProxyConfig) -> Result<()> {
+    let store = BlobStore::open(&cfg.cache_dir()).context("opening the cache")?;
+    let (bytes, entries) = store.usage();
+    println!("cache: {}", store.root().display());
+    println!(
+        "size: {bytes} bytes ({:.1} MiB) in {entries} blobs",
+        bytes as f64 / 1048576.0
+    );
+    if let Some(limit) = cfg.cache.max_size.as_deref() {
+        println!("limit: {limit}");
+    }
+    let url = format!("http://{}/metrics", cfg.listen);
+    let metrics = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .ok()
+        .and_then(|c| c.get(&url).send().ok())
+        .and_then(|r| r.text().ok());
+    match metrics {
+        Some(text) => {
+            let sum = |name: &str| -> f64 {
+                text.lines()
+                    .filter(|l| l.starts_with(name))
+                    .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                    .sum()
+            };
+            let hits = sum("pullsecret_proxy_cache_hits_total");
+            let misses = sum("pullsecret_proxy_cache_misses_total");
+            let ratio = if hits + misses > 0.0 {
+                hits / (hits + misses) * 100.0
+            } else {
+                0.0
+            };
+            println!("hits: {hits} misses: {misses} hit ratio: {ratio:.1}% (from {url})");
+        }
+        None => println!("hit ratio: unknown (no proxy answering at {url})"),
+    }
+    Ok(())
+}
