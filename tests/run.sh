@@ -14,6 +14,7 @@ have dbus-run-session || need_apt+=(dbus)
 have dbus-send || need_apt+=(dbus-bin)
 have keyctl || need_apt+=(keyutils)
 have ctr || need_apt+=(containerd)
+have docker || need_apt+=(docker.io)
 have htpasswd || need_apt+=(apache2-utils)
 have openssl || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -2,6 +2,7 @@
 
 mod canary;
 mod cli_store;
+mod helper_clients;
 mod helper_protocol;
 mod keyring_backends;
 mod kubelet;
