@@ -319,9 +319,13 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let c = ProxyConfig::parse(include_str!("../../config/proxy.example.toml"), "example").unwrap();
+        let c =
+            ProxyConfig::parse(include_str!("../../config/proxy.example.toml"), "example").unwrap();
         assert_eq!(c.upstreams.len(), 2);
-        assert_eq!(c.upstreams[1].password.as_deref(), Some("cmd://\"gh auth token\"?cacheKey=gh"));
+        assert_eq!(
+            c.upstreams[1].password.as_deref(),
+            Some("cmd://\"gh auth token\"?cacheKey=gh")
+        );
         assert_eq!(c.cache.link_ttl, Some(Duration::from_secs(3600)));
     }
 

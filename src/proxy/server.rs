@@ -1029,13 +1029,25 @@ fn url_form(s: &str) -> Vec<(String, String)> {
 
 /// Fill failures carry the status to answer as a prefix: `404|message`.
 fn fill_error(e: &RegistryError) -> String {
-    format!("{}|{e}", e.status())
+    let retry = match e {
+        RegistryError::Status {
+            retry_after: Some(s),
+            ..
+        } => *s,
+        _ => 0,
+    };
+    format!("{}|{retry}|{e}", e.status())
 }
 
 fn fill_error_response(e: &str) -> Response<Body> {
-    let (status, msg) = match e.split_once('|') {
-        Some((s, m)) if s.len() == 3 => (s.parse::<u16>().unwrap_or(502), m),
-        _ => (502, e),
+    let mut parts = e.splitn(3, '|');
+    let (status, retry, msg) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(s), Some(r), Some(m)) if s.len() == 3 => (
+            s.parse::<u16>().unwrap_or(502),
+            r.parse::<u64>().unwrap_or(0),
+            m,
+        ),
+        _ => (502, 0, e),
     };
     let code = match status {
         401 => "UNAUTHORIZED",
@@ -1043,11 +1055,16 @@ fn fill_error_response(e: &str) -> Response<Body> {
         429 => "TOOMANYREQUESTS",
         _ => "UNAVAILABLE",
     };
-    oci_error(
+    let mut r = oci_error(
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
         code,
         msg,
-    )
+    );
+    if retry > 0 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, hv(&retry.to_string()));
+    }
+    r
 }
 
 fn upstream_error(e: &RegistryError) -> Response<Body> {
@@ -1066,7 +1083,17 @@ fn upstream_error(e: &RegistryError) -> Response<Body> {
         }
         _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
     };
-    oci_error(status, code, &e.to_string())
+    let mut r = oci_error(status, code, &e.to_string());
+    // Clients back off as the upstream asked.
+    if let RegistryError::Status {
+        retry_after: Some(secs),
+        ..
+    } = e
+    {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, hv(&secs.to_string()));
+    }
+    r
 }
 
 /// Known OCI codes pass through; anything else becomes a generic code.

@@ -2,6 +2,8 @@
 
 mod canary;
 mod cli_store;
+mod fault_server;
+mod faults;
 mod helper_clients;
 mod helper_protocol;
 mod keyring_backends;

@@ -1,0 +1,244 @@
+//! A fault-injecting upstream registry: serves one image over minimal HTTP/1.1 and can reset
+//! mid-blob, answer 500/503/429, stall, or speak garbage instead of TLS, switched at run time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Close the connection after half the blob.
+    ResetMidBlob,
+    Status(u16),
+    /// 429 with `Retry-After: 1`.
+    TooMany,
+    /// Send headers and half the blob, then go silent for this long.
+    Stall(Duration),
+    /// Answer every connection with bytes that are not TLS (for an https:// upstream URL).
+    NotTls,
+}
+
+pub struct FaultServer {
+    pub addr: String,
+    pub fault: Arc<Mutex<Fault>>,
+    pub blob_gets: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+    pub blob_digest: String,
+}
+
+fn digest(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+impl FaultServer {
+    pub fn start(blob: Vec<u8>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let blob_digest = digest(&blob);
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blob_digest, "size": blob.len()}]
+        }))
+        .expect("manifest");
+        let manifest_digest = digest(&manifest);
+        let fault = Arc::new(Mutex::new(Fault::None));
+        let blob_gets = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = (
+            fault.clone(),
+            blob_gets.clone(),
+            stop.clone(),
+            manifest.clone(),
+            manifest_digest.clone(),
+            blob.clone(),
+            blob_digest.clone(),
+            config,
+        );
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let (fault, gets, stop, manifest, md, blob, bd, config) = state;
+            let shared = Arc::new((manifest, md, blob, bd, config));
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let (fault, gets, shared) = (fault.clone(), gets.clone(), shared.clone());
+                        std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let _ = serve(
+                                s, &fault, &gets, &shared.0, &shared.1, &shared.2, &shared.3,
+                                &shared.4,
+                            );
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            addr,
+            fault,
+            blob_gets,
+            stop,
+            manifest,
+            manifest_digest,
+            blob_digest,
+        }
+    }
+
+    pub fn set(&self, f: Fault) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    s: TcpStream,
+    current: &Mutex<Fault>,
+    gets: &AtomicUsize,
+    manifest: &[u8],
+    md: &str,
+    blob: &[u8],
+    bd: &str,
+    config: &[u8],
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut w = s;
+    // Read per request: the proxy keeps connections alive across fault switches.
+    let fault_now = || *current.lock().unwrap_or_else(|e| e.into_inner());
+    if fault_now() == Fault::NotTls {
+        let mut buf = [0u8; 16];
+        let _ = r.read(&mut buf);
+        w.write_all(b"this is not a TLS server\r\n")?;
+        return Ok(());
+    }
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").to_string(),
+        );
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        let head = method == "HEAD";
+        let fault = fault_now();
+        let respond = |w: &mut TcpStream,
+                       status: &str,
+                       ctype: &str,
+                       extra: &str,
+                       body: &[u8]|
+         -> std::io::Result<()> {
+            write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}\r\n",
+                body.len()
+            )?;
+            if !head {
+                w.write_all(body)?;
+            }
+            Ok(())
+        };
+        if path == "/v2/" {
+            respond(&mut w, "200 OK", "application/json", "", b"{}")?;
+            continue;
+        }
+        match fault {
+            Fault::Status(code) => {
+                let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
+                respond(
+                    &mut w,
+                    &format!("{code} Injected"),
+                    "application/json",
+                    "",
+                    body,
+                )?;
+                continue;
+            }
+            Fault::TooMany => {
+                let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
+                respond(
+                    &mut w,
+                    "429 Too Many Requests",
+                    "application/json",
+                    "Retry-After: 1\r\n",
+                    body,
+                )?;
+                continue;
+            }
+            _ => {}
+        }
+        if path.contains("/manifests/") {
+            respond(
+                &mut w,
+                "200 OK",
+                "application/vnd.oci.image.manifest.v1+json",
+                &format!("Docker-Content-Digest: {md}\r\n"),
+                manifest,
+            )?;
+        } else if path.ends_with(bd) {
+            if head {
+                respond(
+                    &mut w,
+                    "200 OK",
+                    "application/octet-stream",
+                    &format!("Docker-Content-Digest: {bd}\r\n"),
+                    blob,
+                )?;
+                continue;
+            }
+            gets.fetch_add(1, Ordering::Relaxed);
+            write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nDocker-Content-Digest: {bd}\r\n\r\n", blob.len())?;
+            match fault {
+                Fault::ResetMidBlob => {
+                    w.write_all(&blob[..blob.len() / 2])?;
+                    w.flush()?;
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
+                Fault::Stall(d) => {
+                    w.write_all(&blob[..blob.len() / 2])?;
+                    w.flush()?;
+                    std::thread::sleep(d);
+                    return Ok(());
+                }
+                _ => w.write_all(blob)?,
+            }
+        } else if path.contains("/blobs/") && path.ends_with(&digest(config)) {
+            respond(&mut w, "200 OK", "application/octet-stream", "", config)?;
+        } else {
+            respond(
+                &mut w,
+                "404 Not Found",
+                "application/json",
+                "",
+                br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}"#,
+            )?;
+        }
+    }
+}

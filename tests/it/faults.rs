@@ -1,0 +1,170 @@
+//! Reliability under upstream faults: for each fault the client gets an error (never a
+//! complete-looking body), nothing enters the cache, other requests are served, and the next
+//! request after the fault clears succeeds.
+
+use std::time::Duration;
+
+use crate::fault_server::{Fault, FaultServer};
+use crate::proxy_support::{stream_get, ProxyProcess};
+use crate::registry_support::http_request;
+use crate::support::Env;
+
+const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
+
+fn blob_bytes() -> Vec<u8> {
+    (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
+}
+
+fn proxy_for(env: &Env, up: &FaultServer, scheme: &str, extra: &str) -> ProxyProcess {
+    let insecure = scheme == "http";
+    ProxyProcess::start(
+        env,
+        &format!("[limits]\nupstream_timeout_secs = 1\n{extra}"),
+        &format!("[[upstream]]\nname = \"f\"\nurl = \"{scheme}://{}\"\ninsecure = {insecure}\ntag_ttl = \"0s\"\n", up.addr),
+    )
+}
+
+fn assert_clean(proxy: &ProxyProcess, up: &FaultServer) {
+    let cached = proxy
+        .cache
+        .join("v1/blobs/sha256")
+        .join(up.blob_digest.trim_start_matches("sha256:"));
+    assert!(!cached.exists(), "a failed blob entered the cache");
+    // A fill's temp file goes once the fill has failed; give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !proxy.tmp_files().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        proxy.tmp_files().is_empty(),
+        "temp files left: {:?}",
+        proxy.tmp_files()
+    );
+    let v2 = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("v2");
+    assert_eq!(v2.status, 200, "the proxy stopped serving");
+}
+
+fn blob_path(up: &FaultServer) -> String {
+    format!("/v2/app/blobs/{}", up.blob_digest)
+}
+
+fn recovers(proxy: &ProxyProcess, up: &FaultServer) {
+    up.set(Fault::None);
+    let before = up.blob_gets.load(std::sync::atomic::Ordering::Relaxed);
+    let ok = stream_get(&proxy.addr, &blob_path(up), &[]).expect("get");
+    assert_eq!(
+        up.blob_gets.load(std::sync::atomic::Ordering::Relaxed),
+        before + 1,
+        "the retry went upstream once"
+    );
+    assert_eq!(
+        (ok.status, ok.truncated, ok.digest.as_str()),
+        (200, false, up.blob_digest.as_str())
+    );
+}
+
+#[test]
+fn reset_mid_blob() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    let proxy = proxy_for(&env, &up, "http", "");
+    up.set(Fault::ResetMidBlob);
+    let got = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("get");
+    assert!(
+        got.status != 200 || got.truncated,
+        "looks complete: {got:?}"
+    );
+    assert_clean(&proxy, &up);
+    recovers(&proxy, &up);
+}
+
+#[test]
+fn stall_longer_than_the_read_timeout() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    let proxy = proxy_for(&env, &up, "http", "");
+    up.set(Fault::Stall(Duration::from_secs(4)));
+    let started = std::time::Instant::now();
+    let got = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("get");
+    assert!(
+        got.status != 200 || got.truncated,
+        "looks complete: {got:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the proxy waited out the stall: {:?}",
+        started.elapsed()
+    );
+    assert_clean(&proxy, &up);
+    recovers(&proxy, &up);
+}
+
+#[test]
+fn server_errors_and_rate_limits() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    let proxy = proxy_for(&env, &up, "http", "");
+    // Cache the tag first, so the stale path is exercised for manifests.
+    let first =
+        http_request("GET", &proxy.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("manifest");
+    assert_eq!(first.status, 200);
+    for (fault, want_blob) in [
+        (Fault::Status(500), 502),
+        (Fault::Status(503), 502),
+        (Fault::TooMany, 429),
+    ] {
+        up.set(fault);
+        let b = http_request("GET", &proxy.addr, &blob_path(&up), &[], b"").expect("blob");
+        assert_eq!(b.status, want_blob, "{fault:?}: {}", b.text());
+        assert!(b.json()["errors"][0]["code"].is_string());
+        // The tag is served stale from the cache meanwhile.
+        let m = http_request("GET", &proxy.addr, "/v2/app/manifests/v1", &[OCI], b"")
+            .expect("manifest");
+        assert_eq!(m.status, 200, "{fault:?}: stale tag not served");
+        assert_eq!(m.body, up.manifest);
+        assert_eq!(
+            m.header("docker-content-digest"),
+            Some(up.manifest_digest.as_str())
+        );
+        if fault == Fault::TooMany {
+            assert_eq!(b.header("retry-after"), Some("1"), "Retry-After passed on");
+        }
+        assert_clean(&proxy, &up);
+    }
+    recovers(&proxy, &up);
+}
+
+#[test]
+fn tls_handshake_failure_and_dns_failure() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    up.set(Fault::NotTls);
+    let proxy = proxy_for(&env, &up, "https", "");
+    let b = http_request("GET", &proxy.addr, &blob_path(&up), &[], b"").expect("blob");
+    assert_eq!(b.status, 502, "{}", b.text());
+    assert!(
+        b.text().contains(&up.addr),
+        "error names the host: {}",
+        b.text()
+    );
+    assert_clean(&proxy, &up);
+    drop(proxy);
+
+    let env = Env::new();
+    let dns = ProxyProcess::start(
+        &env,
+        "",
+        "[[upstream]]\nname = \"nx\"\nurl = \"https://registry.invalid\"\n",
+    );
+    let r = http_request("GET", &dns.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("dns");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("registry.invalid"), "{}", r.text());
+    assert_eq!(
+        http_request("GET", &dns.addr, "/v2/", &[], b"")
+            .expect("v2")
+            .status,
+        200
+    );
+}
