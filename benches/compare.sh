@@ -178,6 +178,9 @@ mkdir -p "$WORK/home" "$WORK/tmp" "$WORK/run"
 chmod 700 "$WORK/run"
 echo '{"auths":{}}' >"$WORK/auth.json"
 CLEAN_ENV=(env -i "PATH=$PATH" "HOME=$WORK/home" "TMPDIR=$WORK/tmp" "XDG_RUNTIME_DIR=$WORK/run" "LANG=C.UTF-8")
+# pyenv's python3 shim needs its root; the system python3 needs nothing.
+PYTHON=python3
+if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; elif [ -n "${PYENV_ROOT:-}" ]; then CLEAN_ENV+=("PYENV_ROOT=$PYENV_ROOT"); fi
 PASSWORD=$(openssl rand -hex 16)
 
 # ------------------------------------------------------------------------------------------
@@ -187,7 +190,7 @@ mkdir -p "$WORK/issuer" "$WORK/upstream"
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=bench-token-issuer -days 2 \
   -keyout "$WORK/issuer/key.pem" -out "$WORK/issuer/cert.pem" 2>/dev/null
 start_service issuer "$WORK/issuer/stdout.log" "$WORK/issuer/stderr.log" \
-  "${CLEAN_ENV[@]}" python3 "$ROOT/benches/token_issuer.py" --port-file "$WORK/issuer/port" \
+  "${CLEAN_ENV[@]}" "$PYTHON" "$ROOT/benches/token_issuer.py" --port-file "$WORK/issuer/port" \
   --key "$WORK/issuer/key.pem" --cert "$WORK/issuer/cert.pem" --service bench-registry \
   --issuer bench-issuer --user "$USER_NAME:$PASSWORD" --log "$WORK/issuer/requests.log"
 wait_file "$WORK/issuer/port" 15
@@ -465,7 +468,8 @@ for ((r = 1; r <= RUNS; r++)); do
     out=$(get "http://127.0.0.1:$(port_of $s)$BLOB_PATH")
     read -r code size speed <<<"$out"
     [ "$code" = 200 ] && [ "$size" = "$BIG_SIZE" ] || die "$s warm GET: $out"
-    rec "warm_$s" "$(calc %.1f "$speed / 1048576")"
+    v=$(calc %.1f "$speed / 1048576")
+    rec "warm_$s" "$v"
   done
 done
 log "  MiB/s nginx: $(vals warm_nginx)| pullsecret: $(vals warm_ps)| distribution: $(vals warm_dp)"
@@ -488,11 +492,15 @@ pull() { # NAME: prints seconds
   calc %.3f "$t1 - $t0"
 }
 for ((r = 1; r <= RUNS; r++)); do
-  rec pull_direct "$(pull direct)"
+  # Assignments, so a failure inside $(…) stops the script (set -e).
+  v=$(pull direct)
+  rec pull_direct "$v"
   fresh ps
-  rec pull_ps "$(pull ps)"
+  v=$(pull ps)
+  rec pull_ps "$v"
   fresh dp
-  rec pull_dp "$(pull dp)"
+  v=$(pull dp)
+  rec pull_dp "$v"
 done
 log "  s direct: $(vals pull_direct)| pullsecret: $(vals pull_ps)| distribution: $(vals pull_dp)"
 
@@ -504,14 +512,17 @@ for ((r = 1; r <= RUNS; r++)); do
   for s in ps dp; do
     fresh "$s"
     from=$(up_lines)
-    rec "c50cold_$s" "$(clients "$CLIENTS" "http://127.0.0.1:$(port_of $s)$BLOB_PATH" "$BIG_SIZE")"
+    v=$(clients "$CLIENTS" "http://127.0.0.1:$(port_of $s)$BLOB_PATH" "$BIG_SIZE")
+    rec "c50cold_$s" "$v"
     wait_file "$(cached_path "$s" "$BIG_LAYER")"
-    read -r gets bytes heads other <<<"$(upstream_fetches "$from" "$BLOB_PATH")"
+    v=$(upstream_fetches "$from" "$BLOB_PATH")
+    read -r gets bytes heads other <<<"$v"
     rec "c50gets_$s" "$gets"
     rec "c50bytes_$s" "$bytes"
     rec "c50heads_$s" "$heads"
     rec "c50other_$s" "$other"
-    rec "c50warm_$s" "$(clients "$CLIENTS" "http://127.0.0.1:$(port_of $s)$BLOB_PATH" "$BIG_SIZE")"
+    v=$(clients "$CLIENTS" "http://127.0.0.1:$(port_of $s)$BLOB_PATH" "$BIG_SIZE")
+    rec "c50warm_$s" "$v"
   done
 done
 log "  cold s pullsecret: $(vals c50cold_ps)| distribution: $(vals c50cold_dp)"

@@ -114,6 +114,10 @@ pub struct UpstreamConfig {
 pub struct ProxyLimits {
     /// Concurrent upstream blob downloads.
     pub max_concurrent_fills: usize,
+    /// Open client connections from one IP address; more are closed at once.
+    pub max_connections_per_client: usize,
+    /// Open client connections in all (bounds file descriptors).
+    pub max_connections: usize,
     /// Upstream connect and between-bytes read timeout, in seconds.
     pub upstream_timeout_secs: u64,
 }
@@ -122,6 +126,8 @@ impl Default for ProxyLimits {
     fn default() -> Self {
         Self {
             max_concurrent_fills: 64,
+            max_connections_per_client: 2048,
+            max_connections: 8192,
             upstream_timeout_secs: 30,
         }
     }

@@ -57,6 +57,8 @@ pub fn build(
         token_ttl: cfg.auth.token_ttl.unwrap_or(Duration::from_secs(300)),
         realm: cfg.auth.realm.clone(),
         tls: cfg.tls.is_some(),
+        max_connections: cfg.limits.max_connections,
+        max_connections_per_client: cfg.limits.max_connections_per_client,
     };
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| format!("cache: {e}"))?;
@@ -70,18 +72,28 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     watch_missing_secrets(&proxy);
+    let limits = Arc::new(ConnLimits::new(
+        proxy.settings.max_connections,
+        proxy.settings.max_connections_per_client,
+    ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
+                let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Some(slot) = limits.admit(peer.ip()) else {
+                    // Over the limit: close at once rather than queue without bound.
+                    tracing::warn!(peer = %peer.ip(), "connection limit reached; closing");
+                    drop(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let proxy = proxy.clone();
@@ -96,6 +108,7 @@ pub async fn serve(
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
                             let _ = conn.await;
+                            drop(slot);
                         });
                     }
                     Some(acceptor) => {
@@ -109,6 +122,7 @@ pub async fn serve(
                             let builder = auto::Builder::new(TokioExecutor::new());
                             let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
                             let _ = watcher.watch(conn).await;
+                            drop(slot);
                         });
                     }
                 }
@@ -179,5 +193,55 @@ fn watch_missing_secrets(proxy: &Arc<Proxy>) {
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
         });
+    }
+}
+
+/// Connection counts, overall and per client address.
+struct ConnLimits {
+    max: usize,
+    per_client: usize,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// Releases a connection's place when the connection ends.
+struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnLimits {
+    fn new(max: usize, per_client: usize) -> Self {
+        Self {
+            max: max.max(1),
+            per_client: per_client.max(1),
+            open: std::sync::Mutex::new((0, Default::default())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ConnSlot> {
+        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = g.1.get(&ip).copied().unwrap_or(0);
+        if g.0 >= self.max || from_ip >= self.per_client {
+            return None;
+        }
+        g.0 += 1;
+        g.1.insert(ip, from_ip + 1);
+        Some(ConnSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut g = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = g.0.saturating_sub(1);
+        if let Some(n) = g.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.1.remove(&self.ip);
+            }
+        }
     }
 }

@@ -38,6 +38,8 @@ pub struct Settings {
     pub token_ttl: Duration,
     pub realm: Option<String>,
     pub tls: bool,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 /// Shared state of a running proxy.

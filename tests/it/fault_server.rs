@@ -21,6 +21,8 @@ pub enum Fault {
     Stall(Duration),
     /// Answer every connection with bytes that are not TLS (for an https:// upstream URL).
     NotTls,
+    /// Manifests of 5 MiB (over the 4 MiB limit registries use).
+    HugeManifest,
 }
 
 pub struct FaultServer {
@@ -193,7 +195,16 @@ fn serve(
             }
             _ => {}
         }
-        if path.contains("/manifests/") {
+        if path.contains("/manifests/") && fault == Fault::HugeManifest {
+            let huge = vec![b' '; 5 << 20];
+            respond(
+                &mut w,
+                "200 OK",
+                "application/vnd.oci.image.manifest.v1+json",
+                "",
+                &huge,
+            )?;
+        } else if path.contains("/manifests/") {
             respond(
                 &mut w,
                 "200 OK",

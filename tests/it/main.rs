@@ -14,4 +14,5 @@ mod proxy_teams;
 mod pull;
 mod registry_smoke;
 mod registry_support;
+mod stress;
 mod support;

@@ -89,6 +89,10 @@ impl ProxyProcess {
         drop(std::mem::replace(self, fresh));
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
