@@ -1,12 +1,21 @@
 //! JSON string encoding exactly as Go's `encoding/json` does it (HTML-safe escapes),
 //! so our output is byte-identical to docker's and kubectl's.
 
-/// `s` as a quoted JSON string, escaped the way Go escapes it.
+/// `s` as a quoted JSON string, escaped the way Go before 1.22 escapes it (`\b`, `\f` as
+/// `\u0008`, `\u000c`), as the docker-credential-helpers builds we compare against do.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    quote_into(s, &mut out, false);
+    out
+}
+
+/// Appends `s` quoted; `short_bf` writes `\b` and `\f` as Go 1.22 and later do (kubectl).
+pub fn quote_into(s: &str, out: &mut String, short_bf: bool) {
     out.push('"');
     for c in s.chars() {
         match c {
+            '\u{8}' if short_bf => out.push_str("\\b"),
+            '\u{c}' if short_bf => out.push_str("\\f"),
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
@@ -20,7 +29,6 @@ pub fn quote(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]

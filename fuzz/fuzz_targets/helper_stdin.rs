@@ -34,7 +34,7 @@ fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path();
+        let root = dir.path().to_path_buf();
         // `get` also reads docker/containers config files found from the
         // environment: point every one of them into the temp dir, never at the
         // real user's files (which could name helper programs to run).

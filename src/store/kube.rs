@@ -682,24 +682,7 @@ impl SecretDoc<'_> {
 /// characters `<>&` and U+2028/U+2029 as `\u` escapes, control characters as
 /// `\b \f \n \r \t` or `\u00xx`, everything else raw UTF-8.
 pub(crate) fn go_quote(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::gojson::quote_into(s, out, true);
 }
 
 /// Go's `json.MarshalIndent(v, "", indent)` for an already ordered value

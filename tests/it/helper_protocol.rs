@@ -43,6 +43,11 @@ pub(crate) const TABLE: &[(&str, &str)] = &[
         r#"{"ServerURL":"tok.example","Username":"<token>","Secret":"a&b<c>"}"#,
     ),
     ("get", "tok.example"),
+    (
+        "store",
+        r#"{"ServerURL":"ctl.example","Username":"u","Secret":"a\bb\fc\u0001"}"#,
+    ),
+    ("get", "ctl.example"),
     ("list", "unused"),
     ("bogus", ""),
 ];
