@@ -291,3 +291,147 @@ fn password_stdin_and_refs_resolve_at_use_time() {
         "credentials not found in native keychain\n"
     );
 }
+
+#[test]
+fn import_and_export_round_trip_through_every_format() {
+    let env = Env::new();
+    // docker config.json with two registries (auth and identity token) and a helper entry.
+    let docker = env.path("docker/config.json");
+    std::fs::write(
+        &docker,
+        r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOmh1Yi1wdw=="},"ghcr.io":{"identitytoken":"id-tok"}},"credHelpers":{"gcr.io":"gcloud"}}"#,
+    )
+    .expect("config");
+    let out = env
+        .pullsecret(&["secret", "import", "--from-docker-config"])
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(
+        &env.pullsecret(&["secret", "list", "-o", "json"])
+            .output()
+            .expect("list"),
+    );
+    let items: Vec<serde_json::Value> = serde_json::from_str(&list).expect("json");
+    let pairs: Vec<(String, String)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["server"].as_str().unwrap_or("").into(),
+                i["username"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert!(
+        pairs.contains(&("https://index.docker.io/v1/".into(), "hub".into())),
+        "{pairs:?}"
+    );
+    assert!(
+        pairs.contains(&("ghcr.io".into(), "<token>".into())),
+        "{pairs:?}"
+    );
+
+    // Export as a containers auth.json and import that into another namespace: same credentials.
+    let name = items
+        .iter()
+        .find(|i| i["server"] == "ghcr.io")
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let auth_json = stdout(
+        &env.pullsecret(&["secret", "export", &name, "--format", "auth.json"])
+            .output()
+            .expect("export"),
+    );
+    std::fs::write(env.path("auth.json"), &auth_json).expect("write");
+    let out = env
+        .pullsecret(&[
+            "secret",
+            "import",
+            &format!("--from-auth-json={}", env.path("auth.json").display()),
+            "-n",
+            "copy",
+        ])
+        .output()
+        .expect("import");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut get = env.helper();
+    get.arg("get").env("PULLSECRET_NAMESPACE", "copy");
+    assert_eq!(
+        stdout(&run_with_stdin(get, b"ghcr.io")),
+        "{\"ServerURL\":\"ghcr.io\",\"Username\":\"\\u003ctoken\\u003e\",\"Secret\":\"id-tok\"}\n"
+    );
+
+    // A Kubernetes List of Secrets (as kubectl prints one), with stringData and an Opaque secret.
+    let list = r#"{"apiVersion":"v1","kind":"List","items":[
+      {"apiVersion":"v1","kind":"Secret","metadata":{"name":"k8s-reg","namespace":"team"},"type":"kubernetes.io/dockerconfigjson",
+       "stringData":{".dockerconfigjson":"{\"auths\":{\"quay.io\":{\"username\":\"robot\",\"password\":\"r-pw\"}}}"}},
+      {"apiVersion":"v1","kind":"Secret","metadata":{"name":"opaque"},"type":"Opaque","data":{"token":"dG9rLTE="}}]}"#;
+    let out = run_with_stdin(
+        env.pullsecret(&["secret", "import", "-f", "-"]),
+        list.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(
+        &env.pullsecret(&[
+            "secret",
+            "inspect",
+            "k8s-reg",
+            "-n",
+            "team",
+            "--show-secret",
+        ])
+        .output()
+        .expect("inspect"),
+    );
+    assert!(shown.contains("\"password\": \"r-pw\""), "{shown}");
+    let shown = stdout(
+        &env.pullsecret(&["secret", "inspect", "opaque", "--show-secret"])
+            .output()
+            .expect("inspect"),
+    );
+    assert!(shown.contains("tok-1"), "{shown}");
+
+    // create docker-registry --from-file=.dockerconfigjson=PATH, then export as dockerconfigjson.
+    let payload = stdout(
+        &env.pullsecret(&[
+            "secret",
+            "export",
+            "k8s-reg",
+            "-n",
+            "team",
+            "--format",
+            "dockerconfigjson",
+        ])
+        .output()
+        .expect("export"),
+    );
+    assert_eq!(
+        payload.trim_end(),
+        r#"{"auths":{"quay.io":{"username":"robot","password":"r-pw","auth":"cm9ib3Q6ci1wdw=="}}}"#
+    );
+    std::fs::write(env.path("dcj.json"), payload).expect("write");
+    let out = env
+        .pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "from-file",
+            &format!(
+                "--from-file=.dockerconfigjson={}",
+                env.path("dcj.json").display()
+            ),
+        ])
+        .output()
+        .expect("create");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(
+        &env.pullsecret(&["secret", "inspect", "from-file"])
+            .output()
+            .expect("inspect"),
+    );
+    assert!(
+        shown.contains("\"server\": \"quay.io\"") && shown.contains("\"password\": \"********\""),
+        "{shown}"
+    );
+}

@@ -9,6 +9,7 @@ mod helper_protocol;
 mod keyring_backends;
 mod kubelet;
 mod proxy;
+mod proxy_server;
 mod proxy_support;
 mod proxy_teams;
 mod pull;

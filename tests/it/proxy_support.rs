@@ -40,8 +40,28 @@ impl ProxyProcess {
         Self::spawn(env, config, addr, cache)
     }
 
+    /// Like `start`, with a `[tls]` table in `extra`: readiness is checked by the port answering.
+    pub fn start_tls(env: &Env, extra: &str, upstreams: &str) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cache = env.path("proxy-cache");
+        let config = env.path("proxy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\ncache_dir = \"{}\"\n{extra}\n{upstreams}",
+                cache.display()
+            ),
+        )
+        .expect("write proxy config");
+        Self::spawn_inner(env, config, addr, cache, true)
+    }
+
     /// Starts again with the same config (after `kill`).
     fn spawn(env: &Env, config: PathBuf, addr: String, cache: PathBuf) -> Self {
+        Self::spawn_inner(env, config, addr, cache, false)
+    }
+
+    fn spawn_inner(env: &Env, config: PathBuf, addr: String, cache: PathBuf, tls: bool) -> Self {
         let log = env.path(&format!("proxy-{}.log", free_port()));
         let out = std::fs::File::create(&log).expect("log file");
         let child = env
@@ -59,7 +79,19 @@ impl ProxyProcess {
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(mut s) = TcpStream::connect(&p.addr) {
+            if tls
+                && TcpStream::connect(&p.addr).is_ok()
+                && p.log().contains("listening on https://")
+            {
+                return p;
+            }
+            if let Ok(mut s) = TcpStream::connect(&p.addr).map_err(|_| ()).and_then(|s| {
+                if tls {
+                    Err(())
+                } else {
+                    Ok(s)
+                }
+            }) {
                 let _ =
                     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut buf = String::new();

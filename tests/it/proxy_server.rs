@@ -1,0 +1,167 @@
+//! The proxy's server side: h2c and HTTP/1.1 on one port, TLS from files or a stored tls
+//! secret (HTTP/2 by ALPN), graceful shutdown on SIGTERM with requests in flight.
+
+use std::time::Duration;
+
+use crate::fault_server::FaultServer;
+use crate::proxy_support::{stream_get, ProxyProcess};
+use crate::registry_support::http_request;
+use crate::support::{require_bin, Env};
+
+fn upstream_toml(up: &FaultServer) -> String {
+    format!(
+        "[[upstream]]\nname = \"f\"\nurl = \"http://{}\"\ninsecure = true\n",
+        up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_and_http1_on_one_port() {
+    let env = Env::new();
+    let up = FaultServer::start(vec![1u8; 10_000]);
+    let proxy = tokio::task::block_in_place(|| ProxyProcess::start(&env, "", &upstream_toml(&up)));
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = h2
+        .get(format!(
+            "http://{}/v2/app/blobs/{}",
+            proxy.addr, up.blob_digest
+        ))
+        .send()
+        .await
+        .expect("h2c");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.expect("body").len(), 10_000);
+    let h1 = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .expect("client");
+    let r = h1
+        .get(format!("http://{}/v2/", proxy.addr))
+        .send()
+        .await
+        .expect("h1");
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(
+        r.headers()
+            .get("docker-distribution-api-version")
+            .and_then(|v| v.to_str().ok()),
+        Some("registry/2.0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_from_files_and_from_a_stored_secret() {
+    let Some(openssl) = require_bin("openssl", "apt-get install openssl") else {
+        return;
+    };
+    let env = Env::new();
+    let (cert, key) = (env.path("tls.crt"), env.path("tls.key"));
+    let out = std::process::Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let up = FaultServer::start(vec![2u8; 1000]);
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).expect("cert")).expect("pem");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .expect("client");
+
+    let files = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let proxy =
+        tokio::task::block_in_place(|| ProxyProcess::start_tls(&env, &files, &upstream_toml(&up)));
+    let r = client
+        .get(format!("https://{}/v2/", proxy.addr))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN should pick h2");
+    drop(proxy);
+
+    let env2 = Env::new();
+    let created = env2
+        .pullsecret(&[
+            "secret",
+            "create",
+            "tls",
+            "mirror-tls",
+            &format!("--cert={}", cert.display()),
+            &format!("--key={}", key.display()),
+        ])
+        .output()
+        .expect("create tls");
+    assert!(created.status.success());
+    let proxy = tokio::task::block_in_place(|| {
+        ProxyProcess::start_tls(
+            &env2,
+            "[tls]\nsecret = \"mirror-tls\"\n",
+            &upstream_toml(&up),
+        )
+    });
+    let r = client
+        .get(format!(
+            "https://{}/v2/app/blobs/{}",
+            proxy.addr, up.blob_digest
+        ))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.expect("body").len(), 1000);
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let env = Env::new();
+    let up = FaultServer::start((0..(48u32 << 20)).map(|i| (i % 253) as u8).collect());
+    let proxy = ProxyProcess::start(&env, "", &upstream_toml(&up));
+    let addr = proxy.addr.clone();
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    let client = std::thread::spawn(move || stream_get(&addr, &path, &[]));
+    std::thread::sleep(Duration::from_millis(150));
+    let pid = proxy.pid();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let got = client.join().expect("client").expect("stream");
+    assert_eq!(
+        (got.status, got.truncated, got.digest.as_str()),
+        (200, false, up.blob_digest.as_str()),
+        "in-flight download cut by SIGTERM"
+    );
+    // New connections are refused once it has stopped.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        http_request("GET", &proxy.addr, "/v2/", &[], b"").is_err(),
+        "still accepting after SIGTERM"
+    );
+    assert!(proxy.log().contains("shutting down"), "{}", proxy.log());
+}
