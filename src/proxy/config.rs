@@ -99,6 +99,9 @@ pub struct UpstreamConfig {
     pub client_cert: Option<PathBuf>,
     #[serde(default)]
     pub client_key: Option<PathBuf>,
+    /// Or a stored `tls` secret (`NAME` or `NAMESPACE/NAME`) holding the client certificate and key.
+    #[serde(default)]
+    pub client_tls_secret: Option<String>,
     /// Plain HTTP to this upstream.
     #[serde(default)]
     pub insecure: bool,

@@ -38,7 +38,16 @@ pub fn build(
     let timeout = Duration::from_secs(cfg.limits.upstream_timeout_secs.max(1));
     let mut upstreams = Vec::new();
     for u in &cfg.upstreams {
-        upstreams.push(Arc::new(Upstream::new(u.clone(), tokens.clone(), timeout)?));
+        let client_tls = match &u.client_tls_secret {
+            Some(spec) => Some(client_tls_pem(secrets.as_ref(), spec, &namespace)?),
+            None => None,
+        };
+        upstreams.push(Arc::new(Upstream::new(
+            u.clone(),
+            tokens.clone(),
+            timeout,
+            client_tls,
+        )?));
         if u.secret.is_some() {
             tracing::info!(upstream = %u.name, secret = ?u.secret, "upstream credentials come from a stored secret, resolved per pull");
         }
@@ -244,4 +253,22 @@ impl Drop for ConnSlot {
             }
         }
     }
+}
+
+/// Certificate and key PEM from a stored `tls` secret, for mutual TLS to an upstream.
+fn client_tls_pem(store: &dyn SecretStore, spec: &str, namespace: &str) -> Result<Vec<u8>, String> {
+    use secrecy::ExposeSecret;
+    let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec));
+    let s = store
+        .get(ns, name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("client_tls_secret {ns}/{name} does not exist"))?;
+    let crate::store::SecretData::Tls { cert, key } = &s.data else {
+        return Err(format!("client_tls_secret {ns}/{name} is not a tls secret"));
+    };
+    let refs = crate::store::StoreRefs(store);
+    let key = crate::secret::RefResolver::with_store(&refs)
+        .resolve_value(key)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{cert}\n{}", key.expose_secret()).into_bytes())
 }

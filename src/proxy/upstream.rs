@@ -29,10 +29,12 @@ pub struct CredentialError {
 }
 
 impl Upstream {
+    /// `client_tls` is the PEM (certificate and key) of a `client_tls_secret`, read by the caller.
     pub fn new(
         cfg: UpstreamConfig,
         tokens: Arc<TokenCache>,
         timeout: std::time::Duration,
+        client_tls: Option<Vec<u8>>,
     ) -> Result<Self, String> {
         let host = cfg.host().map_err(|e| e.to_string())?;
         let read = |p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, String> {
@@ -50,7 +52,7 @@ impl Upstream {
                 c.extend_from_slice(&k);
                 Some(c)
             }
-            (None, None) => None,
+            (None, None) => client_tls,
             _ => {
                 return Err(format!(
                     "upstream {}: client_cert and client_key go together",

@@ -718,3 +718,106 @@ fn kill_during_fill_leaves_nothing_that_is_ever_served() {
         (200, blob.digest.as_str(), blob.size)
     );
 }
+
+#[test]
+fn identity_tokens_use_the_refresh_token_grant_and_oauth2_style_posts_passwords() {
+    let env = Env::new();
+    let issuer = TokenIssuerConfig::new()
+        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
+        .user("puller", "pull-pw", &[("private/*", &["pull"])]);
+    let Some(reg) = Registry::start(RegistryAuth::Token(issuer)) else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "private/idtok",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[b"idtok".to_vec()],
+    );
+    let token_addr = reg.issuer().expect("issuer").addr().to_string();
+    // A refresh token, as `docker login` to an OAuth2 registry would have stored it.
+    let r = http_request("POST", &token_addr, "/token", &[("Content-Type", "application/x-www-form-urlencoded")], b"grant_type=password&username=puller&password=pull-pw&service=pullsecret-test-registry&client_id=test").expect("token");
+    let refresh = r.json()["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+    let create = env.pullsecret(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "idtok",
+        "--docker-server",
+        reg.addr(),
+        "--docker-username",
+        "<token>",
+        "--docker-password-stdin",
+    ]);
+    assert!(run_with_stdin(create, refresh.as_bytes()).status.success());
+    let proxy = ProxyProcess::start(&env, "", &format!("[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"idtok\"\n", reg.addr()));
+    reg.issuer().expect("issuer").clear_requests();
+    let m = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/private/idtok/manifests/v1",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        b"",
+    )
+    .expect("manifest");
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(m.body, img.manifest);
+    let grants: Vec<_> = reg
+        .issuer()
+        .expect("issuer")
+        .requests()
+        .iter()
+        .map(|t| (t.method.clone(), t.grant_type.clone()))
+        .collect();
+    assert!(
+        grants
+            .iter()
+            .all(|(m, g)| m == "POST" && g.as_deref() == Some("refresh_token")),
+        "{grants:?}"
+    );
+    assert!(!grants.is_empty());
+    drop(proxy);
+
+    // token_style = "oauth2": the password goes in a POST form, as containerd sends it.
+    let env = Env::new();
+    let create = env.pullsecret(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "pw",
+        "--docker-server",
+        reg.addr(),
+        "--docker-username",
+        "puller",
+        "--docker-password-stdin",
+    ]);
+    assert!(run_with_stdin(create, b"pull-pw").status.success());
+    let proxy = ProxyProcess::start(&env, "", &format!("[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"pw\"\ntoken_style = \"oauth2\"\n", reg.addr()));
+    reg.issuer().expect("issuer").clear_requests();
+    let m = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/private/idtok/blobs/{}", img.layers[0].digest),
+        &[],
+        b"",
+    )
+    .expect("blob");
+    assert_eq!(m.status, 200);
+    let grants: Vec<_> = reg
+        .issuer()
+        .expect("issuer")
+        .requests()
+        .iter()
+        .map(|t| (t.method.clone(), t.grant_type.clone()))
+        .collect();
+    assert!(
+        grants
+            .iter()
+            .any(|(m, g)| m == "POST" && g.as_deref() == Some("password")),
+        "{grants:?}"
+    );
+}
