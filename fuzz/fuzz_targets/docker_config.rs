@@ -59,6 +59,7 @@ fn check(cfg: &DockerConfig, legacy: bool) {
     .unwrap_or_else(|e| panic!("written config does not parse: {e}\n{written}"));
     let again_entries = again.entries();
     match (&entries, &again_entries) {
+        (Ok(_), Ok(_)) if folds_lossily(cfg) => {}
         (Ok(a), Ok(b)) => assert_eq!(
             sorted(a),
             sorted(b),
@@ -75,6 +76,21 @@ fn check(cfg: &DockerConfig, legacy: bool) {
     assert_eq!(helpers_before, helpers_after);
     // Writing is idempotent.
     assert_eq!(again.to_json(), written);
+}
+
+/// Whether writing folds a `username`/`password` pair into `auth` the way docker
+/// does and loses something on the way back, as docker does too: the pair is
+/// split at the first `:`, and NULs around the password are trimmed.
+fn folds_lossily(cfg: &DockerConfig) -> bool {
+    cfg.auths().iter().any(|(_, e)| {
+        let set = |v: &Option<secrecy::SecretString>| {
+            v.as_ref().is_some_and(|v| !v.expose_secret().is_empty())
+        };
+        !set(&e.auth)
+            && !set(&e.identity_token)
+            && (e.username.as_deref().is_some_and(|u| u.contains(':'))
+                || e.password.as_ref().is_some_and(|p| p.expose_secret().contains('\0')))
+    })
 }
 
 /// Credentials as comparable tuples, in key order (Go writes maps sorted).

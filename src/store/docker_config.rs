@@ -126,12 +126,16 @@ impl AuthEntry {
     /// `auth` as docker does on save.
     fn to_value(&self) -> Value {
         let mut m = Map::new();
-        let auth = match (&self.auth, &self.username, &self.password) {
-            (Some(a), _, _) if !a.expose_secret().is_empty() => Some(a.expose_secret().to_string()),
-            (_, Some(u), Some(p)) if !(u.is_empty() && p.expose_secret().is_empty()) => {
-                Some(RegistrySecret::new("", u.as_str(), p.clone()).basic_auth())
+        // Like docker's encodeAuth, an absent username or password counts as empty:
+        // an entry with only one of them keeps it (found by the docker_config fuzz target).
+        let auth = match &self.auth {
+            Some(a) if !a.expose_secret().is_empty() => Some(a.expose_secret().to_string()),
+            _ => {
+                let user = self.username.as_deref().unwrap_or_default();
+                let pass = self.password.as_ref().map_or("", |p| p.expose_secret());
+                (!(user.is_empty() && pass.is_empty()))
+                    .then(|| RegistrySecret::new("", user, SecretString::from(pass)).basic_auth())
             }
-            _ => None,
         };
         if let Some(a) = auth {
             m.insert("auth".into(), Value::String(a));
@@ -738,6 +742,25 @@ mod tests {
         assert_eq!(creds(&again, "docker.io").unwrap().1, "new");
         assert!(text.contains("\t\"psFormat\": \"table {{.ID}}\""));
         assert_eq!(creds(&again, "ghcr.io").unwrap().2, "canary-token");
+    }
+
+    #[test]
+    fn rewriting_keeps_a_username_or_password_given_alone() {
+        // Found by the docker_config fuzz target: `to_json` dropped these entries.
+        let c = DockerConfig::parse(
+            r#"{"auths":{"a.io":{"username":"u"},"b.io":{"password":"p"}}}"#,
+            "x",
+        )
+        .unwrap();
+        let again = DockerConfig::parse(&c.to_json(), "x").unwrap();
+        assert_eq!(
+            creds(&again, "a.io").unwrap(),
+            ("a.io".into(), "u".into(), "".into())
+        );
+        assert_eq!(
+            creds(&again, "b.io").unwrap(),
+            ("b.io".into(), "".into(), "p".into())
+        );
     }
 
     #[test]

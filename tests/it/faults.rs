@@ -168,3 +168,99 @@ fn tls_handshake_failure_and_dns_failure() {
         200
     );
 }
+
+/// A registry that requires Basic auth and redirects blob GETs to a "CDN" on another port; the
+/// CDN records whether an Authorization header reached it.
+#[test]
+fn redirects_are_followed_without_authorization_to_another_host() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 199) as u8).collect();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&blob))
+    );
+    let cdn = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let cdn_addr = cdn.local_addr().expect("addr").to_string();
+    let cdn_saw: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reg = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let reg_addr = reg.local_addr().expect("addr").to_string();
+    let reg_saw_auth: Arc<Mutex<Vec<bool>>> = Arc::default();
+
+    // Reads one request's line and headers.
+    fn read_head(r: &mut impl BufRead) -> Option<(String, Vec<String>)> {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).ok()? == 0 || h == "\r\n" {
+                break;
+            }
+            headers.push(h.trim_end().to_string());
+        }
+        Some((line, headers))
+    }
+    {
+        let (saw, blob) = (cdn_saw.clone(), blob.clone());
+        std::thread::spawn(move || {
+            for s in cdn.incoming().flatten().take(5) {
+                let mut r = BufReader::new(s.try_clone().expect("clone"));
+                let mut w = s;
+                if let Some((_, headers)) = read_head(&mut r) {
+                    saw.lock()
+                        .expect("lock")
+                        .extend(headers.iter().map(|h| h.to_ascii_lowercase()));
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        blob.len()
+                    );
+                    let _ = w.write_all(&blob);
+                }
+            }
+        });
+    }
+    {
+        let (saw, digest, cdn_addr) = (reg_saw_auth.clone(), digest.clone(), cdn_addr.clone());
+        std::thread::spawn(move || {
+            for s in reg.incoming().flatten().take(20) {
+                let mut r = BufReader::new(s.try_clone().expect("clone"));
+                let mut w = s;
+                while let Some((line, headers)) = read_head(&mut r) {
+                    let authed = headers
+                        .iter()
+                        .any(|h| h.to_ascii_lowercase() == "authorization: basic dxnlcjpwdw==");
+                    saw.lock().expect("lock").push(authed);
+                    if !authed {
+                        let _ = write!(w, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n");
+                    } else if line.contains(&format!("/blobs/{digest}")) {
+                        let _ = write!(w, "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{cdn_addr}/storage/{digest}?sig=x\r\nContent-Length: 0\r\n\r\n");
+                    } else {
+                        let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{{}}");
+                    }
+                }
+            }
+        });
+    }
+    let env = Env::new();
+    let proxy = ProxyProcess::start(&env, "", &format!("[[upstream]]\nname = \"r\"\nurl = \"http://{reg_addr}\"\ninsecure = true\nusername = \"user\"\npassword = \"pw\"\n"));
+    let got = stream_get(&proxy.addr, &format!("/v2/app/blobs/{digest}"), &[]).expect("get");
+    assert_eq!(
+        (got.status, got.digest.as_str(), got.truncated),
+        (200, digest.as_str(), false)
+    );
+    assert!(
+        reg_saw_auth.lock().expect("lock").contains(&true),
+        "the registry never got credentials"
+    );
+    let cdn_headers = cdn_saw.lock().expect("lock").clone();
+    assert!(!cdn_headers.is_empty(), "the redirect was not followed");
+    assert!(
+        !cdn_headers.iter().any(|h| h.starts_with("authorization")),
+        "Authorization leaked to the CDN: {cdn_headers:?}"
+    );
+}
