@@ -32,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
 
 /// The accepted language, written independently of the parser.
 fn oracle(s: &str) -> bool {
-    let hex = |h: &str, n: usize| h.len() == n && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hex = |h: &str, n: usize| {
+        h.len() == n && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
     match s.split_once(':') {
         Some(("sha256", h)) => hex(h, 64),
         Some(("sha512", h)) => hex(h, 128),

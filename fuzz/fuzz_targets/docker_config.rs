@@ -30,8 +30,16 @@ fn check(cfg: &DockerConfig, legacy: bool) {
         .iter()
         .filter_map(|k| ServerKey::parse(k).ok())
         .collect();
-    keys.extend(cfg.auths().iter().filter_map(|(k, _)| ServerKey::parse(k).ok()));
-    keys.extend(cfg.cred_helpers().iter().filter_map(|(k, _)| ServerKey::parse(k).ok()));
+    keys.extend(
+        cfg.auths()
+            .iter()
+            .filter_map(|(k, _)| ServerKey::parse(k).ok()),
+    );
+    keys.extend(
+        cfg.cred_helpers()
+            .iter()
+            .filter_map(|(k, _)| ServerKey::parse(k).ok()),
+    );
     for key in &keys {
         match cfg.lookup(key) {
             Some(AuthLookup::Credentials(s)) => {
@@ -89,7 +97,9 @@ fn folds_lossily(cfg: &DockerConfig) -> bool {
         !set(&e.auth)
             && !set(&e.identity_token)
             && (e.username.as_deref().is_some_and(|u| u.contains(':'))
-                || e.password.as_ref().is_some_and(|p| p.expose_secret().contains('\0')))
+                || e.password
+                    .as_ref()
+                    .is_some_and(|p| p.expose_secret().contains('\0')))
     })
 }
 

@@ -127,7 +127,10 @@ fuzz_target!(|data: &[u8]| {
         ("erase", 0) => assert!(out.is_empty(), "erase printed {out:?}"),
         (_, _) => {
             // One error line, as docker-credential-helpers prints it.
-            assert!(out.ends_with('\n') && !out.trim_end_matches('\n').is_empty(), "{out:?}");
+            assert!(
+                out.ends_with('\n') && !out.trim_end_matches('\n').is_empty(),
+                "{out:?}"
+            );
         }
     }
 });

@@ -41,17 +41,23 @@ fn round_trip(name: &str, namespace: Option<&str>, entries: &[RegistrySecret]) {
         return;
     }
     let json = docker_registry_json(name, namespace, entries);
-    let back = parse_secrets(&json).unwrap_or_else(|e| panic!("written Secret does not parse: {e}\n{json}"));
+    let back = parse_secrets(&json)
+        .unwrap_or_else(|e| panic!("written Secret does not parse: {e}\n{json}"));
     assert_eq!(back.len(), 1, "{json}");
     let b = &back[0];
     assert_eq!(b.name, name);
     assert_eq!(b.namespace.as_deref(), namespace);
     assert_eq!(b.kind, TYPE_DOCKERCONFIGJSON);
-    let got = registry_entries(b).unwrap_or_else(|e| panic!("written Secret has no entries: {e}\n{json}"));
+    let got = registry_entries(b)
+        .unwrap_or_else(|e| panic!("written Secret has no entries: {e}\n{json}"));
 
     let mut want: BTreeMap<String, (String, String, Option<String>)> = BTreeMap::new();
     for e in entries {
-        let server = if e.server.is_empty() { DOCKER_HUB_KEY } else { &e.server };
+        let server = if e.server.is_empty() {
+            DOCKER_HUB_KEY
+        } else {
+            &e.server
+        };
         want.insert(
             server.to_string(),
             (
@@ -66,7 +72,11 @@ fn round_trip(name: &str, namespace: Option<&str>, entries: &[RegistrySecret]) {
         .map(|e| {
             (
                 e.server.clone(),
-                (e.username.clone(), e.password.expose_secret().to_string(), e.email.clone()),
+                (
+                    e.username.clone(),
+                    e.password.expose_secret().to_string(),
+                    e.email.clone(),
+                ),
             )
         })
         .collect();

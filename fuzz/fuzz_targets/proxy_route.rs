@@ -6,9 +6,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use pullsecret::proxy::route::{route, ManifestRef, Route, UpstreamNames};
 use pullsecret::registry::digest::Algorithm;
 use pullsecret::registry::reference::{ReferenceError, RepositoryName};
-use pullsecret::proxy::route::{route, ManifestRef, Route, UpstreamNames};
 
 fn upstreams() -> &'static [UpstreamNames] {
     static U: OnceLock<Vec<UpstreamNames>> = OnceLock::new();
@@ -20,9 +20,19 @@ fn upstreams() -> &'static [UpstreamNames] {
             docker_hub,
         };
         vec![
-            u("hub", "registry-1.docker.io", &["docker.io", "index.docker.io"], true),
+            u(
+                "hub",
+                "registry-1.docker.io",
+                &["docker.io", "index.docker.io"],
+                true,
+            ),
             u("ghcr", "ghcr.io", &[], false),
-            u("local", "localhost:5000", &["127.0.0.1:5000", "[::1]:5000"], false),
+            u(
+                "local",
+                "localhost:5000",
+                &["127.0.0.1:5000", "[::1]:5000"],
+                false,
+            ),
         ]
     })
 }
@@ -61,7 +71,8 @@ fuzz_target!(|data: &[u8]| {
                 ManifestRef::Tag(t) => {
                     assert!(!t.is_empty() && t.len() <= 128, "{target:?}");
                     assert!(
-                        t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                        t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
                         "{target:?}: tag {t:?}"
                     );
                     assert!(!t.starts_with(['.', '-']), "{target:?}: tag {t:?}");
@@ -80,10 +91,14 @@ fuzz_target!(|data: &[u8]| {
     assert!(upstream < ups.len(), "{target:?}: upstream {upstream}");
     assert!(!repo.starts_with('/'), "{target:?}: repo {repo:?}");
     assert!(
-        repo.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
+        repo.split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".."),
         "{target:?}: repo {repo:?}"
     );
-    assert!(!repo.contains(['%', '\\', '\0', '?', '#']), "{target:?}: repo {repo:?}");
+    assert!(
+        !repo.contains(['%', '\\', '\0', '?', '#']),
+        "{target:?}: repo {repo:?}"
+    );
     // A valid repository name; `library/` may push a Hub name past the length limit.
     match RepositoryName::parse(repo) {
         Ok(_) | Err(ReferenceError::NameTooLong) => {}
@@ -97,7 +112,9 @@ fuzz_target!(|data: &[u8]| {
         };
         assert_eq!(d.hex().len(), len, "{target:?}");
         assert!(
-            d.hex().bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            d.hex()
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
             "{target:?}"
         );
         assert_eq!(d.as_str(), format!("{}:{}", d.algorithm(), d.hex()));

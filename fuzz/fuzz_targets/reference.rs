@@ -47,7 +47,10 @@ fn check_reference(input: &str) {
         assert_eq!(Digest::parse(d.as_str()).as_ref(), Ok(d));
     }
     if r.is_docker_hub() {
-        assert!(r.repository().contains('/'), "{input:?}: hub name without namespace");
+        assert!(
+            r.repository().contains('/'),
+            "{input:?}: hub name without namespace"
+        );
     }
     // Docker's short form is ambiguous for some Hub names (`docker.io/localhost/x`
     // prints as `localhost/x`), as in docker itself: only require it not to panic.
@@ -66,7 +69,8 @@ fn check_repository_name(input: &str) {
     for seg in name.segments() {
         assert!(!seg.is_empty() && seg != "." && seg != "..", "{input:?}");
         assert!(
-            seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)),
+            seg.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)),
             "{input:?}"
         );
     }

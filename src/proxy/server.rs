@@ -57,7 +57,24 @@ pub struct Proxy {
     fill_slots: Arc<tokio::sync::Semaphore>,
     stale_logged: Mutex<HashSet<String>>,
     next_id: AtomicU64,
+    creds_cache: Mutex<std::collections::HashMap<CredKey, CachedCreds>>,
+    manifests: Mutex<std::collections::HashMap<Digest, (String, Bytes)>>,
 }
+
+/// (upstream, requester, repository)
+type CredKey = (usize, Requester, String);
+
+/// A credential lookup, valid while the store's generation is unchanged (and briefly otherwise:
+/// references such as `cmd://` can change outside the store).
+struct CachedCreds {
+    picked: Option<Picked>,
+    at: Instant,
+    generation: Option<u128>,
+}
+
+const CREDS_TTL: Duration = Duration::from_secs(30);
+const CREDS_TTL_UNVERSIONED: Duration = Duration::from_secs(2);
+const MANIFEST_MEMORY_ENTRIES: usize = 4096;
 
 /// Why a request could not get credentials or was refused before reaching the upstream.
 type Refusal = Response<Body>;
@@ -90,6 +107,8 @@ impl Proxy {
             grants,
             stale_logged: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
+            creds_cache: Mutex::new(std::collections::HashMap::new()),
+            manifests: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -472,14 +491,48 @@ impl Proxy {
         who: &Requester,
         repo: &str,
     ) -> Result<Option<Picked>, Refusal> {
+        let ui = self
+            .upstreams
+            .iter()
+            .position(|u| Arc::ptr_eq(u, up))
+            .unwrap_or(usize::MAX);
+        let key: CredKey = (ui, who.clone(), repo.to_string());
+        let generation = self.secrets.generation();
+        {
+            let cache = self.creds_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = cache.get(&key) {
+                let ttl = if generation.is_some() {
+                    CREDS_TTL
+                } else {
+                    CREDS_TTL_UNVERSIONED
+                };
+                if c.generation == generation && c.at.elapsed() < ttl {
+                    return Ok(c.picked.clone());
+                }
+            }
+        }
         let up2 = up.clone();
         let store = self.secrets.clone();
         let who2 = who.clone();
-        let repo = repo.to_string();
-        let r = tokio::task::spawn_blocking(move || up2.credentials(store.as_ref(), &who2, &repo))
+        let repo2 = repo.to_string();
+        let r = tokio::task::spawn_blocking(move || up2.credentials(store.as_ref(), &who2, &repo2))
             .await;
         match r {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(picked)) => {
+                let mut cache = self.creds_cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(
+                    key,
+                    CachedCreds {
+                        picked: picked.clone(),
+                        at: Instant::now(),
+                        generation,
+                    },
+                );
+                Ok(picked)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "no credentials for upstream");
                 Err(oci_error(
@@ -573,6 +626,10 @@ impl Proxy {
 
     fn remember(&self, d: &Digest, size: u64) {
         for victim in self.lru.inserted(d, size) {
+            self.manifests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&victim);
             let _ = std::fs::remove_file(self.store.blob_path(&victim));
             self.metrics.evictions.inc();
             tracing::info!(digest = %victim, "evicted (cache.max_size)");
@@ -788,15 +845,24 @@ impl Proxy {
     }
 
     fn cached_manifest(&self, d: &Digest, head: bool) -> Option<Response<Body>> {
+        // Small and hot: kept in memory after the first read.
+        if let Some((media_type, bytes)) = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+        {
+            return Some(manifest_response(bytes.clone(), media_type, d, head));
+        }
         let meta = self.store.manifest_meta(d)?;
-        let bytes = std::fs::read(self.store.blob_path(d)).ok()?;
+        let bytes = Bytes::from(std::fs::read(self.store.blob_path(d)).ok()?);
         let _pin = self.lru.pin(d);
-        Some(manifest_response(
-            Bytes::from(bytes),
-            &meta.media_type,
-            d,
-            head,
-        ))
+        let mut mem = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        if mem.len() >= MANIFEST_MEMORY_ENTRIES {
+            mem.clear();
+        }
+        mem.insert(d.clone(), (meta.media_type.clone(), bytes.clone()));
+        Some(manifest_response(bytes, &meta.media_type, d, head))
     }
 
     async fn blob(

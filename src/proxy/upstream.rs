@@ -151,7 +151,7 @@ impl Upstream {
 }
 
 /// Who a request is for: a client of a namespace, or the proxy's own background work.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Requester {
     /// The client's namespace (`anonymous` for unauthenticated clients when client auth is on).
     pub namespace: String,

@@ -245,6 +245,12 @@ impl SecretStore for FileStore {
         "file"
     }
 
+    fn generation(&self) -> Option<u128> {
+        // Every write renames a file into this directory, which moves its mtime (ns resolution).
+        let m = std::fs::metadata(self.dir()).ok()?.modified().ok()?;
+        Some(m.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())
+    }
+
     fn list(&self, namespace: Option<&str>) -> Result<Vec<StoredSecret>, StoreError> {
         let namespaces = match namespace {
             Some(ns) => {

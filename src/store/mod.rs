@@ -38,6 +38,12 @@ pub trait SecretStore {
         edit: &mut dyn FnMut(&mut Vec<StoredSecret>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// A value that changes whenever stored secrets change, when the backend can tell cheaply
+    /// (the file store: its directory's mtime); lets callers cache lookups safely.
+    fn generation(&self) -> Option<u128> {
+        None
+    }
+
     fn get(&self, namespace: &str, name: &str) -> Result<Option<StoredSecret>, StoreError> {
         Ok(self
             .list(Some(namespace))?
