@@ -233,7 +233,7 @@ fn redirects_are_followed_without_authorization_to_another_host() {
                 while let Some((line, headers)) = read_head(&mut r) {
                     let authed = headers
                         .iter()
-                        .any(|h| h.to_ascii_lowercase() == "authorization: basic dxnlcjpwdw==");
+                        .any(|h| h.eq_ignore_ascii_case("authorization: basic dxnlcjpwdw=="));
                     saw.lock().expect("lock").push(authed);
                     if !authed {
                         let _ = write!(w, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n");
