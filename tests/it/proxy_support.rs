@@ -66,7 +66,13 @@ impl ProxyProcess {
         let out = std::fs::File::create(&log).expect("log file");
         let child = env
             .pullsecret(&["proxy", "--config", config.to_str().unwrap_or_default()])
-            .env("RUST_LOG", "pullsecret=debug")
+            .env(
+                "RUST_LOG",
+                env.extra
+                    .iter()
+                    .find(|(k, _)| k == "RUST_LOG")
+                    .map_or("pullsecret=debug", |(_, v)| v.as_str()),
+            )
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
