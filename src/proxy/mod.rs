@@ -4,6 +4,7 @@ pub mod blob_store;
 pub mod client_auth;
 pub mod config;
 pub mod evict;
+pub mod fastpath;
 pub mod fill;
 pub mod grants;
 pub mod metrics;
@@ -105,6 +106,7 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let proxy_for_fast = proxy.clone();
                 let proxy = proxy.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
@@ -112,11 +114,16 @@ pub async fn serve(
                 });
                 match &tls {
                     None => {
-                        let builder = auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                        let conn = graceful.watch(conn);
+                        let watcher = graceful.watcher();
+                        let fast = proxy_for_fast.clone();
                         tokio::spawn(async move {
-                            let _ = conn.await;
+                            let mut stream = stream;
+                            // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
+                            if let Ok(true) = fastpath::serve(&fast, &mut stream).await {
+                                let builder = auto::Builder::new(TokioExecutor::new());
+                                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                                let _ = watcher.watch(conn).await;
+                            }
                             drop(slot);
                         });
                     }
@@ -143,7 +150,18 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+    let drained = async {
+        graceful.shutdown().await;
+        // sendfile transfers are outside hyper's bookkeeping; wait for them too.
+        while proxy
+            .fast_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), drained)
         .await
         .is_err()
     {

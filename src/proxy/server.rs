@@ -58,6 +58,8 @@ pub struct Proxy {
     stale_logged: Mutex<HashSet<String>>,
     next_id: AtomicU64,
     creds_cache: Mutex<std::collections::HashMap<CredKey, CachedCreds>>,
+    /// sendfile transfers under way (graceful shutdown waits for them).
+    pub fast_in_flight: std::sync::atomic::AtomicUsize,
     manifests: Mutex<std::collections::HashMap<Digest, (String, Bytes)>>,
 }
 
@@ -108,6 +110,7 @@ impl Proxy {
             stale_logged: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
             creds_cache: Mutex::new(std::collections::HashMap::new()),
+            fast_in_flight: std::sync::atomic::AtomicUsize::new(0),
             manifests: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -1394,6 +1397,67 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", Some(100)), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", Some(100)), None);
         assert_eq!(parse_range("items=0-1", Some(100)), None);
+    }
+}
+
+impl Proxy {
+    /// The fast path's check: a cached blob, linked (fresh) to the requester of a client with no
+    /// credentials of its own (client auth off). Counts the request as served when it says yes.
+    pub async fn fast_blob(
+        &self,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<super::fastpath::FastHit> {
+        if self.settings.auth_enabled {
+            return None;
+        }
+        let names: Vec<_> = self.upstreams.iter().map(|u| u.names.clone()).collect();
+        let Ok(Route::Blob {
+            upstream,
+            repo,
+            digest,
+            ns,
+        }) = route(path, query, &names, self.default_upstream)
+        else {
+            return None;
+        };
+        let up = self.upstreams[upstream].clone();
+        let who = self.requester(None);
+        let picked = self.credentials(&up, &who, &repo).await.ok()?;
+        let identity = picked.as_ref().map_or("anonymous", |p| p.grant.as_str());
+        if self.grants.check(identity, &up.cfg.name, &repo, &digest) != Link::Fresh {
+            return None;
+        }
+        let pin = self.lru.pin(&digest);
+        let file = std::fs::File::open(self.store.blob_path(&digest)).ok()?;
+        let size = file.metadata().ok()?.len();
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.hit("blob");
+        self.metrics.cache_hit_bytes.inc_by(size);
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: "blob",
+                status: 200,
+            })
+            .inc();
+        tracing::info!(
+            request_id,
+            method = "GET",
+            path,
+            query = query.unwrap_or(""),
+            status = 200,
+            sendfile = true,
+            "request"
+        );
+        Some(super::fastpath::FastHit {
+            file,
+            size,
+            digest: digest.to_string(),
+            ns,
+            request_id,
+            pin,
+        })
     }
 }
 

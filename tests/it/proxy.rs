@@ -225,6 +225,31 @@ fn distribution_api_details() {
     .expect("416");
     assert_eq!(r.status, 416);
 
+    // A warm plain GET goes out through sendfile with the same headers and bytes.
+    let warm = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/private/app/blobs/{}?ns={}", blob.digest, reg.addr()),
+        &[],
+        b"",
+    )
+    .expect("warm");
+    assert_eq!(warm.status, 200);
+    assert_eq!(warm.body, blob.data);
+    assert_eq!(
+        warm.header("docker-content-digest"),
+        Some(blob.digest.as_str())
+    );
+    assert_eq!(
+        warm.header("content-length"),
+        Some(blob.size.to_string().as_str())
+    );
+    assert_eq!(warm.header("oci-namespace"), Some(reg.addr()));
+    assert!(
+        proxy.log().contains("sendfile=true"),
+        "the warm blob did not take the sendfile path"
+    );
+
     // Routing: ?ns= (echoed in OCI-Namespace) and an alias prefix reach the same upstream.
     let ns = http_request(
         "GET",

@@ -315,7 +315,10 @@ fn canary_upstream_password_never_leaks_from_the_proxy() {
     let log = proxy.log();
     assert!(log.contains("request"), "trace log is empty: {log}");
     // Trace level really was on, including the HTTP libraries' own logs.
-    assert!(log.contains("TRACE"), "the proxy did not log at trace level");
+    assert!(
+        log.contains("TRACE"),
+        "the proxy did not log at trace level"
+    );
     assert!(
         bodies.contains("pullsecret_proxy_requests_total"),
         "metrics not scanned"

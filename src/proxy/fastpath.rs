@@ -1,0 +1,177 @@
+//! Zero-copy serving of cached blobs on plain HTTP/1.1: a `GET` for a blob that is cached and
+//! already linked to the requester is answered with sendfile(2) before hyper sees the
+//! connection; everything else (and every later request the fast path declines) goes to hyper.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+
+use super::server::Proxy;
+
+/// Longest request head the fast path looks at; longer ones go to hyper (which may answer 431).
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Serves fast-path requests from `stream` until one is not eligible; `Ok(true)` means the
+/// connection should be handed to hyper, `Ok(false)` that it is finished.
+pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let Some(head_len) = buf[..n]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+        else {
+            // Head not complete in one peek (or too long): let hyper read it properly.
+            return Ok(true);
+        };
+        let Some(req) = parse_head(&buf[..head_len]) else {
+            return Ok(true);
+        };
+        let Some(hit) = proxy.fast_blob(req.path, req.query).await else {
+            return Ok(true);
+        };
+        let close = req.close;
+        // Eligible: consume exactly this request's head and answer it.
+        let mut consumed = vec![0u8; head_len];
+        stream.read_exact(&mut consumed).await?;
+        let mut head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\ndocker-content-digest: {}\r\naccept-ranges: bytes\r\nx-request-id: {}\r\n",
+            hit.size, hit.digest, hit.request_id
+        );
+        if let Some(ns) = &hit.ns {
+            head.push_str(&format!("oci-namespace: {ns}\r\n"));
+        }
+        if close {
+            head.push_str("connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        proxy
+            .fast_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sent = async {
+            stream.write_all(head.as_bytes()).await?;
+            send_file(stream, &hit.file, hit.size).await
+        }
+        .await;
+        proxy
+            .fast_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        sent?;
+        drop(hit.pin);
+        if close {
+            return Ok(false);
+        }
+    }
+}
+
+/// A cached blob the fast path may send.
+pub struct FastHit {
+    pub file: std::fs::File,
+    pub size: u64,
+    pub digest: String,
+    pub ns: Option<String>,
+    pub request_id: u64,
+    pub pin: super::evict::Pin,
+}
+
+struct Head<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    close: bool,
+}
+
+/// A plain `GET … HTTP/1.1` with no body, no Range and no credentials; `None` otherwise.
+fn parse_head(head: &[u8]) -> Option<Head<'_>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut parts = lines.next()?.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if method != "GET" || version != "HTTP/1.1" || parts.next().is_some() {
+        return None;
+    }
+    let mut close = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim().to_ascii_lowercase();
+        match name.as_str() {
+            "range" | "authorization" | "content-length" | "transfer-encoding" | "expect"
+            | "upgrade" => return None,
+            "connection" => close = value.trim().eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    path.contains("/blobs/")
+        .then_some(Head { path, query, close })
+}
+
+/// sendfile(2) from `file` to the socket, waiting for writability as the socket buffer fills.
+async fn send_file(stream: &mut TcpStream, file: &std::fs::File, size: u64) -> std::io::Result<()> {
+    let mut offset: libc::off_t = 0;
+    let file_fd = file.as_raw_fd();
+    let sock_fd = stream.as_raw_fd();
+    while (offset as u64) < size {
+        let left = (size - offset as u64).min(1 << 30) as usize;
+        let sent = stream
+            .async_io(Interest::WRITABLE, || {
+                // SAFETY: both descriptors are open for the duration of the call and `offset`
+                // is a valid, exclusively borrowed off_t.
+                let n = unsafe { libc::sendfile(sock_fd, file_fd, &mut offset, left) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            })
+            .await?;
+        if sent == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "blob shorter than its size",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_head;
+
+    #[test]
+    fn only_plain_blob_gets_are_eligible() {
+        let ok = parse_head(b"GET /v2/a/blobs/sha256:x?ns=docker.io HTTP/1.1\r\nHost: h\r\nUser-Agent: curl\r\n\r\n").unwrap();
+        assert_eq!(
+            (ok.path, ok.query, ok.close),
+            ("/v2/a/blobs/sha256:x", Some("ns=docker.io"), false)
+        );
+        assert!(
+            parse_head(b"GET /v2/a/blobs/x HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .close
+        );
+        for bad in [
+            &b"HEAD /v2/a/blobs/x HTTP/1.1\r\n\r\n"[..],
+            b"GET /v2/a/blobs/x HTTP/1.0\r\n\r\n",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n",
+            b"GET /v2/a/manifests/x HTTP/1.1\r\n\r\n",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nbroken header\r\n\r\n",
+        ] {
+            assert!(
+                parse_head(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
