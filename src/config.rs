@@ -80,14 +80,18 @@ impl Config {
 
 /// `$XDG_CONFIG_HOME/pullsecret`, else `~/.config/pullsecret`.
 pub fn default_config_dir() -> PathBuf {
-    std::env::var_os("XDG_CONFIG_HOME")
+    xdg_dir("XDG_CONFIG_HOME", ".config").join("pullsecret")
+}
+
+/// An XDG base directory: `$var` when set and non-empty, else `$HOME/fallback`.
+pub fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             std::env::var_os("HOME")
                 .map(PathBuf::from)
-                .unwrap_or_default()
-                .join(".config")
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(fallback)
         })
-        .join("pullsecret")
 }

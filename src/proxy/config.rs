@@ -258,15 +258,7 @@ impl ProxyConfig {
 
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_default()
-                        .join(".cache")
-                })
+            crate::config::xdg_dir("XDG_CACHE_HOME", ".cache")
                 .join("pullsecret")
                 .join("proxy")
         })

@@ -33,17 +33,7 @@ impl StorePaths {
     /// `$PULLSECRET_STORE_DIR` or `$XDG_DATA_HOME/pullsecret`; key at
     /// `$PULLSECRET_MASTER_KEY_FILE` or `$XDG_CONFIG_HOME/pullsecret/master.key`.
     pub fn from_env(store_dir: Option<&Path>) -> Self {
-        let home = || {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/"))
-        };
-        let xdg = |var: &str, fallback: &str| {
-            std::env::var_os(var)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home().join(fallback))
-        };
+        let xdg = crate::config::xdg_dir;
         let data_dir = store_dir
             .map(Path::to_path_buf)
             .or_else(|| {

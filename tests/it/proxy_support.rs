@@ -26,34 +26,24 @@ pub fn free_port() -> u16 {
 impl ProxyProcess {
     /// Starts the proxy with `upstreams` (TOML `[[upstream]]` tables) and `extra` top-level keys.
     pub fn start(env: &Env, extra: &str, upstreams: &str) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let cache = env.path("proxy-cache");
-        let config = env.path("proxy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{addr}\"\ncache_dir = \"{}\"\n{extra}\n{upstreams}",
-                cache.display()
-            ),
-        )
-        .expect("write proxy config");
-        Self::spawn(env, config, addr, cache)
+        Self::start_with(env, extra, upstreams, false)
     }
 
     /// Like `start`, with a `[tls]` table in `extra`: readiness is checked by the port answering.
     pub fn start_tls(env: &Env, extra: &str, upstreams: &str) -> Self {
+        Self::start_with(env, extra, upstreams, true)
+    }
+
+    fn start_with(env: &Env, extra: &str, upstreams: &str, tls: bool) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
         let cache = env.path("proxy-cache");
         let config = env.path("proxy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{addr}\"\ncache_dir = \"{}\"\n{extra}\n{upstreams}",
-                cache.display()
-            ),
-        )
-        .expect("write proxy config");
-        Self::spawn_inner(env, config, addr, cache, true)
+        let text = format!(
+            "listen = \"{addr}\"\ncache_dir = \"{}\"\n{extra}\n{upstreams}",
+            cache.display()
+        );
+        std::fs::write(&config, text).expect("write proxy config");
+        Self::spawn_inner(env, config, addr, cache, tls)
     }
 
     /// Starts again with the same config (after `kill`).
