@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text", env = "PULLSECRET_LOG_FORMAT")]
     log_format: String,
     #[command(subcommand)]
     command: Command,

@@ -165,3 +165,25 @@ fn sigterm_lets_requests_in_flight_finish() {
     );
     assert!(proxy.log().contains("shutting down"), "{}", proxy.log());
 }
+
+#[test]
+fn json_logs_carry_request_ids_matching_the_response_header() {
+    let mut env = Env::new();
+    env.set("PULLSECRET_LOG_FORMAT", "json");
+    env.set("RUST_LOG", "pullsecret=info");
+    let up = FaultServer::start(vec![4u8; 100]);
+    let proxy = ProxyProcess::start(&env, "", &upstream_toml(&up));
+    let r = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("v2");
+    let id = r.header("x-request-id").expect("x-request-id").to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    let lines: Vec<serde_json::Value> = proxy
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "no JSON log lines: {}", proxy.log());
+    let hit = lines
+        .iter()
+        .find(|l| l["fields"]["request_id"].to_string() == id && l["fields"]["path"] == "/v2/");
+    assert!(hit.is_some(), "no JSON line for request {id}: {lines:?}");
+}
