@@ -118,7 +118,7 @@ impl FileStore {
 
     /// The master key, or `None` when no key exists yet (and no data needs one).
     fn master_key(&self) -> Result<Option<MasterKey>, StoreError> {
-        match MasterKey::load(&self.paths.key_file)? {
+        match MasterKey::load_any(&self.paths.key_file, &self.paths.data_dir)? {
             Some(k) => Ok(Some(k)),
             None if self.namespaces()?.is_empty() => Ok(None),
             None => Err(StoreError::MasterKeyMissing {
@@ -273,7 +273,7 @@ impl SecretStore for FileStore {
         // Creating the key under the lock keeps concurrent first writers on one key.
         let key = match self.master_key()? {
             Some(k) => k,
-            None => MasterKey::create(&self.paths.key_file)?,
+            None => MasterKey::create_any(&self.paths.key_file, &self.paths.data_dir)?,
         };
         let (mut secrets, data_key) = match self.read_ns(namespace, &key)? {
             Some(found) => found,

@@ -1,4 +1,6 @@
-//! The master key that wraps each namespace's data key: a 0600 file kept apart from the data.
+//! The master key that wraps each namespace's data key, kept apart from the data: in the OS
+//! keyring (Secret Service) when one answered when the key was made, else a 0600 key file.
+//! A marker file beside the key file records which, so a later session never guesses.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -62,6 +64,47 @@ impl MasterKey {
         Ok(Self { key })
     }
 
+    /// Loads the key from where the marker says it is: the keyring, or the key file.
+    pub fn load_any(path: &Path, data_dir: &Path) -> Result<Option<Self>, StoreError> {
+        if !marker(path).exists() {
+            return Self::load(path);
+        }
+        let text = keyring_read(path, data_dir)?;
+        let Some(text) = text else { return Ok(None) };
+        Self::decode(path, &text).map(Some)
+    }
+
+    /// Creates a key: in the Secret Service when it answers quickly (and
+    /// `PULLSECRET_MASTER_KEY_STORE` is not `file`), else in the key file.
+    pub fn create_any(path: &Path, data_dir: &Path) -> Result<Self, StoreError> {
+        let want_keyring =
+            std::env::var("PULLSECRET_MASTER_KEY_STORE").map_or(true, |v| v != "file");
+        if want_keyring {
+            if let Some(k) = keyring_create(path, data_dir)? {
+                return Ok(k);
+            }
+        }
+        Self::create(path)
+    }
+
+    fn decode(path: &Path, text: &str) -> Result<Self, StoreError> {
+        let err = |reason: String| StoreError::MasterKey {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = Zeroizing::new(
+            B64.decode(text.trim())
+                .map_err(|_| err("not a base64 key".into()))?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| err("not a 32-byte key".into()))?;
+        Ok(Self {
+            key: Zeroizing::new(key),
+        })
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.key[..]
     }
@@ -80,4 +123,55 @@ pub fn random_key() -> Result<Zeroizing<[u8; 32]>, StoreError> {
     getrandom::fill(&mut k[..])
         .map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
     Ok(k)
+}
+
+/// `master.key.location`: present when the key lives in the Secret Service.
+pub fn marker(path: &Path) -> std::path::PathBuf {
+    path.with_extension("key.location")
+}
+
+#[cfg(target_os = "linux")]
+fn keyring_read(path: &Path, data_dir: &Path) -> Result<Option<String>, StoreError> {
+    use super::keyring::secret_service::SecretService;
+    let ss = SecretService::connect().map_err(|e| StoreError::MasterKey {
+        path: marker(path),
+        reason: format!("the master key is in the Secret Service, which cannot be reached: {e}"),
+    })?;
+    let bytes = ss.read_master_key(&data_dir.display().to_string())?;
+    Ok(bytes.map(|b| String::from_utf8_lossy(&b).to_string()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keyring_read(path: &Path, _data_dir: &Path) -> Result<Option<String>, StoreError> {
+    Err(StoreError::MasterKey {
+        path: marker(path),
+        reason: "the master key is in a Secret Service, which this platform lacks".into(),
+    })
+}
+
+/// Stores a fresh key in the Secret Service if one answers within 200 ms; `None` otherwise.
+#[cfg(target_os = "linux")]
+fn keyring_create(path: &Path, data_dir: &Path) -> Result<Option<MasterKey>, StoreError> {
+    use super::keyring::secret_service::SecretService;
+    let Ok(ss) = SecretService::probe(std::time::Duration::from_millis(200)) else {
+        return Ok(None);
+    };
+    let key = random_key()?;
+    let text = Zeroizing::new(B64.encode(*key));
+    if ss
+        .write_master_key(&data_dir.display().to_string(), text.as_bytes())
+        .is_err()
+    {
+        return Ok(None);
+    }
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir).map_err(StoreError::io(dir))?;
+    }
+    write_atomic(&marker(path), b"secret-service\n").map_err(StoreError::io(marker(path)))?;
+    Ok(Some(MasterKey { key }))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keyring_create(_path: &Path, _data_dir: &Path) -> Result<Option<MasterKey>, StoreError> {
+    Ok(None)
 }

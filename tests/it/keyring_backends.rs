@@ -686,3 +686,71 @@ fn auto_gives_a_silent_bus_200_ms_then_uses_the_file_store() {
     );
     assert_eq!(helper(&env, "get", "hung.example").1, Some(0));
 }
+
+/// The file store keeps its master key in the Secret Service when one answers as the key is
+/// made, records that in a marker, and afterwards says so when the keyring is out of reach.
+#[test]
+fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
+    let probe = Env::new();
+    let Some(keyring) = Keyring::start(&probe.path("home")) else {
+        return;
+    };
+    let mut env = Env::new();
+    env.set("DBUS_SESSION_BUS_ADDRESS", &keyring.bus);
+    env.set("PULLSECRET_STORE", "file");
+    let out = cli(
+        &env,
+        &["login", "mk.example", "-u", "u", "--password-stdin"],
+        "mk-pw",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !env.path("config/pullsecret/master.key").exists(),
+        "the key went to a file"
+    );
+    assert!(
+        env.path("config/pullsecret/master.key.location").exists(),
+        "no marker"
+    );
+    assert!(env.path("data/pullsecret/secrets-v1/default.enc").exists());
+    assert_eq!(
+        items_with(
+            &keyring.bus,
+            &[("xdg:schema", "io.github.pullsecret.MasterKey")]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        helper(&env, "get", "mk.example").0,
+        "{\"ServerURL\":\"mk.example\",\"Username\":\"u\",\"Secret\":\"mk-pw\"}\n"
+    );
+
+    // Without the bus: a clear error naming the Secret Service, and nothing written.
+    let mut away = Env::new();
+    away.dir = env.dir;
+    away.set("PULLSECRET_STORE", "file");
+    let before = away.store_snapshot();
+    let out = cli(
+        &away,
+        &["login", "other.example", "-u", "u", "--password-stdin"],
+        "x",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Secret Service"), "{}", stderr(&out));
+    assert_eq!(away.store_snapshot(), before);
+
+    // PULLSECRET_MASTER_KEY_STORE=file keeps the key in a 0600 file even with a keyring.
+    let mut files = Env::new();
+    files.set("DBUS_SESSION_BUS_ADDRESS", &keyring.bus);
+    files.set("PULLSECRET_STORE", "file");
+    files.set("PULLSECRET_MASTER_KEY_STORE", "file");
+    assert!(cli(
+        &files,
+        &["login", "f.example", "-u", "u", "--password-stdin"],
+        "f"
+    )
+    .status
+    .success());
+    assert!(files.path("config/pullsecret/master.key").exists());
+}

@@ -276,6 +276,46 @@ fn op_error(e: SsError) -> StoreError {
     }
 }
 
+/// The encrypted file store's master key, one item per data directory. Its own schema keeps it
+/// out of secret listings.
+const MASTER_SCHEMA: &str = "io.github.pullsecret.MasterKey";
+
+impl SecretService {
+    pub fn read_master_key(&self, data_dir: &str) -> Result<Option<Bytes>, StoreError> {
+        let a = HashMap::from([
+            ("service", SERVICE),
+            ("xdg:schema", MASTER_SCHEMA),
+            ("data-dir", data_dir),
+        ]);
+        match self.search(a)?.first() {
+            Some(item) => Ok(Some(Zeroizing::new(item.get_secret().map_err(op_error)?))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn write_master_key(&self, data_dir: &str, value: &[u8]) -> Result<(), StoreError> {
+        let collection = self.ss.get_default_collection().map_err(op_error)?;
+        if collection.is_locked().map_err(op_error)? {
+            return Err(locked_error());
+        }
+        let a = HashMap::from([
+            ("service", SERVICE),
+            ("xdg:schema", MASTER_SCHEMA),
+            ("data-dir", data_dir),
+        ]);
+        collection
+            .create_item(
+                &format!("pullsecret master key for {data_dir}"),
+                a,
+                value,
+                true,
+                "text/plain",
+            )
+            .map_err(op_error)?;
+        Ok(())
+    }
+}
+
 fn attrs<'a>(namespace: Option<&'a str>, name: Option<&'a str>) -> HashMap<&'a str, &'a str> {
     // The schema attribute keeps other programs' `service=pullsecret` items (keyring-rs
     // uses `service` too) out of our searches.
