@@ -182,8 +182,13 @@ fn json_logs_carry_request_ids_matching_the_response_header() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert!(!lines.is_empty(), "no JSON log lines: {}", proxy.log());
-    let hit = lines
-        .iter()
-        .find(|l| l["fields"]["request_id"].to_string() == id && l["fields"]["path"] == "/v2/");
+    let hit = lines.iter().find(|l| {
+        l["fields"]["request_id"]
+            .as_u64()
+            .map(|v| v.to_string())
+            .as_deref()
+            == Some(id.as_str())
+            && l["fields"]["path"] == "/v2/"
+    });
     assert!(hit.is_some(), "no JSON line for request {id}: {lines:?}");
 }
