@@ -3,7 +3,8 @@
 //! and what `store` accepts, `get` gives back.
 //!
 //! The first input byte picks the verb, the rest is stdin. Each input starts from
-//! the same seeded store, so a crash reproduces from its input alone.
+//! the same seeded store, so a crash reproduces from its input alone. The store
+//! lives under `fuzz/target/scratch/`.
 #![no_main]
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,6 @@ const VERBS: [&str; 4] = ["store", "get", "erase", "list"];
 const NAMESPACE: &str = "fuzz";
 
 struct Env {
-    _dir: tempfile::TempDir,
     store: FileStore,
     data_dir: PathBuf,
     pristine: PathBuf,
@@ -33,8 +33,7 @@ static DIRTY: AtomicBool = AtomicBool::new(false);
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().to_path_buf();
+        let root = scratch_dir();
         // `get` also reads docker/containers config files found from the
         // environment: point every one of them into the temp dir, never at the
         // real user's files (which could name helper programs to run).
@@ -69,7 +68,6 @@ fn env() -> &'static Env {
             Limits::default(),
         );
         let env = Env {
-            _dir: dir,
             store,
             data_dir,
             pristine: root.join("pristine"),
@@ -188,6 +186,27 @@ fn one_json_line(out: &str) -> Value {
     let line = out.strip_suffix('\n').expect("answer ends with a newline");
     assert!(!line.contains('\n'), "answer is one line: {out:?}");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("answer is not JSON ({e}): {out:?}"))
+}
+
+/// `fuzz/target/scratch/helper_stdin-<pid>`: libFuzzer exits without running
+/// destructors, so a temp dir would be left behind; instead each run removes
+/// the dirs of runs that are gone.
+fn scratch_dir() -> PathBuf {
+    let parent = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("scratch");
+    std::fs::create_dir_all(&parent).unwrap();
+    for entry in std::fs::read_dir(&parent).unwrap().flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("helper_stdin-"));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = parent.join(format!("helper_stdin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -58,8 +58,9 @@ pub fn gc(cfg: &ProxyConfig, max_size: Option<&str>) -> Result<()> {
     for v in &victims {
         std::fs::remove_file(store.blob_path(v)).with_context(|| format!("removing {v}"))?;
     }
+    let pruned = prune_meta(&store);
     let (after, left) = store.usage();
-    println!("cache {}: {before} bytes in {entries} blobs before, {after} bytes in {left} blobs after ({} evicted, limit {limit})", store.root().display(), victims.len());
+    println!("cache {}: {before} bytes in {entries} blobs before, {after} bytes in {left} blobs after ({} evicted, limit {limit}; {pruned} stale metadata files removed)", store.root().display(), victims.len());
     Ok(())
 }
 
@@ -102,4 +103,37 @@ pub fn status(cfg: &ProxyConfig) -> Result<()> {
         None => println!("hit ratio: unknown (no proxy answering at {url})"),
     }
     Ok(())
+}
+
+/// Removes manifest metadata whose blob is gone, and content links not confirmed for 30 days.
+fn prune_meta(store: &BlobStore) -> usize {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(store.root().join("meta/manifests")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(hex) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if !store.root().join("blobs/sha256").join(hex).exists()
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    let month = std::time::Duration::from_secs(30 * 86400);
+    if let Ok(entries) = std::fs::read_dir(store.root().join("meta/links")) {
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > month);
+            if old && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
 }
