@@ -147,9 +147,9 @@ maxof() { sort -g "$WORK/res/$1" | tail -1; }
 calc() { awk "BEGIN {printf \"$1\", $2}"; }
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-# cargo/rustc processes and fuzzers (binaries under a fuzz/target directory) besides us.
+# cargo/rustc processes and fuzzers (cargo-fuzz, binaries under fuzz/target, libFuzzer runs).
 busy_procs() {
-  ps -eo comm=,args= | awk '$1 == "cargo" || $1 == "rustc" || $1 == "cargo-fuzz" || /\/fuzz\/target\// {n++} END {print n+0}'
+  ps -eo comm=,args= | awk '$1 == "cargo" || $1 == "rustc" || $1 == "cargo-fuzz" || /\/fuzz\/target\// || / -max_total_tim[e]=/ {n++} END {print n+0}'
 }
 
 # ------------------------------------------------------------------------------------------

@@ -18,7 +18,15 @@ const MAX_HEAD: usize = 8 * 1024;
 pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Result<bool> {
     let mut buf = vec![0u8; MAX_HEAD];
     loop {
-        let n = stream.peek(&mut buf).await?;
+        let mut stopping = proxy.stopping.subscribe();
+        if *stopping.borrow_and_update() {
+            return Ok(false);
+        }
+        // An idle keep-alive connection must not hold up a graceful shutdown.
+        let n = tokio::select! {
+            n = stream.peek(&mut buf) => n?,
+            _ = stopping.changed() => return Ok(false),
+        };
         if n == 0 {
             return Ok(false);
         }
@@ -56,7 +64,25 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let sent = async {
             stream.write_all(head.as_bytes()).await?;
-            send_file(stream, &hit.file, hit.size).await
+            match hit.source {
+                Source::Cached(file) => send_file(stream, &file, 0, hit.size).await,
+                Source::Filling(mut reader) => {
+                    // Send what has landed, wait for more; a failed fill ends the connection short.
+                    let mut offset = 0;
+                    while let Some(available) = reader
+                        .available_after(offset)
+                        .await
+                        .map_err(std::io::Error::other)?
+                    {
+                        send_file(stream, reader.file(), offset, available).await?;
+                        offset = available;
+                    }
+                    if offset != hit.size {
+                        return Err(std::io::Error::other("fill ended at an unexpected size"));
+                    }
+                    Ok(())
+                }
+            }
         }
         .await;
         proxy
@@ -70,9 +96,17 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
     }
 }
 
-/// A cached blob the fast path may send.
+/// Where the fast path's bytes come from.
+pub enum Source {
+    /// A verified blob in the cache.
+    Cached(std::fs::File),
+    /// A blob still being filled (for the requester the fill runs for).
+    Filling(super::fill::FillReader),
+}
+
+/// A blob the fast path may send.
 pub struct FastHit {
-    pub file: std::fs::File,
+    pub source: Source,
     pub size: u64,
     pub digest: String,
     pub ns: Option<String>,
@@ -114,9 +148,14 @@ fn parse_head(head: &[u8]) -> Option<Head<'_>> {
         .then_some(Head { path, query, close })
 }
 
-/// sendfile(2) from `file` to the socket, waiting for writability as the socket buffer fills.
-async fn send_file(stream: &mut TcpStream, file: &std::fs::File, size: u64) -> std::io::Result<()> {
-    let mut offset: libc::off_t = 0;
+/// sendfile(2) of `file[start..end]` to the socket, waiting for writability as the socket buffer fills.
+async fn send_file(
+    stream: &mut TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    size: u64,
+) -> std::io::Result<()> {
+    let mut offset: libc::off_t = start as libc::off_t;
     let file_fd = file.as_raw_fd();
     let sock_fd = stream.as_raw_fd();
     while (offset as u64) < size {

@@ -28,6 +28,9 @@ pub struct FillState {
 /// One in-flight download.
 pub struct Fill {
     pub digest: Digest,
+    /// Who the download runs for (`upstream|repo|credential identity`): the same requester
+    /// needs no separate confirmation that it may see the bytes.
+    pub owner: String,
     file: Arc<std::fs::File>,
     state: watch::Receiver<FillState>,
 }
@@ -48,6 +51,39 @@ pub struct FillReader {
 }
 
 impl FillReader {
+    /// The temp file being filled, for zero-copy readers.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Waits until more than `offset` bytes may be read; the readable length (the last byte
+    /// held back until the digest verifies), or `Ok(None)` once a verified fill ends at `offset`.
+    pub async fn available_after(&mut self, offset: u64) -> Result<Option<u64>, String> {
+        loop {
+            let (written, done) = {
+                let s = self.state.borrow_and_update();
+                (s.written, s.done.clone())
+            };
+            let available = if matches!(done, Some(Ok(()))) {
+                written
+            } else {
+                written.saturating_sub(1)
+            };
+            if offset < available {
+                return Ok(Some(available));
+            }
+            match done {
+                Some(Ok(())) => return Ok(None),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    if self.state.changed().await.is_err() {
+                        return Err("fill abandoned".into());
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits until the upstream answered; returns the size if known, or the failure.
     pub async fn started(&mut self) -> Result<Option<u64>, String> {
         loop {
@@ -139,6 +175,11 @@ pub struct FillDriver {
 }
 
 impl Fills {
+    /// The fill running for `digest`, if any.
+    pub fn get(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.lock().get(digest).cloned()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.lock().len()
     }
@@ -148,7 +189,12 @@ impl Fills {
     }
 
     /// Joins the fill for `digest`, creating it (with a temp file in `tmp_dir`) if none runs.
-    pub fn join(&self, digest: &Digest, tmp_dir: &std::path::Path) -> std::io::Result<Joined> {
+    pub fn join(
+        &self,
+        digest: &Digest,
+        owner: &str,
+        tmp_dir: &std::path::Path,
+    ) -> std::io::Result<Joined> {
         let mut map = self.lock();
         if let Some(f) = map.get(digest) {
             return Ok(Joined::Follower(f.clone()));
@@ -165,6 +211,7 @@ impl Fills {
         let (tx, rx) = watch::channel(FillState::default());
         let fill = Arc::new(Fill {
             digest: digest.clone(),
+            owner: owner.to_string(),
             file: file.clone(),
             state: rx,
         });

@@ -145,6 +145,7 @@ pub async fn serve(
             }
             _ = &mut shutdown => {
                 tracing::info!("shutting down: no new connections; waiting for requests in flight");
+                proxy.stopping.send_replace(true);
                 break;
             }
         }

@@ -60,6 +60,8 @@ pub struct Proxy {
     creds_cache: Mutex<std::collections::HashMap<CredKey, CachedCreds>>,
     /// sendfile transfers under way (graceful shutdown waits for them).
     pub fast_in_flight: std::sync::atomic::AtomicUsize,
+    /// Set when shutdown begins, so idle connections waiting in the fast path close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     manifests: Mutex<std::collections::HashMap<Digest, (String, Bytes)>>,
 }
 
@@ -111,6 +113,7 @@ impl Proxy {
             next_id: AtomicU64::new(1),
             creds_cache: Mutex::new(std::collections::HashMap::new()),
             fast_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            stopping: tokio::sync::watch::channel(false).0,
             manifests: Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -926,14 +929,17 @@ impl Proxy {
             };
         }
         self.miss("blob");
-        let fill = match self.fills.join(digest, &self.store.tmp_dir()) {
+        let owner = format!("{}|{repo}|{identity}", up.cfg.name);
+        let fill = match self.fills.join(digest, &owner, &self.store.tmp_dir()) {
             Ok(Joined::Follower(f)) => {
                 // Someone else's download: this requester must be entitled to it first.
-                if let Err(r) = self
-                    .confirm(&up, repo, digest, picked.as_ref(), false)
-                    .await
-                {
-                    return r;
+                if f.owner != owner {
+                    if let Err(r) = self
+                        .confirm(&up, repo, digest, picked.as_ref(), false)
+                        .await
+                    {
+                        return r;
+                    }
                 }
                 f
             }
@@ -1425,15 +1431,28 @@ impl Proxy {
         let who = self.requester(None);
         let picked = self.credentials(&up, &who, &repo).await.ok()?;
         let identity = picked.as_ref().map_or("anonymous", |p| p.grant.as_str());
-        if self.grants.check(identity, &up.cfg.name, &repo, &digest) != Link::Fresh {
-            return None;
-        }
+        let owner = format!("{}|{repo}|{identity}", up.cfg.name);
         let pin = self.lru.pin(&digest);
-        let file = std::fs::File::open(self.store.blob_path(&digest)).ok()?;
-        let size = file.metadata().ok()?.len();
+        let (source, size) = match std::fs::File::open(self.store.blob_path(&digest)) {
+            Ok(file)
+                if self.grants.check(identity, &up.cfg.name, &repo, &digest) == Link::Fresh =>
+            {
+                let size = file.metadata().ok()?.len();
+                self.hit("blob");
+                self.metrics.cache_hit_bytes.inc_by(size);
+                (super::fastpath::Source::Cached(file), size)
+            }
+            Ok(_) => return None,
+            // Not cached: join a running fill for this same requester (others need a confirmation first).
+            Err(_) => {
+                let fill = self.fills.get(&digest).filter(|f| f.owner == owner)?;
+                let mut reader = fill.subscribe();
+                let size = reader.started().await.ok()??;
+                self.miss("blob");
+                (super::fastpath::Source::Filling(reader), size)
+            }
+        };
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.hit("blob");
-        self.metrics.cache_hit_bytes.inc_by(size);
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -1451,7 +1470,7 @@ impl Proxy {
             "request"
         );
         Some(super::fastpath::FastHit {
-            file,
+            source,
             size,
             digest: digest.to_string(),
             ns,

@@ -87,15 +87,26 @@ fn stall_longer_than_the_read_timeout() {
     let proxy = proxy_for(&env, &up, "http", "");
     up.set(Fault::Stall(Duration::from_secs(4)));
     let started = std::time::Instant::now();
-    let got = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("get");
-    assert!(
-        got.status != 200 || got.truncated,
-        "looks complete: {got:?}"
-    );
+    // A starts the fill; B joins it while it is stalled (served by sendfile from the filling file).
+    let (addr, path) = (proxy.addr.clone(), blob_path(&up));
+    let a = std::thread::spawn(move || stream_get(&addr, &path, &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let b = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("b");
+    let a = a.join().expect("a").expect("a");
+    for got in [&a, &b] {
+        assert!(
+            got.status != 200 || got.truncated,
+            "looks complete: {got:?}"
+        );
+    }
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the proxy waited out the stall: {:?}",
         started.elapsed()
+    );
+    assert!(
+        proxy.log().contains("sendfile=true"),
+        "B did not take the zero-copy path over the filling blob"
     );
     assert_clean(&proxy, &up);
     recovers(&proxy, &up);

@@ -141,10 +141,12 @@ async fn tls_from_files_and_from_a_stored_secret() {
 #[test]
 fn sigterm_lets_requests_in_flight_finish() {
     let env = Env::new();
-    let up = FaultServer::start((0..(48u32 << 20)).map(|i| (i % 253) as u8).collect());
+    let up = FaultServer::start((0..(12u32 << 20)).map(|i| (i % 253) as u8).collect());
     let proxy = ProxyProcess::start(&env, "", &upstream_toml(&up));
     let addr = proxy.addr.clone();
     let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    // An idle keep-alive client must not hold up the shutdown.
+    let idle = std::net::TcpStream::connect(&proxy.addr).expect("idle connection");
     let client = std::thread::spawn(move || stream_get(&addr, &path, &[]));
     std::thread::sleep(Duration::from_millis(150));
     let pid = proxy.pid();
@@ -157,6 +159,20 @@ fn sigterm_lets_requests_in_flight_finish() {
         (200, false, up.blob_digest.as_str()),
         "in-flight download cut by SIGTERM"
     );
+    // The process exits soon after the download, idle connection notwithstanding.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .contains("State:\tZ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(idle);
     // New connections are refused once it has stopped.
     std::thread::sleep(Duration::from_millis(500));
     assert!(
