@@ -152,6 +152,22 @@ busy_procs() {
   ps -eo comm=,args= | awk '$1 == "cargo" || $1 == "rustc" || $1 == "cargo-fuzz" || /\/fuzz\/target\// || / -max_total_tim[e]=/ {n++} END {print n+0}'
 }
 
+# CPU seconds (user, nice, system, irq, softirq) the whole machine has spent, from /proc/stat.
+HZ=$(getconf CLK_TCK)
+machine_cpu() { awk -v hz="$HZ" '$1 == "cpu" {printf "%.2f", ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat; }
+# Sets OUR_CPU: CPU seconds of this shell, its finished children (which include everything they
+# waited for), and the services still running. Not in a subshell: `times` must be this shell's.
+our_cpu() {
+  local pid s
+  times >"$WORK/times"
+  s=$(awk '{for (i = 1; i <= NF; i++) {split($i, a, "m"); s += a[1] * 60 + a[2]}} END {printf "%.2f", s}' "$WORK/times")
+  for pid in "${PID[@]}"; do
+    # Fields after "pid (comm) ": utime stime cutime cstime are the 12th to 15th.
+    s=$(awk -v s="$s" -v hz="$HZ" '{sub(/^.*\) /, ""); printf "%.2f", s + ($12 + $13 + $14 + $15) / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$s")
+  done
+  OUR_CPU=$s
+}
+
 # ------------------------------------------------------------------------------------------
 # Build
 # ------------------------------------------------------------------------------------------
@@ -432,7 +448,7 @@ upstream_fetches() {
     r[2] == p && r[1] == "GET" && s[1] ~ /^2/ { g++; b += s[2]; next }
     r[2] == p && r[1] == "GET" { o++; next }
     r[2] == p && r[1] == "HEAD" { h++ }
-    END { printf "%d %d %d %d\n", g, b, h, o }'
+    END { printf "%d %.0f %d %d\n", g, b, h, o }'
 }
 
 # ------------------------------------------------------------------------------------------
@@ -453,6 +469,18 @@ fi
 LOAD_START=$(loadavg)
 BUSY_START=$(busy_procs)
 log "measuring: load $LOAD_START, $BUSY_START cargo/rustc/fuzz processes"
+# What everything else on the machine uses while we measure: all CPU time minus ours.
+T_START=$(now)
+CPU_START=$(machine_cpu)
+our_cpu
+OURS_START=$OUR_CPU
+BUSY_MAX=$BUSY_START
+note_busy() {
+  local b
+  b=$(busy_procs)
+  if [ "$b" -gt "$BUSY_MAX" ]; then BUSY_MAX=$b; fi
+  log "  (load $(loadavg), $b cargo/rustc/fuzz processes)"
+}
 
 start_ps
 start_dp
@@ -477,6 +505,7 @@ log "  MiB/s nginx: $(vals warm_nginx)| pullsecret: $(vals warm_ps)| distributio
 # ------------------------------------------------------------------------------------------
 # 2. Cold first pull with skopeo
 # ------------------------------------------------------------------------------------------
+note_busy
 log "2/5 cold skopeo pull of $REPO:v1, $RUNS runs"
 pull() { # NAME: prints seconds
   local name=$1 dest=$WORK/pulled t0 t1 creds=()
@@ -507,6 +536,7 @@ log "  s direct: $(vals pull_direct)| pullsecret: $(vals pull_ps)| distribution:
 # ------------------------------------------------------------------------------------------
 # 3. CLIENTS concurrent clients, one uncached blob; then the same on the warm cache
 # ------------------------------------------------------------------------------------------
+note_busy
 log "3/5 $CLIENTS concurrent clients, cold then warm, $RUNS runs"
 for ((r = 1; r <= RUNS; r++)); do
   for s in ps dp; do
@@ -532,6 +562,7 @@ log "  upstream GETs pullsecret: $(vals c50gets_ps)(HEADs $(vals c50heads_ps)) |
 # ------------------------------------------------------------------------------------------
 # 4. Manifest by digest, wrk
 # ------------------------------------------------------------------------------------------
+note_busy
 log "4/5 manifest by digest, wrk -t2 -c$WRK_CONNS -d${WRK_SECS}s, $RUNS runs"
 for s in ps dp; do
   for ((i = 0; i < 2; i++)); do # the second answer comes from the cache
@@ -562,6 +593,7 @@ log "  errors nginx: $(vals man_err_nginx)| pullsecret: $(vals man_err_ps)| dist
 # ------------------------------------------------------------------------------------------
 # 5. Peak RSS while RSS_CLIENTS clients stream the HUGE blob (cold, then warm)
 # ------------------------------------------------------------------------------------------
+note_busy
 log "5/5 peak RSS, $RSS_CLIENTS clients x ${HUGE_MIB} MiB cold then warm, $RSS_RUNS runs"
 # rss_sampler PID OUT STOPFILE: max of VmRSS every 100 ms (at most 2 h) and the final VmHWM, KiB.
 rss_sampler() {
@@ -592,8 +624,14 @@ for ((r = 1; r <= RSS_RUNS; r++)); do
   done
 done
 log "  MiB pullsecret: $(vals rss_ps)| distribution: $(vals rss_dp)"
+note_busy
 LOAD_END=$(loadavg)
-BUSY_END=$(busy_procs)
+# Stop every service (waiting for each) so their CPU time is in `times`.
+for name in "${!PID[@]}"; do stop_service "$name"; done
+our_cpu
+OTHER_CPU=$(calc %.1f "$(machine_cpu) - $CPU_START - ($OUR_CPU - $OURS_START)")
+T_MEASURED=$(calc %.0f "$(now) - $T_START")
+OTHER_CORES=$(calc %.2f "$OTHER_CPU / $T_MEASURED")
 
 # ------------------------------------------------------------------------------------------
 # Table
@@ -607,6 +645,7 @@ p_ps=$(med pull_ps) p_dp=$(med pull_dp) p_di=$(med pull_direct)
 cc_ps=$(med c50cold_ps) cc_dp=$(med c50cold_dp) cw_ps=$(med c50warm_ps) cw_dp=$(med c50warm_dp)
 g_ps_max=$(maxof c50gets_ps) g_ps_min=$(sort -g "$WORK/res/c50gets_ps" | head -1)
 g_ps=$(med c50gets_ps) g_dp=$(med c50gets_dp) b_ps=$(med c50bytes_ps) b_dp=$(med c50bytes_dp)
+h_ps=$(med c50heads_ps) h_dp=$(med c50heads_dp)
 m_ps=$(med man_rps_ps) m_dp=$(med man_rps_dp) m_ng=$(med man_rps_nginx)
 l_ps=$(med man_p99_ps) l_dp=$(med man_p99_dp) l_ng=$(med man_p99_nginx)
 e_ps=$(maxof man_err_ps) e_dp=$(maxof man_err_dp) e_ng=$(maxof man_err_nginx)
@@ -628,12 +667,12 @@ cat <<TABLE
 | cold skopeo pull, $BLOB_H image, s | $p_ps | $p_dp | $p_di (direct) | $r_pull× direct | $(ratio "$p_dp" "$p_di")× direct | ≤ 1.10× direct | $(verdict "$r_pull <= 1.1") |
 | $CLIENTS clients, cold $BLOB_H blob, wall s | $cc_ps | $cc_dp | – | $r_c50× warm | $(ratio "$cc_dp" "$cw_dp")× warm | ≤ 1.10× warm | $(verdict "$r_c50 <= 1.1") |
 | $CLIENTS clients, warm $BLOB_H blob, wall s | $cw_ps | $cw_dp | – | | | | |
-| $CLIENTS cold clients: upstream blob GETs (bytes) | $g_ps ($(human "$b_ps")) | $g_dp ($(human "$b_dp")) | – | | | exactly 1 in every run | $(verdict "$g_ps_min == 1 && $g_ps_max == 1") |
+| $CLIENTS cold clients: upstream blob GETs (bytes) [HEADs] | $g_ps ($(human "$b_ps")) [$h_ps] | $g_dp ($(human "$b_dp")) [$h_dp] | – | | | exactly 1 GET in every run | $(verdict "$g_ps_min == 1 && $g_ps_max == 1") |
 | manifest by digest, wrk -c$WRK_CONNS, req/s | $m_ps | $m_dp | $m_ng (nginx) | $r_rps× nginx | $(ratio "$m_dp" "$m_ng")× nginx | ≥ 0.50× nginx | $(verdict "$r_rps >= 0.5") |
 | manifest by digest, wrk -c$WRK_CONNS, p99 ms | $l_ps | $l_dp | $l_ng (nginx) | $r_p99× nginx | $(ratio "$l_dp" "$l_ng")× nginx | ≤ 2× nginx | $(verdict "$r_p99 <= 2") |
 | peak RSS, $RSS_CLIENTS clients × $HUGE_H blob, MiB (max of $RSS_RUNS) | $r_ps ($r_ps_max) | $r_dp ($r_dp_max) | – | | | < 64 MiB | $(verdict "$r_ps_max < 64") |
 
 $(nproc) CPUs, loopback; pullsecret $COMMIT ($DIRTY files changed in the work tree), $(docker-registry --version 2>/dev/null | awk '{print $NF}') distribution, nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), skopeo $(skopeo --version | awk '{print $NF}'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}').
-Load average (1/5/15 min) at start $LOAD_START with $BUSY_START cargo/rustc/fuzz processes; at end $LOAD_END with $BUSY_END.
+Load average (1/5/15 min) before measuring $LOAD_START with $BUSY_START cargo/rustc/fuzz processes (at most $BUSY_MAX at section starts); after $LOAD_END (this includes the benchmark's own clients). Other processes and kernel threads used ${OTHER_CPU} CPU-seconds during the ${T_MEASURED} s of measurement, ${OTHER_CORES} of $(nproc) cores on average.
 wrk errors (non-2xx + socket, worst run): pullsecret $e_ps, distribution $e_dp, nginx $e_ng.
 TABLE
