@@ -109,41 +109,19 @@ impl FillReader {
     /// The next chunk at `offset` (at most `max` bytes): `Ok(None)` at the end of a verified
     /// blob, `Err` when the fill failed, so the response is cut short, never completed.
     pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Option<Bytes>, String> {
-        loop {
-            let (written, done) = {
-                let s = self.state.borrow_and_update();
-                (s.written, s.done.clone())
-            };
-            // The last byte is held back until the digest verifies: a client of a failed fill
-            // can then never hold a body that looks complete.
-            let available = if matches!(done, Some(Ok(()))) {
-                written
-            } else {
-                written.saturating_sub(1)
-            };
-            if offset < available {
-                let n = ((available - offset) as usize).min(max);
-                let file = self.file.clone();
-                let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, offset)
-                        .map(|_| Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                return Ok(Some(chunk));
-            }
-            match done {
-                Some(Ok(())) => return Ok(None),
-                Some(Err(e)) => return Err(e),
-                None => {
-                    if self.state.changed().await.is_err() {
-                        return Err("fill abandoned".into());
-                    }
-                }
-            }
-        }
+        let Some(available) = self.available_after(offset).await? else {
+            return Ok(None);
+        };
+        let n = ((available - offset) as usize).min(max);
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, offset)
+                .map(|_| Some(Bytes::from(buf)))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 }
 
