@@ -198,8 +198,10 @@ fn op_that_hangs_is_killed_after_the_timeout() {
         "{err:?}"
     );
     assert!(err.to_string().contains("did not finish"), "{err}");
+    // wait_timeout's timed wait can wake a few microseconds before the deadline (CI saw
+    // 299.96 ms), so the lower bound allows for that; the upper bound is what proves the kill.
     assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(10),
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(10),
         "{elapsed:?}"
     );
 }
