@@ -1,5 +1,7 @@
 //! A fault-injecting upstream registry: serves one image over minimal HTTP/1.1 and can reset
 //! mid-blob, answer 500/503/429, stall, or speak garbage instead of TLS, switched at run time.
+//! It demands Basic auth with the canary password, so every proxy in front of it carries the
+//! canary through each fault.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+
+use crate::support::{store_canary_secret, Env};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -99,6 +103,17 @@ impl FaultServer {
         }
     }
 
+    /// An `[[upstream]]` table named "f" for this server with `extra` keys, its credentials the
+    /// canary secret (stored in `env` as "fault-canary").
+    pub fn upstream(&self, env: &Env, scheme: &str, extra: &str) -> String {
+        store_canary_secret(env, "fault-canary", &self.addr);
+        format!(
+            "[[upstream]]\nname = \"f\"\nurl = \"{scheme}://{}\"\ninsecure = {}\nsecret = \"fault-canary\"\n{extra}\n",
+            self.addr,
+            scheme == "http"
+        )
+    }
+
     pub fn set(&self, f: Fault) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = f;
     }
@@ -122,6 +137,7 @@ fn serve(
     config: &[u8],
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let expected_auth = format!("Basic {}", crate::support::canary_forms()[1]);
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = s;
     // Read per request: the proxy keeps connections alive across fault switches.
@@ -142,10 +158,14 @@ fn serve(
             parts.next().unwrap_or(""),
             parts.next().unwrap_or("").to_string(),
         );
+        let mut authorized = false;
         loop {
             let mut h = String::new();
             if r.read_line(&mut h)? == 0 || h == "\r\n" {
                 break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                authorized |= k.eq_ignore_ascii_case("authorization") && v.trim() == expected_auth;
             }
         }
         let head = method == "HEAD";
@@ -166,6 +186,16 @@ fn serve(
             }
             Ok(())
         };
+        if !authorized {
+            respond(
+                &mut w,
+                "401 Unauthorized",
+                "application/json",
+                "WWW-Authenticate: Basic realm=\"fault\"\r\n",
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )?;
+            continue;
+        }
         if path == "/v2/" {
             respond(&mut w, "200 OK", "application/json", "", b"{}")?;
             continue;

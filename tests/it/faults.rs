@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::fault_server::{Fault, FaultServer};
 use crate::proxy_support::{stream_get, ProxyProcess};
 use crate::registry_support::http_request;
-use crate::support::Env;
+use crate::support::{store_canary_secret, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
@@ -18,11 +18,10 @@ fn blob_bytes() -> Vec<u8> {
 }
 
 fn proxy_for(env: &Env, up: &FaultServer, scheme: &str, extra: &str) -> ProxyProcess {
-    let insecure = scheme == "http";
     ProxyProcess::start(
         env,
         &format!("[limits]\nupstream_timeout_secs = 1\n{extra}"),
-        &format!("[[upstream]]\nname = \"f\"\nurl = \"{scheme}://{}\"\ninsecure = {insecure}\ntag_ttl = \"0s\"\n", up.addr),
+        &up.upstream(env, scheme, "tag_ttl = \"0s\""),
     )
 }
 
@@ -164,10 +163,11 @@ fn tls_handshake_failure_and_dns_failure() {
     drop(proxy);
 
     let env = Env::new();
+    store_canary_secret(&env, "nx-canary", "registry.invalid");
     let dns = ProxyProcess::start(
         &env,
         "",
-        "[[upstream]]\nname = \"nx\"\nurl = \"https://registry.invalid\"\n",
+        "[[upstream]]\nname = \"nx\"\nurl = \"https://registry.invalid\"\nsecret = \"nx-canary\"\n",
     );
     let r = http_request("GET", &dns.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("dns");
     assert_eq!(r.status, 502, "{}", r.text());

@@ -6,7 +6,9 @@ use crate::proxy_support::{stream_get, ProxyProcess};
 use crate::registry_support::{
     http_request, push_image, push_index, skopeo, Registry, RegistryAuth, TokenIssuerConfig,
 };
-use crate::support::{require_bin, run_with_stdin, stderr, Env};
+use crate::support::{
+    require_bin, run_with_stdin, stderr, store_canary_secret, Env, CANARY, CANARY_USER,
+};
 
 /// A token-auth upstream with a private repo only `puller` may read, plus the proxy holding
 /// puller's secret in the store.
@@ -618,6 +620,21 @@ async fn oci_client_pulls_through_the_proxy() {
     assert_eq!(image.digest.as_deref(), Some(img.manifest_digest.as_str()));
 }
 
+fn canary_htpasswd() -> RegistryAuth {
+    RegistryAuth::Htpasswd {
+        users: vec![(CANARY_USER.to_string(), CANARY.to_string())],
+    }
+}
+
+/// An upstream for `reg` whose credentials are the canary secret.
+fn canary_upstream(env: &Env, reg: &Registry) -> String {
+    store_canary_secret(env, "canary", reg.addr());
+    format!(
+        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"canary\"\n",
+        reg.addr()
+    )
+}
+
 /// The registry's own copy of a blob, to corrupt it behind its back.
 fn registry_blob_file(reg: &Registry, digest: &str) -> std::path::PathBuf {
     let hex = digest.trim_start_matches("sha256:");
@@ -631,11 +648,18 @@ fn registry_blob_file(reg: &Registry, digest: &str) -> std::path::PathBuf {
 #[test]
 fn wrong_bytes_from_upstream_never_look_complete_and_never_enter_the_cache() {
     let env = Env::new();
-    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+    // The registry demands the canary password, so the proxy carries it through the fault.
+    let Some(reg) = Registry::start(canary_htpasswd()) else {
         return;
     };
     let layer = vec![42u8; 2 << 20];
-    let img = push_image(reg.addr(), "lib/corrupt", "v1", None, &[layer]);
+    let img = push_image(
+        reg.addr(),
+        "lib/corrupt",
+        "v1",
+        Some((CANARY_USER, CANARY)),
+        &[layer],
+    );
     let blob = &img.layers[0];
     let file = registry_blob_file(&reg, &blob.digest);
     let good = std::fs::read(&file).expect("registry blob");
@@ -644,14 +668,7 @@ fn wrong_bytes_from_upstream_never_look_complete_and_never_enter_the_cache() {
     bad[mid] ^= 0xff;
     std::fs::write(&file, &bad).expect("corrupt");
 
-    let proxy = ProxyProcess::start(
-        &env,
-        "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    );
+    let proxy = ProxyProcess::start(&env, "", &canary_upstream(&env, &reg));
     let path = format!("/v2/lib/corrupt/blobs/{}", blob.digest);
     let got = stream_get(&proxy.addr, &path, &[]).expect("get");
     assert!(
@@ -689,23 +706,23 @@ fn wrong_bytes_from_upstream_never_look_complete_and_never_enter_the_cache() {
 #[test]
 fn kill_during_fill_leaves_nothing_that_is_ever_served() {
     let env = Env::new();
-    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+    // The registry demands the canary password, so the proxy carries it through the fault.
+    let Some(reg) = Registry::start(canary_htpasswd()) else {
         return;
     };
     let mut layer = vec![0u8; 96 << 20];
     for (i, b) in layer.iter_mut().enumerate() {
         *b = (i * 31 % 251) as u8;
     }
-    let img = push_image(reg.addr(), "lib/killme", "v1", None, &[layer]);
-    let blob = &img.layers[0];
-    let mut proxy = ProxyProcess::start(
-        &env,
-        "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
+    let img = push_image(
+        reg.addr(),
+        "lib/killme",
+        "v1",
+        Some((CANARY_USER, CANARY)),
+        &[layer],
     );
+    let blob = &img.layers[0];
+    let mut proxy = ProxyProcess::start(&env, "", &canary_upstream(&env, &reg));
     let path = format!("/v2/lib/killme/blobs/{}", blob.digest);
 
     // Start a fill, read its first bytes, then kill -9 the proxy mid-download.

@@ -8,18 +8,16 @@ use crate::proxy_support::{stream_get, ProxyProcess};
 use crate::registry_support::http_request;
 use crate::support::{require_bin, Env};
 
-fn upstream_toml(up: &FaultServer) -> String {
-    format!(
-        "[[upstream]]\nname = \"f\"\nurl = \"http://{}\"\ninsecure = true\n",
-        up.addr
-    )
+fn upstream_toml(env: &Env, up: &FaultServer) -> String {
+    up.upstream(env, "http", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_and_http1_on_one_port() {
     let env = Env::new();
     let up = FaultServer::start(vec![1u8; 10_000]);
-    let proxy = tokio::task::block_in_place(|| ProxyProcess::start(&env, "", &upstream_toml(&up)));
+    let proxy =
+        tokio::task::block_in_place(|| ProxyProcess::start(&env, "", &upstream_toml(&env, &up)));
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -95,8 +93,9 @@ async fn tls_from_files_and_from_a_stored_secret() {
         cert.display(),
         key.display()
     );
-    let proxy =
-        tokio::task::block_in_place(|| ProxyProcess::start_tls(&env, &files, &upstream_toml(&up)));
+    let proxy = tokio::task::block_in_place(|| {
+        ProxyProcess::start_tls(&env, &files, &upstream_toml(&env, &up))
+    });
     let r = client
         .get(format!("https://{}/v2/", proxy.addr))
         .send()
@@ -123,7 +122,7 @@ async fn tls_from_files_and_from_a_stored_secret() {
         ProxyProcess::start_tls(
             &env2,
             "[tls]\nsecret = \"mirror-tls\"\n",
-            &upstream_toml(&up),
+            &upstream_toml(&env2, &up),
         )
     });
     let r = client
@@ -142,7 +141,7 @@ async fn tls_from_files_and_from_a_stored_secret() {
 fn sigterm_lets_requests_in_flight_finish() {
     let env = Env::new();
     let up = FaultServer::start((0..(12u32 << 20)).map(|i| (i % 253) as u8).collect());
-    let proxy = ProxyProcess::start(&env, "", &upstream_toml(&up));
+    let proxy = ProxyProcess::start(&env, "", &upstream_toml(&env, &up));
     let addr = proxy.addr.clone();
     let path = format!("/v2/app/blobs/{}", up.blob_digest);
     // An idle keep-alive client must not hold up the shutdown.
@@ -188,7 +187,7 @@ fn json_logs_carry_request_ids_matching_the_response_header() {
     env.set("PULLSECRET_LOG_FORMAT", "json");
     env.set("RUST_LOG", "pullsecret=info");
     let up = FaultServer::start(vec![4u8; 100]);
-    let proxy = ProxyProcess::start(&env, "", &upstream_toml(&up));
+    let proxy = ProxyProcess::start(&env, "", &upstream_toml(&env, &up));
     let r = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("v2");
     let id = r.header("x-request-id").expect("x-request-id").to_string();
     std::thread::sleep(Duration::from_millis(200));

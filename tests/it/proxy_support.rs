@@ -126,6 +126,24 @@ impl ProxyProcess {
         let _ = self.child.wait();
     }
 
+    /// Scans /metrics (when the process still answers) and its log for the canary secret.
+    pub fn scan_for_canary(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Ok(m) =
+                crate::registry_support::http_request("GET", &self.addr, "/metrics", &[], b"")
+            {
+                assert!(
+                    m.status != 200 || m.text().contains("pullsecret_proxy_requests_total"),
+                    "/metrics answered without the proxy's metrics"
+                );
+            }
+        }
+        crate::support::assert_no_canary(
+            &format!("the proxy log {}", self.log.display()),
+            &self.log(),
+        );
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -139,7 +157,11 @@ impl ProxyProcess {
 }
 
 impl Drop for ProxyProcess {
+    /// The final step of every proxy test: /metrics and the whole log are scanned for the canary.
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.scan_for_canary();
+        }
         self.kill9();
     }
 }
@@ -174,9 +196,11 @@ pub fn stream_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let mut content_length = None;
+    let mut head = line.clone();
     loop {
         line.clear();
         r.read_line(&mut line)?;
+        head.push_str(&line);
         if line == "\r\n" || line.is_empty() {
             break;
         }
@@ -189,16 +213,23 @@ pub fn stream_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut received = 0u64;
+    // Error bodies are kept (bounded) for the canary scan; blobs are only hashed.
+    let mut error_body = Vec::new();
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 h.update(&buf[..n]);
                 received += n as u64;
+                if status >= 300 && error_body.len() < 64 << 10 {
+                    error_body.extend_from_slice(&buf[..n]);
+                }
             }
             Err(_) => break,
         }
     }
+    head.push_str(&String::from_utf8_lossy(&error_body));
+    crate::support::assert_no_canary(&format!("the response to GET {path}"), &head);
     let truncated = content_length.is_some_and(|l| received < l);
     Ok(Streamed {
         status,

@@ -351,6 +351,11 @@ pub fn http_request(
     stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
+    // Every response a test reads is scanned, error bodies included.
+    crate::support::assert_no_canary(
+        &format!("the response to {method} {path}"),
+        &String::from_utf8_lossy(&raw),
+    );
     parse_response(&raw, method == "HEAD")
 }
 

@@ -11,7 +11,7 @@ use crate::proxy_support::ProxyProcess;
 use crate::registry_support::{
     http_request, push_image, Registry, RegistryAuth, TokenIssuerConfig,
 };
-use crate::support::{run_with_stdin, Env};
+use crate::support::{assert_no_canary, canary_forms, run_with_stdin, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
@@ -19,14 +19,7 @@ const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json
 fn traversal_and_oversize_input_are_refused() {
     let env = Env::new();
     let up = FaultServer::start(vec![5u8; 1000]);
-    let proxy = ProxyProcess::start(
-        &env,
-        "",
-        &format!(
-            "[[upstream]]\nname = \"f\"\nurl = \"http://{}\"\ninsecure = true\n",
-            up.addr
-        ),
-    );
+    let proxy = ProxyProcess::start(&env, "", &up.upstream(&env, "http", ""));
     // A file next to the cache that traversal would reach.
     std::fs::write(env.path("secret.txt"), "outside-the-cache").expect("write");
     let long = "a/".repeat(200);
@@ -117,14 +110,7 @@ fn thousand_connections_zero_5xx_bounded_memory_and_files() {
         .min(2000);
     let env = Env::new();
     let up = FaultServer::start(vec![3u8; 64 * 1024]);
-    let proxy = ProxyProcess::start(
-        &env,
-        "",
-        &format!(
-            "[[upstream]]\nname = \"f\"\nurl = \"http://{}\"\ninsecure = true\n",
-            up.addr
-        ),
-    );
+    let proxy = ProxyProcess::start(&env, "", &up.upstream(&env, "http", ""));
     // Warm the manifest and the blob.
     let m = http_request("GET", &proxy.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("warm");
     assert_eq!(m.status, 200);
@@ -251,6 +237,17 @@ fn read_response(s: &mut TcpStream, buf: &mut [u8]) -> Option<u16> {
             return None;
         }
     }
+}
+
+/// The scan every fault, bad-input and load test ends with catches each form of the canary.
+#[test]
+fn the_canary_scan_catches_every_form() {
+    for form in canary_forms() {
+        let text = format!("level=debug msg=\"upstream said\" auth={form} done");
+        let caught = std::panic::catch_unwind(|| assert_no_canary("a test text", &text));
+        assert!(caught.is_err(), "form {form:.4}… not caught");
+    }
+    assert_no_canary("a clean text", "nothing secret here");
 }
 
 #[test]

@@ -27,6 +27,55 @@ pub fn require_bin(name: &str, install: &str) -> Option<PathBuf> {
     }
 }
 
+/// The upstream password every fault, bad-input and load test configures (the fault server
+/// demands it); nothing the proxy writes (logs, response headers and bodies, /metrics) may
+/// carry it.
+pub const CANARY: &str = "canary-5e71d0-upstream-pw";
+pub const CANARY_USER: &str = "fault-bot";
+
+/// The forms the canary could leak in: plain, as Basic credentials, and base64 alone.
+pub fn canary_forms() -> [String; 3] {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    [
+        CANARY.to_string(),
+        b64(&format!("{CANARY_USER}:{CANARY}")),
+        b64(CANARY),
+    ]
+}
+
+/// Panics naming `what` (never quoting `text`, which would print the secret) when `text`
+/// carries the canary in any form.
+pub fn assert_no_canary(what: &str, text: &str) {
+    for (i, form) in canary_forms().iter().enumerate() {
+        assert!(
+            !text.contains(form.as_str()),
+            "the canary secret (form {i}) leaked into {what}"
+        );
+    }
+}
+
+/// Stores the canary as a docker-registry secret named `name` for `server`.
+pub fn store_canary_secret(env: &Env, name: &str, server: &str) {
+    let cmd = env.pullsecret(&[
+        "secret",
+        "create",
+        "docker-registry",
+        name,
+        "--docker-server",
+        server,
+        "--docker-username",
+        CANARY_USER,
+        "--docker-password-stdin",
+    ]);
+    let out = run_with_stdin(cmd, CANARY.as_bytes());
+    assert!(
+        out.status.success(),
+        "storing the canary secret: {}",
+        stderr(&out)
+    );
+}
+
 /// A private HOME with XDG and docker/containers config dirs, so tests never see the user's files.
 pub struct Env {
     pub dir: tempfile::TempDir,
