@@ -205,26 +205,38 @@ impl Fills {
         ))
     }
 
-    /// Runs a download to completion: write + hash each chunk, announce progress, then verify
-    /// and rename into `final_path`, or delete the temp file and fail every reader.
+    /// Runs a download to completion: write + hash each chunk, announce progress, verify and
+    /// release readers, then commit into `final_path`; or delete the temp file and fail every
+    /// reader.
     pub async fn drive(
         self: &Arc<Self>,
         driver: FillDriver,
         download: Result<Download, String>,
         final_path: PathBuf,
     ) -> Result<u64, String> {
-        let result = drive_inner(&driver, download, &final_path).await;
-        match &result {
+        let result = match drive_inner(&driver, download).await {
             Ok(n) => {
+                // The bytes are verified, so readers may take the last one now; syncing 512 MiB
+                // to disk would otherwise sit between every client and the end of its body.
+                // Requests arriving meanwhile still join this fill and read the open file.
                 driver.tx.send_modify(|s| {
-                    s.written = *n;
+                    s.written = n;
                     s.done = Some(Ok(()));
                 });
+                commit(&driver, &final_path).await.map(|()| n)
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&driver.tmp);
-                driver.tx.send_modify(|s| s.done = Some(Err(e.clone())));
-            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            let _ = std::fs::remove_file(&driver.tmp);
+            // A failed commit after verification leaves readers' (correct) bytes alone.
+            driver.tx.send_if_modified(|s| {
+                let fail = s.done.is_none();
+                if fail {
+                    s.done = Some(Err(e.clone()));
+                }
+                fail
+            });
         }
         // Later requests see the cache (or retry) instead of this fill.
         self.lock().remove(&driver.digest);
@@ -232,10 +244,29 @@ impl Fills {
     }
 }
 
+/// Makes a verified temp file the cache entry: fsync, rename, fsync the directory, so a crash
+/// never leaves a named blob with unsynced contents.
+async fn commit(driver: &FillDriver, final_path: &std::path::Path) -> Result<(), String> {
+    let file = driver.file.clone();
+    let tmp = driver.tmp.clone();
+    let dest = final_path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        file.sync_all()?;
+        std::fs::rename(&tmp, &dest)?;
+        if let Some(dir) = dest.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("storing the blob: {e}"))
+}
+
+/// Downloads, writes and verifies; `Ok(size)` once every byte is in the temp file and matches.
 async fn drive_inner(
     driver: &FillDriver,
     download: Result<Download, String>,
-    final_path: &std::path::Path,
 ) -> Result<u64, String> {
     use futures_util::StreamExt;
     let mut download = download?;
@@ -291,19 +322,5 @@ async fn drive_inner(
             driver.digest
         ));
     }
-    let file = driver.file.clone();
-    let tmp = driver.tmp.clone();
-    let dest = final_path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        file.sync_all()?;
-        std::fs::rename(&tmp, &dest)?;
-        if let Some(dir) = dest.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("storing the blob: {e}"))?;
     Ok(written)
 }

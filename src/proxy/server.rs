@@ -1562,6 +1562,10 @@ impl Proxy {
                 if status != 200 {
                     return Err(format!("blob {d}: {status}"));
                 }
+                // A body ends once verified; the fill commits to the cache just after.
+                while self.fills.get(&d).is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
                 out.blobs += 1;
                 out.bytes += n;
                 progress(&format!("blob {d} {n} bytes"));

@@ -700,7 +700,7 @@ fn wrong_bytes_from_upstream_never_look_complete_and_never_enter_the_cache() {
         (200, blob.digest.as_str(), false)
     );
     assert_eq!(ok.content_length, Some(blob.size));
-    assert!(cached.exists());
+    proxy.wait_cached(&blob.digest);
 }
 
 #[test]

@@ -148,6 +148,24 @@ impl ProxyProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until `digest` is committed to the cache: a body ends once verified,
+    /// the fill's fsync and rename follow. Its path.
+    pub fn wait_cached(&self, digest: &str) -> PathBuf {
+        let path = self
+            .cache
+            .join("v1/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{digest} never reached the cache"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        path
+    }
+
     /// Every temp (partial) file in the cache.
     pub fn tmp_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.cache.join("v1/tmp"))

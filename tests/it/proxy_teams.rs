@@ -461,6 +461,8 @@ fn metrics_eviction_gc_and_status() {
         )
         .expect("blob");
         assert_eq!(r.status, 200);
+        proxy.wait_cached(&d);
+        // Eviction runs once the new blob is accounted for, just after its commit.
         std::thread::sleep(std::time::Duration::from_millis(50));
         sizes.push(size(&blobs_dir));
     }
