@@ -22,7 +22,8 @@
 #   WAIT_IDLE=1800 benches/compare.sh        # first wait (up to 30 min) for no cargo/rustc/fuzz
 #                                            # processes and a 1-minute load below LOAD_MAX
 # Knobs: RUNS, RSS_RUNS, BLOB_MIB, HUGE_MIB, CLIENTS, RSS_CLIENTS, WRK_SECS, WRK_CONNS,
-#        WAIT_IDLE, LOAD_MAX, PULLSECRET_BIN (skip the build), BENCH_TMPDIR, KEEP=1 (keep temp dir).
+#        SECTIONS (e.g. "2 3"), PERF_DIR (perf record -a -g of each first cold pull),
+#        PS_LOG (RUST_LOG for pullsecret; KEEP=1 to read it), WAIT_IDLE, LOAD_MAX, PULLSECRET_BIN (skip the build), BENCH_TMPDIR, KEEP=1 (keep temp dir).
 # Installs missing Debian packages with apt-get: docker-registry nginx skopeo wrk curl openssl python3.
 # Progress goes to stderr; the table to stdout.
 set -euo pipefail
@@ -36,6 +37,7 @@ else
   BLOB_MIB=${BLOB_MIB:-512} HUGE_MIB=${HUGE_MIB:-2048} RUNS=${RUNS:-5} WRK_SECS=${WRK_SECS:-10}
 fi
 RSS_RUNS=${RSS_RUNS:-$RUNS}
+SECTIONS=${SECTIONS:-1 2 3 4 5}
 CLIENTS=${CLIENTS:-50}
 RSS_CLIENTS=${RSS_CLIENTS:-10}
 WRK_CONNS=${WRK_CONNS:-64}
@@ -140,10 +142,12 @@ rec() { echo "$2" >>"$WORK/res/$1"; }
 vals() { tr '\n' ' ' <"$WORK/res/$1" 2>/dev/null; }
 # Median of a result file (mean of the middle two for an even count).
 med() {
-  sort -g "$WORK/res/$1" 2>/dev/null |
+  { sort -g "$WORK/res/$1" 2>/dev/null || true; } |
     awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
 }
-maxof() { sort -g "$WORK/res/$1" | tail -1; }
+maxof() { { sort -g "$WORK/res/$1" 2>/dev/null || echo nan; } | tail -1; }
+# on N: whether section N is in SECTIONS.
+on() { [[ " $SECTIONS " == *" $1 "* ]]; }
 calc() { awk "BEGIN {printf \"$1\", $2}"; }
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -328,7 +332,7 @@ wait_http nginx "http://127.0.0.1:$NG_PORT/"
 # ------------------------------------------------------------------------------------------
 PS_PORT=$(free_port)
 DP_PORT=$(free_port)
-PS_ENV=("${CLEAN_ENV[@]}" "XDG_DATA_HOME=$WORK/ps/data" "XDG_CONFIG_HOME=$WORK/ps/config" "XDG_CACHE_HOME=$WORK/ps/xdgcache")
+PS_ENV=("${CLEAN_ENV[@]}" "RUST_LOG=${PS_LOG:-warn}" "XDG_DATA_HOME=$WORK/ps/data" "XDG_CONFIG_HOME=$WORK/ps/config" "XDG_CACHE_HOME=$WORK/ps/xdgcache")
 mkdir -p "$WORK/ps/data" "$WORK/ps/config" "$WORK/dp"
 printf '%s' "$PASSWORD" | "${PS_ENV[@]}" "$PS_BIN" secret create docker-registry upstream \
   --docker-server="$UP" --docker-username="$USER_NAME" --docker-password-stdin >/dev/null
@@ -488,6 +492,7 @@ start_dp
 # ------------------------------------------------------------------------------------------
 # 1. Warm-cache blob GET
 # ------------------------------------------------------------------------------------------
+if on 1; then
 log "1/5 warm blob GET, ${BLOB_MIB} MiB, $RUNS runs"
 warm ps "$BLOB_PATH" "$BIG_LAYER"
 warm dp "$BLOB_PATH" "$BIG_LAYER"
@@ -503,20 +508,30 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 log "  MiB/s nginx: $(vals warm_nginx)| pullsecret: $(vals warm_ps)| distribution: $(vals warm_dp)"
 
+fi
 # ------------------------------------------------------------------------------------------
 # 2. Cold first pull with skopeo
 # ------------------------------------------------------------------------------------------
+if on 2; then
 note_busy
 log "2/5 cold skopeo pull of $REPO:v1, $RUNS runs"
 pull() { # NAME: prints seconds
   local name=$1 dest=$WORK/pulled t0 t1 creds=()
   rm -rf "$dest"
   [ "$name" = direct ] && creds=(--src-creds "$USER_NAME:$PASSWORD")
+  local perf=""
+  if [ -n "${PERF_DIR:-}" ] && [ ! -e "$PERF_DIR/pull-$name.data" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -a -g -o "$PERF_DIR/pull-$name.data" >/dev/null 2>&1 &
+    perf=$!
+    sleep 1
+  fi
   t0=$(now)
   skopeo_ copy -q --preserve-digests --src-tls-verify=false "${creds[@]}" \
     "docker://127.0.0.1:$(port_of "$name")/$REPO:v1" "oci:$dest:v1" >/dev/null ||
     die "skopeo pull through $name failed"
   t1=$(now)
+  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
   [ -s "$dest/blobs/sha256/$BIG_LAYER" ] || die "pull through $name: no layer"
   rm -rf "$dest"
   calc %.3f "$t1 - $t0"
@@ -534,9 +549,11 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 log "  s direct: $(vals pull_direct)| pullsecret: $(vals pull_ps)| distribution: $(vals pull_dp)"
 
+fi
 # ------------------------------------------------------------------------------------------
 # 3. CLIENTS concurrent clients, one uncached blob; then the same on the warm cache
 # ------------------------------------------------------------------------------------------
+if on 3; then
 note_busy
 log "3/5 $CLIENTS concurrent clients, cold then warm, $RUNS runs"
 for ((r = 1; r <= RUNS; r++)); do
@@ -560,9 +577,11 @@ log "  cold s pullsecret: $(vals c50cold_ps)| distribution: $(vals c50cold_dp)"
 log "  warm s pullsecret: $(vals c50warm_ps)| distribution: $(vals c50warm_dp)"
 log "  upstream GETs pullsecret: $(vals c50gets_ps)(HEADs $(vals c50heads_ps)) | distribution: $(vals c50gets_dp)(HEADs $(vals c50heads_dp))"
 
+fi
 # ------------------------------------------------------------------------------------------
 # 4. Manifest by digest, wrk
 # ------------------------------------------------------------------------------------------
+if on 4; then
 note_busy
 log "4/5 manifest by digest, wrk -t2 -c$WRK_CONNS -d${WRK_SECS}s, $RUNS runs"
 for s in ps dp; do
@@ -591,9 +610,11 @@ log "  req/s nginx: $(vals man_rps_nginx)| pullsecret: $(vals man_rps_ps)| distr
 log "  p99 ms nginx: $(vals man_p99_nginx)| pullsecret: $(vals man_p99_ps)| distribution: $(vals man_p99_dp)"
 log "  errors nginx: $(vals man_err_nginx)| pullsecret: $(vals man_err_ps)| distribution: $(vals man_err_dp)"
 
+fi
 # ------------------------------------------------------------------------------------------
 # 5. Peak RSS while RSS_CLIENTS clients stream the HUGE blob (cold, then warm)
 # ------------------------------------------------------------------------------------------
+if on 5; then
 note_busy
 log "5/5 peak RSS, $RSS_CLIENTS clients x ${HUGE_MIB} MiB cold then warm, $RSS_RUNS runs"
 # rss_sampler PID OUT STOPFILE: max of VmRSS every 100 ms (at most 2 h) and the final VmHWM, KiB.
@@ -625,6 +646,7 @@ for ((r = 1; r <= RSS_RUNS; r++)); do
   done
 done
 log "  MiB pullsecret: $(vals rss_ps)| distribution: $(vals rss_dp)"
+fi
 note_busy
 LOAD_END=$(loadavg)
 # Stop every service (waiting for each) so their CPU time is in `times`.
@@ -638,13 +660,16 @@ OTHER_CORES=$(calc %.2f "$OTHER_CPU / $T_MEASURED")
 # Table
 # ------------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "nan"; else printf "%.2f", a / b}'; }
-verdict() { awk "BEGIN {exit !($1)}" && echo met || echo "**missed**"; }
+verdict() { # a section left out (SECTIONS) leaves nan in its figures
+  if [[ "$1" == *nan* ]]; then echo "–"; return; fi
+  awk "BEGIN {exit !($1)}" && echo met || echo "**missed**"
+}
 human() { awk -v b="$1" 'BEGIN {if (b >= 1073741824) printf "%.1f GiB", b / 1073741824; else printf "%.0f MiB", b / 1048576}'; }
 
 w_ps=$(med warm_ps) w_dp=$(med warm_dp) w_ng=$(med warm_nginx)
 p_ps=$(med pull_ps) p_dp=$(med pull_dp) p_di=$(med pull_direct)
 cc_ps=$(med c50cold_ps) cc_dp=$(med c50cold_dp) cw_ps=$(med c50warm_ps) cw_dp=$(med c50warm_dp)
-g_ps_max=$(maxof c50gets_ps) g_ps_min=$(sort -g "$WORK/res/c50gets_ps" | head -1)
+g_ps_max=$(maxof c50gets_ps) g_ps_min=$({ sort -g "$WORK/res/c50gets_ps" 2>/dev/null || echo nan; } | head -1)
 g_ps=$(med c50gets_ps) g_dp=$(med c50gets_dp) b_ps=$(med c50bytes_ps) b_dp=$(med c50bytes_dp)
 h_ps=$(med c50heads_ps) h_dp=$(med c50heads_dp)
 m_ps=$(med man_rps_ps) m_dp=$(med man_rps_dp) m_ng=$(med man_rps_nginx)

@@ -244,6 +244,25 @@ impl Fills {
     }
 }
 
+/// Allocates `len` bytes for the temp file up front: a full disk fails the fill before any
+/// client waits on it, and the filesystem maps the blocks once instead of page by page.
+fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::FileTooLarge));
+    };
+    // SAFETY: the descriptor is open for the call; mode 0 only allocates within [0, len).
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // Filesystems without fallocate (tmpfs on old kernels, some FUSE) just fill as they go.
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 /// Makes a verified temp file the cache entry: fsync, rename, fsync the directory, so a crash
 /// never leaves a named blob with unsynced contents.
 async fn commit(driver: &FillDriver, final_path: &std::path::Path) -> Result<(), String> {
@@ -274,6 +293,13 @@ async fn drive_inner(
         s.started = true;
         s.total = download.total;
     });
+    if let Some(total) = download.total.filter(|t| *t > 0) {
+        let file = driver.file.clone();
+        tokio::task::spawn_blocking(move || reserve(&file, total))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reserving {total} bytes in the cache: {e}"))?;
+    }
     let mut verifier = Verifier::new();
     let mut written: u64 = 0;
     // Batch small network chunks so each disk write and reader wake-up carries real data.
