@@ -1,6 +1,7 @@
-//! Zero-copy serving of cached blobs on plain HTTP/1.1: a `GET` for a blob that is cached and
-//! already linked to the requester is answered with sendfile(2) before hyper sees the
-//! connection; everything else (and every later request the fast path declines) goes to hyper.
+//! Zero-copy serving of blobs on plain HTTP/1.1: a `GET` for a blob that is cached and already
+//! linked to the requester, or that this requester's fill is bringing in (leading it if none
+//! runs), is answered with sendfile(2) before hyper sees the connection; everything else (and
+//! every later request the fast path declines) goes to hyper.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -48,6 +49,13 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
         // Eligible: consume exactly this request's head and answer it.
         let mut consumed = vec![0u8; head_len];
         stream.read_exact(&mut consumed).await?;
+        if let Source::Failed(resp) = hit.source {
+            write_small(stream, resp, hit.request_id, close).await?;
+            if close {
+                return Ok(false);
+            }
+            continue;
+        }
         let mut head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\ndocker-content-digest: {}\r\naccept-ranges: bytes\r\nx-request-id: {}\r\n",
             hit.size, hit.digest, hit.request_id
@@ -82,6 +90,7 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
                     }
                     Ok(())
                 }
+                Source::Failed(_) => Ok(()),
             }
         }
         .await;
@@ -102,6 +111,40 @@ pub enum Source {
     Cached(std::fs::File),
     /// A blob still being filled (for the requester the fill runs for).
     Filling(super::fill::FillReader),
+    /// The fill this request led failed before sending a byte: the error to answer with.
+    Failed(hyper::Response<super::server::Body>),
+}
+
+/// Writes a small (error) response whose body is already in memory.
+async fn write_small(
+    stream: &mut TcpStream,
+    resp: hyper::Response<super::server::Body>,
+    request_id: u64,
+    close: bool,
+) -> std::io::Result<()> {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in &parts.headers {
+        if let Ok(v) = value.to_str() {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nx-request-id: {request_id}\r\n",
+        body.len()
+    ));
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body).await
 }
 
 /// A blob the fast path may send.

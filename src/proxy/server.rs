@@ -930,64 +930,18 @@ impl Proxy {
         }
         self.miss("blob");
         let owner = format!("{}|{repo}|{identity}", up.cfg.name);
-        let fill = match self.fills.join(digest, &owner, &self.store.tmp_dir()) {
-            Ok(Joined::Follower(f)) => {
+        let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner) {
+            Ok((f, false)) if f.owner != owner => {
                 // Someone else's download: this requester must be entitled to it first.
-                if f.owner != owner {
-                    if let Err(r) = self
-                        .confirm(&up, repo, digest, picked.as_ref(), false)
-                        .await
-                    {
-                        return r;
-                    }
+                if let Err(r) = self
+                    .confirm(&up, repo, digest, picked.as_ref(), false)
+                    .await
+                {
+                    return r;
                 }
                 f
             }
-            Ok(Joined::Leader(f, driver)) => {
-                let this = self.clone();
-                let repo = repo.to_string();
-                let digest = digest.clone();
-                let final_path = path.clone();
-                // The fill is its own task: it completes even if every client goes away.
-                tokio::spawn(async move {
-                    let _slot = this.fill_slots.clone().acquire_owned().await;
-                    let name = up.cfg.name.clone();
-                    this.count_upstream(&name);
-                    let bytes_counter = this
-                        .metrics
-                        .upstream_bytes
-                        .get_or_create(&this.metrics.upstream(&name))
-                        .clone();
-                    let download = match up.client.get_blob(&repo, &digest, 0, creds.as_ref()).await
-                    {
-                        Ok(resp) => Ok(Download {
-                            total: resp.content_length(),
-                            chunks: resp
-                                .bytes_stream()
-                                .map_err(|e| crate::registry::client::describe_reqwest(&e))
-                                .inspect_ok(move |b| {
-                                    bytes_counter.inc_by(b.len() as u64);
-                                })
-                                .boxed(),
-                        }),
-                        Err(e) => Err(fill_error(&e)),
-                    };
-                    match this.fills.drive(driver, download, final_path).await {
-                        Ok(size) => {
-                            this.grants.add(&identity, &name, &repo, &digest);
-                            this.remember(&digest, size);
-                        }
-                        Err(e) => {
-                            this.metrics
-                                .upstream_errors
-                                .get_or_create(&this.metrics.upstream(&name))
-                                .inc();
-                            tracing::warn!(%digest, error = %e, "blob fill failed");
-                        }
-                    }
-                });
-                f
-            }
+            Ok((f, _)) => f,
             Err(e) => {
                 return oci_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -997,6 +951,66 @@ impl Proxy {
             }
         };
         stream_fill(fill.subscribe(), digest, range.as_deref()).await
+    }
+}
+
+impl Proxy {
+    /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`.
+    /// The download is its own task, so it completes even if every client goes away.
+    fn join_fill(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        creds: Option<crate::registry::auth::Credentials>,
+        identity: &str,
+        owner: &str,
+    ) -> std::io::Result<(Arc<super::fill::Fill>, bool)> {
+        let (fill, driver) = match self.fills.join(digest, owner, &self.store.tmp_dir())? {
+            Joined::Follower(f) => return Ok((f, false)),
+            Joined::Leader(f, driver) => (f, driver),
+        };
+        let this = self.clone();
+        let (up, repo, digest) = (up.clone(), repo.to_string(), digest.clone());
+        let identity = identity.to_string();
+        let final_path = self.store.blob_path(&digest);
+        tokio::spawn(async move {
+            let _slot = this.fill_slots.clone().acquire_owned().await;
+            let name = up.cfg.name.clone();
+            this.count_upstream(&name);
+            let bytes_counter = this
+                .metrics
+                .upstream_bytes
+                .get_or_create(&this.metrics.upstream(&name))
+                .clone();
+            let download = match up.client.get_blob(&repo, &digest, 0, creds.as_ref()).await {
+                Ok(resp) => Ok(Download {
+                    total: resp.content_length(),
+                    chunks: resp
+                        .bytes_stream()
+                        .map_err(|e| crate::registry::client::describe_reqwest(&e))
+                        .inspect_ok(move |b| {
+                            bytes_counter.inc_by(b.len() as u64);
+                        })
+                        .boxed(),
+                }),
+                Err(e) => Err(fill_error(&e)),
+            };
+            match this.fills.drive(driver, download, final_path).await {
+                Ok(size) => {
+                    this.grants.add(&identity, &name, &repo, &digest);
+                    this.remember(&digest, size);
+                }
+                Err(e) => {
+                    this.metrics
+                        .upstream_errors
+                        .get_or_create(&this.metrics.upstream(&name))
+                        .inc();
+                    tracing::warn!(%digest, error = %e, "blob fill failed");
+                }
+            }
+        });
+        Ok((fill, true))
     }
 }
 
@@ -1410,7 +1424,7 @@ impl Proxy {
     /// The fast path's check: a cached blob, linked (fresh) to the requester of a client with no
     /// credentials of its own (client auth off). Counts the request as served when it says yes.
     pub async fn fast_blob(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         query: Option<&str>,
     ) -> Option<super::fastpath::FastHit> {
@@ -1443,21 +1457,37 @@ impl Proxy {
                 (super::fastpath::Source::Cached(file), size)
             }
             Ok(_) => return None,
-            // Not cached: join a running fill for this same requester (others need a confirmation first).
+            // Not cached: lead the fill, or join one running for this same requester (others
+            // need a confirmation first, which hyper's path does).
             Err(_) => {
-                let fill = self.fills.get(&digest).filter(|f| f.owner == owner)?;
+                let creds = picked.as_ref().map(|p| p.creds.clone());
+                let (fill, leader) = self
+                    .join_fill(&up, &repo, &digest, creds, identity, &owner)
+                    .ok()?;
+                if !leader && fill.owner != owner {
+                    return None;
+                }
                 let mut reader = fill.subscribe();
-                let size = reader.started().await.ok()??;
                 self.miss("blob");
-                (super::fastpath::Source::Filling(reader), size)
+                match reader.started().await {
+                    Ok(Some(size)) => (super::fastpath::Source::Filling(reader), size),
+                    // No Content-Length: hyper streams it (joining this same fill).
+                    Ok(None) => return None,
+                    // The fill is over; answering here keeps a retry from fetching again.
+                    Err(e) => (super::fastpath::Source::Failed(fill_error_response(&e)), 0),
+                }
             }
         };
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let status = match &source {
+            super::fastpath::Source::Failed(r) => r.status().as_u16(),
+            _ => 200,
+        };
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
                 route: "blob",
-                status: 200,
+                status,
             })
             .inc();
         tracing::info!(
@@ -1465,8 +1495,8 @@ impl Proxy {
             method = "GET",
             path,
             query = query.unwrap_or(""),
-            status = 200,
-            sendfile = true,
+            status,
+            sendfile = status == 200,
             "request"
         );
         Some(super::fastpath::FastHit {
