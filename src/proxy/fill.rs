@@ -207,15 +207,19 @@ impl Fills {
 
     /// Runs a download to completion: write + hash each chunk, announce progress, verify and
     /// release readers, then commit into `final_path`; or delete the temp file and fail every
-    /// reader.
+    /// reader. `verified` runs before the blob can appear in the cache and `committed` before
+    /// the fill leaves the table, so no request finds the file without what they record.
     pub async fn drive(
         self: &Arc<Self>,
         driver: FillDriver,
         download: Result<Download, String>,
         final_path: PathBuf,
+        verified: impl FnOnce(),
+        committed: impl FnOnce(u64),
     ) -> Result<u64, String> {
         let result = match drive_inner(&driver, download).await {
             Ok(n) => {
+                verified();
                 // The bytes are verified, so readers may take the last one now; syncing 512 MiB
                 // to disk would otherwise sit between every client and the end of its body.
                 // Requests arriving meanwhile still join this fill and read the open file.
@@ -237,6 +241,9 @@ impl Fills {
                 }
                 fail
             });
+        }
+        if let Ok(n) = result {
+            committed(n);
         }
         // Later requests see the cache (or retry) instead of this fill.
         self.lock().remove(&driver.digest);

@@ -996,18 +996,20 @@ impl Proxy {
                 }),
                 Err(e) => Err(fill_error(&e)),
             };
-            match this.fills.drive(driver, download, final_path).await {
-                Ok(size) => {
-                    this.grants.add(&identity, &name, &repo, &digest);
-                    this.remember(&digest, size);
-                }
-                Err(e) => {
-                    this.metrics
-                        .upstream_errors
-                        .get_or_create(&this.metrics.upstream(&name))
-                        .inc();
-                    tracing::warn!(%digest, error = %e, "blob fill failed");
-                }
+            // The upstream served these verified bytes to this requester: link it before the
+            // file appears, so the next request finds both.
+            let verified = || this.grants.add(&identity, &name, &repo, &digest);
+            let committed = |size| this.remember(&digest, size);
+            let result = this
+                .fills
+                .drive(driver, download, final_path, verified, committed)
+                .await;
+            if let Err(e) = result {
+                this.metrics
+                    .upstream_errors
+                    .get_or_create(&this.metrics.upstream(&name))
+                    .inc();
+                tracing::warn!(%digest, error = %e, "blob fill failed");
             }
         });
         Ok((fill, true))
@@ -1421,8 +1423,9 @@ mod tests {
 }
 
 impl Proxy {
-    /// The fast path's check: a cached blob, linked (fresh) to the requester of a client with no
-    /// credentials of its own (client auth off). Counts the request as served when it says yes.
+    /// The fast path's check, for a client with no credentials of its own (client auth off): a
+    /// cached blob linked (fresh) to the requester, or a miss whose fill this requester leads or
+    /// owns. Counts the request as served when it says yes.
     pub async fn fast_blob(
         self: &Arc<Self>,
         path: &str,
@@ -1468,11 +1471,17 @@ impl Proxy {
                     return None;
                 }
                 let mut reader = fill.subscribe();
-                self.miss("blob");
-                match reader.started().await {
-                    Ok(Some(size)) => (super::fastpath::Source::Filling(reader), size),
+                let started = reader.started().await;
+                if let Ok(None) = started {
                     // No Content-Length: hyper streams it (joining this same fill).
-                    Ok(None) => return None,
+                    return None;
+                }
+                self.miss("blob");
+                match started {
+                    Ok(size) => (
+                        super::fastpath::Source::Filling(reader),
+                        size.unwrap_or_default(),
+                    ),
                     // The fill is over; answering here keeps a retry from fetching again.
                     Err(e) => (super::fastpath::Source::Failed(fill_error_response(&e)), 0),
                 }
