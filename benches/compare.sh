@@ -536,18 +536,23 @@ pull() { # NAME: prints seconds
   rm -rf "$dest"
   calc %.3f "$t1 - $t0"
 }
+# proc_cpu NAME: CPU seconds (user + system) the running service has used.
+proc_cpu() { awk -v hz="$HZ" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' "/proc/${PID[$1]}/stat"; }
 for ((r = 1; r <= RUNS; r++)); do
   # Assignments, so a failure inside $(…) stops the script (set -e).
   v=$(pull direct)
   rec pull_direct "$v"
-  fresh ps
-  v=$(pull ps)
-  rec pull_ps "$v"
-  fresh dp
-  v=$(pull dp)
-  rec pull_dp "$v"
+  for s in ps dp; do
+    fresh "$s"
+    c0=$(proc_cpu "$s")
+    v=$(pull "$s")
+    rec "pull_$s" "$v"
+    wait_file "$(cached_path "$s" "$BIG_LAYER")"
+    rec "pullcpu_$s" "$(calc %.2f "$(proc_cpu "$s") - $c0")"
+  done
 done
 log "  s direct: $(vals pull_direct)| pullsecret: $(vals pull_ps)| distribution: $(vals pull_dp)"
+log "  proxy CPU-s per cold pull, pullsecret: $(vals pullcpu_ps)| distribution: $(vals pullcpu_dp)"
 
 fi
 # ------------------------------------------------------------------------------------------
@@ -701,4 +706,5 @@ cat <<TABLE
 $(nproc) CPUs, loopback; pullsecret $COMMIT ($DIRTY files changed in the work tree), $(docker-registry --version 2>/dev/null | awk '{print $NF}') distribution, nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), skopeo $(skopeo --version | awk '{print $NF}'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}').
 Load average (1/5/15 min) before measuring $LOAD_START with $BUSY_START cargo/rustc/fuzz processes (at most $BUSY_MAX at section starts); after $LOAD_END (this includes the benchmark's own clients). Other processes and kernel threads used ${OTHER_CPU} CPU-seconds during the ${T_MEASURED} s of measurement, ${OTHER_CORES} of $(nproc) cores on average.
 wrk errors (non-2xx + socket, worst run): pullsecret $e_ps, distribution $e_dp, nginx $e_ng.
+CPU seconds each proxy used for one cold pull (median): pullsecret $(med pullcpu_ps), distribution $(med pullcpu_dp).
 TABLE
