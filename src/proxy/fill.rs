@@ -142,6 +142,8 @@ pub enum Joined {
     Leader(Arc<Fill>, FillDriver),
     /// Someone else is filling it.
     Follower(Arc<Fill>),
+    /// No fill runs and the blob is in the cache (a fill just finished).
+    Cached,
 }
 
 /// The writer side of a fill, owned by the task that downloads.
@@ -166,16 +168,22 @@ impl Fills {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Joins the fill for `digest`, creating it (with a temp file in `tmp_dir`) if none runs.
+    /// Joins the fill for `digest`, creating it (with a temp file in `tmp_dir`) if none runs
+    /// and `cached` (its place in the cache) does not exist: a fill leaves this table only after
+    /// its rename, so looking under the lock closes the gap since the caller's own cache check.
     pub fn join(
         &self,
         digest: &Digest,
         owner: &str,
         tmp_dir: &std::path::Path,
+        cached: &std::path::Path,
     ) -> std::io::Result<Joined> {
         let mut map = self.lock();
         if let Some(f) = map.get(digest) {
             return Ok(Joined::Follower(f.clone()));
+        }
+        if cached.exists() {
+            return Ok(Joined::Cached);
         }
         let tmp = tmp_dir.join(format!("{}.{}", digest.hex(), std::process::id()));
         let file = Arc::new(
@@ -231,22 +239,27 @@ impl Fills {
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = &result {
-            let _ = std::fs::remove_file(&driver.tmp);
-            // A failed commit after verification leaves readers' (correct) bytes alone.
-            driver.tx.send_if_modified(|s| {
-                let fail = s.done.is_none();
-                if fail {
-                    s.done = Some(Err(e.clone()));
-                }
-                fail
-            });
+        match &result {
+            Ok(n) => {
+                committed(*n);
+                // Later requests see the cache instead of this fill.
+                self.lock().remove(&driver.digest);
+            }
+            Err(e) => {
+                // Out of the table first: a request arriving now starts afresh rather than
+                // joining a fill that is about to report failure.
+                self.lock().remove(&driver.digest);
+                let _ = std::fs::remove_file(&driver.tmp);
+                // A failed commit after verification leaves readers' (correct) bytes alone.
+                driver.tx.send_if_modified(|s| {
+                    let fail = s.done.is_none();
+                    if fail {
+                        s.done = Some(Err(e.clone()));
+                    }
+                    fail
+                });
+            }
         }
-        if let Ok(n) = result {
-            committed(n);
-        }
-        // Later requests see the cache (or retry) instead of this fill.
-        self.lock().remove(&driver.digest);
         result
     }
 }

@@ -894,25 +894,9 @@ impl Proxy {
             .as_ref()
             .map_or("anonymous".to_string(), |p| p.grant.clone());
         if let Ok(meta) = tokio::fs::metadata(&path).await {
-            if let Err(r) = self
-                .confirm(&up, repo, digest, picked.as_ref(), false)
-                .await
-            {
-                return r;
-            }
-            self.hit("blob");
-            let pin = self.lru.pin(digest);
-            let resp = serve_file(path, meta.len(), digest, range.as_deref(), head, pin).await;
-            if !head {
-                self.metrics.cache_hit_bytes.inc_by(
-                    resp.headers()
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0),
-                );
-            }
-            return resp;
+            return self
+                .serve_cached(&up, repo, digest, picked.as_ref(), meta.len(), range, head)
+                .await;
         }
         let creds = picked.as_ref().map(|p| p.creds.clone());
         if head {
@@ -931,7 +915,14 @@ impl Proxy {
         self.miss("blob");
         let owner = format!("{}|{repo}|{identity}", up.cfg.name);
         let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner) {
-            Ok((f, false)) if f.owner != owner => {
+            // A fill committed between the cache check and the join.
+            Ok(None) => {
+                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                return self
+                    .serve_cached(&up, repo, digest, picked.as_ref(), len, range, head)
+                    .await;
+            }
+            Ok(Some((f, false))) if f.owner != owner => {
                 // Someone else's download: this requester must be entitled to it first.
                 if let Err(r) = self
                     .confirm(&up, repo, digest, picked.as_ref(), false)
@@ -941,7 +932,7 @@ impl Proxy {
                 }
                 f
             }
-            Ok((f, _)) => f,
+            Ok(Some((f, _))) => f,
             Err(e) => {
                 return oci_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -955,8 +946,40 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`.
-    /// The download is its own task, so it completes even if every client goes away.
+    /// A cached blob for this requester (confirmed with the upstream unless already linked).
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_cached(
+        &self,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        picked: Option<&Picked>,
+        len: u64,
+        range: Option<String>,
+        head: bool,
+    ) -> Response<Body> {
+        if let Err(r) = self.confirm(up, repo, digest, picked, false).await {
+            return r;
+        }
+        self.hit("blob");
+        let pin = self.lru.pin(digest);
+        let path = self.store.blob_path(digest);
+        let resp = serve_file(path, len, digest, range.as_deref(), head, pin).await;
+        if !head {
+            self.metrics.cache_hit_bytes.inc_by(
+                resp.headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            );
+        }
+        resp
+    }
+
+    /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`, or
+    /// `None` when the blob reached the cache since the caller looked. The download is its own
+    /// task, so it completes even if every client goes away.
     fn join_fill(
         self: &Arc<Self>,
         up: &Arc<Upstream>,
@@ -965,15 +988,20 @@ impl Proxy {
         creds: Option<crate::registry::auth::Credentials>,
         identity: &str,
         owner: &str,
-    ) -> std::io::Result<(Arc<super::fill::Fill>, bool)> {
-        let (fill, driver) = match self.fills.join(digest, owner, &self.store.tmp_dir())? {
-            Joined::Follower(f) => return Ok((f, false)),
-            Joined::Leader(f, driver) => (f, driver),
-        };
+    ) -> std::io::Result<Option<(Arc<super::fill::Fill>, bool)>> {
+        let final_path = self.store.blob_path(digest);
+        let (fill, driver) =
+            match self
+                .fills
+                .join(digest, owner, &self.store.tmp_dir(), &final_path)?
+            {
+                Joined::Cached => return Ok(None),
+                Joined::Follower(f) => return Ok(Some((f, false))),
+                Joined::Leader(f, driver) => (f, driver),
+            };
         let this = self.clone();
         let (up, repo, digest) = (up.clone(), repo.to_string(), digest.clone());
         let identity = identity.to_string();
-        let final_path = self.store.blob_path(&digest);
         tokio::spawn(async move {
             let _slot = this.fill_slots.clone().acquire_owned().await;
             let name = up.cfg.name.clone();
@@ -1012,7 +1040,7 @@ impl Proxy {
                 tracing::warn!(%digest, error = %e, "blob fill failed");
             }
         });
-        Ok((fill, true))
+        Ok(Some((fill, true)))
     }
 }
 
@@ -1464,9 +1492,10 @@ impl Proxy {
             // need a confirmation first, which hyper's path does).
             Err(_) => {
                 let creds = picked.as_ref().map(|p| p.creds.clone());
+                // `None` (cached meanwhile): hyper's path serves it.
                 let (fill, leader) = self
                     .join_fill(&up, &repo, &digest, creds, identity, &owner)
-                    .ok()?;
+                    .ok()??;
                 if !leader && fill.owner != owner {
                     return None;
                 }

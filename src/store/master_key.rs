@@ -149,11 +149,12 @@ fn keyring_read(path: &Path, _data_dir: &Path) -> Result<Option<String>, StoreEr
     })
 }
 
-/// Stores a fresh key in the Secret Service if one answers within 200 ms; `None` otherwise.
+/// Stores a fresh key in the Secret Service if one answers in time (200 ms unless
+/// `PULLSECRET_PROBE_MS` says otherwise); `None` otherwise.
 #[cfg(target_os = "linux")]
 fn keyring_create(path: &Path, data_dir: &Path) -> Result<Option<MasterKey>, StoreError> {
     use super::keyring::secret_service::SecretService;
-    let Ok(ss) = SecretService::probe(std::time::Duration::from_millis(200)) else {
+    let Ok(ss) = SecretService::probe(super::keyring::select::probe_timeout()) else {
         return Ok(None);
     };
     let key = random_key()?;

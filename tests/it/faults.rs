@@ -84,12 +84,19 @@ fn stall_longer_than_the_read_timeout() {
     let env = Env::new();
     let up = FaultServer::start(blob_bytes());
     let proxy = proxy_for(&env, &up, "http", "");
-    up.set(Fault::Stall(Duration::from_secs(4)));
+    // Far longer than the 1 s read timeout, so waiting it out cannot pass for a timeout.
+    up.set(Fault::Stall(Duration::from_secs(20)));
     let started = std::time::Instant::now();
     // A starts the fill; B joins it while it is stalled (served by sendfile from the filling file).
     let (addr, path) = (proxy.addr.clone(), blob_path(&up));
     let a = std::thread::spawn(move || stream_get(&addr, &path, &[]));
-    std::thread::sleep(Duration::from_millis(300));
+    while up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "A's fill never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let b = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("b");
     let a = a.join().expect("a").expect("a");
     for got in [&a, &b] {
@@ -99,7 +106,7 @@ fn stall_longer_than_the_read_timeout() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(10),
         "the proxy waited out the stall: {:?}",
         started.elapsed()
     );

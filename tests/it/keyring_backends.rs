@@ -661,6 +661,7 @@ fn auto_gives_a_silent_bus_200_ms_then_uses_the_file_store() {
         }
     });
     let mut env = Env::new();
+    env.set("PULLSECRET_PROBE_MS", "200");
     env.set(
         "DBUS_SESSION_BUS_ADDRESS",
         &format!("unix:path={}", path.display()),

@@ -147,7 +147,15 @@ fn sigterm_lets_requests_in_flight_finish() {
     // An idle keep-alive client must not hold up the shutdown.
     let idle = std::net::TcpStream::connect(&proxy.addr).expect("idle connection");
     let client = std::thread::spawn(move || stream_get(&addr, &path, &[]));
-    std::thread::sleep(Duration::from_millis(150));
+    // Wait until the download is under way (the upstream saw the GET), so it is in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let pid = proxy.pid();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -173,7 +181,6 @@ fn sigterm_lets_requests_in_flight_finish() {
     }
     drop(idle);
     // New connections are refused once it has stopped.
-    std::thread::sleep(Duration::from_millis(500));
     assert!(
         http_request("GET", &proxy.addr, "/v2/", &[], b"").is_err(),
         "still accepting after SIGTERM"

@@ -166,6 +166,24 @@ impl ProxyProcess {
         path
     }
 
+    /// Waits (up to 10 s) until /metrics shows no fill in flight: each finished fill has been
+    /// committed and accounted for (evictions included).
+    pub fn wait_fills_done(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = crate::registry_support::http_request("GET", &self.addr, "/metrics", &[], b"")
+                .map(|r| r.text())
+                .unwrap_or_default();
+            if m.lines()
+                .any(|l| l.trim() == "pullsecret_proxy_fills_in_flight 0")
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "fills still in flight: {m}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Every temp (partial) file in the cache.
     pub fn tmp_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.cache.join("v1/tmp"))

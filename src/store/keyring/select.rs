@@ -6,8 +6,18 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::store::{FileStore, SecretStore, StoreError, StorePaths};
 
-/// How long `auto` waits for the Secret Service before using the file store.
+/// How long `auto` waits for the Secret Service before using the file store by default.
 pub const AUTO_PROBE: Duration = Duration::from_millis(200);
+
+/// How long to wait for the Secret Service: `PULLSECRET_PROBE_MS` (1 to 60000, for slow or
+/// loaded machines) or [`AUTO_PROBE`].
+pub fn probe_timeout() -> Duration {
+    std::env::var("PULLSECRET_PROBE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| (1..=60_000).contains(ms))
+        .map_or(AUTO_PROBE, Duration::from_millis)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -112,7 +122,7 @@ fn not_here(backend: &'static str, platform: &str) -> StoreError {
 #[cfg(target_os = "linux")]
 fn auto_keyring(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, String> {
     use super::secret_service::SecretService;
-    let ss = SecretService::probe(AUTO_PROBE).map_err(|n| n.reason)?;
+    let ss = SecretService::probe(probe_timeout()).map_err(|n| n.reason)?;
     Ok(Box::new(super::KeyringStore::new(
         ss,
         config.limits,
