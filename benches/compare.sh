@@ -486,6 +486,9 @@ note_busy() {
   log "  (load $(loadavg), $b cargo/rustc/fuzz processes)"
 }
 
+# proc_cpu NAME: CPU seconds (user + system) the running service has used.
+proc_cpu() { awk -v hz="$HZ" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' "/proc/${PID[$1]}/stat"; }
+
 start_ps
 start_dp
 
@@ -536,8 +539,6 @@ pull() { # NAME: prints seconds
   rm -rf "$dest"
   calc %.3f "$t1 - $t0"
 }
-# proc_cpu NAME: CPU seconds (user + system) the running service has used.
-proc_cpu() { awk -v hz="$HZ" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' "/proc/${PID[$1]}/stat"; }
 for ((r = 1; r <= RUNS; r++)); do
   # Assignments, so a failure inside $(…) stops the script (set -e).
   v=$(pull direct)
@@ -565,9 +566,12 @@ for ((r = 1; r <= RUNS; r++)); do
   for s in ps dp; do
     fresh "$s"
     from=$(up_lines)
+    c0=$(proc_cpu "$s")
     v=$(clients "$CLIENTS" "http://127.0.0.1:$(port_of $s)$BLOB_PATH" "$BIG_SIZE")
     rec "c50cold_$s" "$v"
     wait_file "$(cached_path "$s" "$BIG_LAYER")"
+    c1=$(proc_cpu "$s")
+    rec "c50coldcpu_$s" "$(calc %.2f "$c1 - $c0")"
     v=$(upstream_fetches "$from" "$BLOB_PATH")
     read -r gets bytes heads other <<<"$v"
     rec "c50gets_$s" "$gets"
@@ -576,10 +580,12 @@ for ((r = 1; r <= RUNS; r++)); do
     rec "c50other_$s" "$other"
     v=$(clients "$CLIENTS" "http://127.0.0.1:$(port_of $s)$BLOB_PATH" "$BIG_SIZE")
     rec "c50warm_$s" "$v"
+    rec "c50warmcpu_$s" "$(calc %.2f "$(proc_cpu "$s") - $c1")"
   done
 done
 log "  cold s pullsecret: $(vals c50cold_ps)| distribution: $(vals c50cold_dp)"
 log "  warm s pullsecret: $(vals c50warm_ps)| distribution: $(vals c50warm_dp)"
+log "  proxy CPU-s cold/warm, pullsecret: $(vals c50coldcpu_ps)/ $(vals c50warmcpu_ps)| distribution: $(vals c50coldcpu_dp)/ $(vals c50warmcpu_dp)"
 log "  upstream GETs pullsecret: $(vals c50gets_ps)(HEADs $(vals c50heads_ps)) | distribution: $(vals c50gets_dp)(HEADs $(vals c50heads_dp))"
 
 fi
@@ -706,5 +712,5 @@ cat <<TABLE
 $(nproc) CPUs, loopback; pullsecret $COMMIT ($DIRTY files changed in the work tree), $(docker-registry --version 2>/dev/null | awk '{print $NF}') distribution, nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), skopeo $(skopeo --version | awk '{print $NF}'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}').
 Load average (1/5/15 min) before measuring $LOAD_START with $BUSY_START cargo/rustc/fuzz processes (at most $BUSY_MAX at section starts); after $LOAD_END (this includes the benchmark's own clients). Other processes and kernel threads used ${OTHER_CPU} CPU-seconds during the ${T_MEASURED} s of measurement, ${OTHER_CORES} of $(nproc) cores on average.
 wrk errors (non-2xx + socket, worst run): pullsecret $e_ps, distribution $e_dp, nginx $e_ng.
-CPU seconds each proxy used for one cold pull (median): pullsecret $(med pullcpu_ps), distribution $(med pullcpu_dp).
+CPU seconds each proxy used (median): one cold pull, pullsecret $(med pullcpu_ps), distribution $(med pullcpu_dp); $CLIENTS clients cold / warm, pullsecret $(med c50coldcpu_ps) / $(med c50warmcpu_ps), distribution $(med c50coldcpu_dp) / $(med c50warmcpu_dp).
 TABLE
