@@ -272,13 +272,14 @@ fn request_line(line: &str) -> Option<(&str, &str)> {
 }
 
 /// distribution logs a request just after its response is sent, so a client can see the response
-/// first; wait (briefly) until the log file stops growing.
+/// first; wait until the log file has not grown for 150 ms (long enough for a registry that was
+/// descheduled on a loaded machine to write its line).
 fn settle(path: &Path) {
     let len = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(3);
     let mut last = len();
     while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(150));
         let now = len();
         if now == last {
             return;
