@@ -880,7 +880,6 @@ impl Proxy {
         head: bool,
         who: &Requester,
     ) -> Response<Body> {
-        let path = self.store.blob_path(digest);
         let range = headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
@@ -893,10 +892,11 @@ impl Proxy {
         let identity = picked
             .as_ref()
             .map_or("anonymous".to_string(), |p| p.grant.clone());
-        if let Ok(meta) = tokio::fs::metadata(&path).await {
-            return self
-                .serve_cached(&up, repo, digest, picked.as_ref(), meta.len(), range, head)
-                .await;
+        if let Some(r) = self
+            .serve_cached(&up, repo, digest, picked.as_ref(), range.as_deref(), head)
+            .await
+        {
+            return r;
         }
         let creds = picked.as_ref().map(|p| p.creds.clone());
         if head {
@@ -917,10 +917,17 @@ impl Proxy {
         let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner) {
             // A fill committed between the cache check and the join.
             Ok(None) => {
-                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
                 return self
-                    .serve_cached(&up, repo, digest, picked.as_ref(), len, range, head)
-                    .await;
+                    .serve_cached(&up, repo, digest, picked.as_ref(), range.as_deref(), head)
+                    .await
+                    .unwrap_or_else(|| {
+                        // Committed and evicted again in between: rare; the client retries.
+                        oci_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "UNAVAILABLE",
+                            "blob left the cache while being requested; retry",
+                        )
+                    });
             }
             Ok(Some((f, false))) if f.owner != owner => {
                 // Someone else's download: this requester must be entitled to it first.
@@ -946,25 +953,25 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// A cached blob for this requester (confirmed with the upstream unless already linked).
-    #[allow(clippy::too_many_arguments)]
+    /// The cached blob for this requester (confirmed with the upstream unless already linked),
+    /// or `None` when it is not in the cache.
     async fn serve_cached(
         &self,
         up: &Arc<Upstream>,
         repo: &str,
         digest: &Digest,
         picked: Option<&Picked>,
-        len: u64,
-        range: Option<String>,
+        range: Option<&str>,
         head: bool,
-    ) -> Response<Body> {
+    ) -> Option<Response<Body>> {
+        let path = self.store.blob_path(digest);
+        let len = tokio::fs::metadata(&path).await.ok()?.len();
         if let Err(r) = self.confirm(up, repo, digest, picked, false).await {
-            return r;
+            return Some(r);
         }
         self.hit("blob");
         let pin = self.lru.pin(digest);
-        let path = self.store.blob_path(digest);
-        let resp = serve_file(path, len, digest, range.as_deref(), head, pin).await;
+        let resp = serve_file(path, len, digest, range, head, pin).await;
         if !head {
             self.metrics.cache_hit_bytes.inc_by(
                 resp.headers()
@@ -974,7 +981,7 @@ impl Proxy {
                     .unwrap_or(0),
             );
         }
-        resp
+        Some(resp)
     }
 
     /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`, or
@@ -1500,20 +1507,15 @@ impl Proxy {
                     return None;
                 }
                 let mut reader = fill.subscribe();
-                let started = reader.started().await;
-                if let Ok(None) = started {
+                let hit = match reader.started().await {
+                    Ok(Some(size)) => (super::fastpath::Source::Filling(reader), size),
                     // No Content-Length: hyper streams it (joining this same fill).
-                    return None;
-                }
-                self.miss("blob");
-                match started {
-                    Ok(size) => (
-                        super::fastpath::Source::Filling(reader),
-                        size.unwrap_or_default(),
-                    ),
+                    Ok(None) => return None,
                     // The fill is over; answering here keeps a retry from fetching again.
                     Err(e) => (super::fastpath::Source::Failed(fill_error_response(&e)), 0),
-                }
+                };
+                self.miss("blob");
+                hit
             }
         };
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -40,17 +40,7 @@ impl MasterKey {
                 path.display()
             )));
         }
-        let bytes = Zeroizing::new(
-            B64.decode(text.trim())
-                .map_err(|_| err("not a base64 key".into()))?,
-        );
-        let key: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| err("not a 32-byte key".into()))?;
-        Ok(Some(Self {
-            key: Zeroizing::new(key),
-        }))
+        Self::decode(path, &text).map(Some)
     }
 
     /// Creates a fresh random key at `path` (0600, parent 0700). Callers hold the store lock.

@@ -16,7 +16,7 @@ use crate::registry_support::{
     push_image, push_index, sha256_digest, skopeo, ImageInfo, Registry, RegistryAuth,
     TokenIssuerConfig, OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST,
 };
-use crate::support::{run_with_stdin, stderr, stdout, Env};
+use crate::support::{stderr, stdout, store_secret, Env};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -141,23 +141,6 @@ fn blob_get_statuses(reg: &Registry, digest: &str) -> Vec<u16> {
         .filter(|l| l.contains("\"GET ") && l.contains(&needle))
         .filter_map(|l| l.split('"').nth(2)?.split_whitespace().next()?.parse().ok())
         .collect()
-}
-
-fn store_secret(env: &Env, name: &str, server: &str, user: &str, password: &str) {
-    let mut c = env.pullsecret(&[
-        "secret",
-        "create",
-        "docker-registry",
-        name,
-        "--docker-server",
-        server,
-        "--docker-username",
-        user,
-        "--docker-password-stdin",
-    ]);
-    c.stdout(std::process::Stdio::piped());
-    let out = run_with_stdin(c, password.as_bytes());
-    assert_ok(&out, "secret create");
 }
 
 #[test]

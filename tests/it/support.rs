@@ -57,6 +57,11 @@ pub fn assert_no_canary(what: &str, text: &str) {
 
 /// Stores the canary as a docker-registry secret named `name` for `server`.
 pub fn store_canary_secret(env: &Env, name: &str, server: &str) {
+    store_secret(env, name, server, CANARY_USER, CANARY);
+}
+
+/// `pullsecret secret create docker-registry NAME` with the password on stdin.
+pub fn store_secret(env: &Env, name: &str, server: &str, user: &str, password: &str) {
     let cmd = env.pullsecret(&[
         "secret",
         "create",
@@ -65,13 +70,13 @@ pub fn store_canary_secret(env: &Env, name: &str, server: &str) {
         "--docker-server",
         server,
         "--docker-username",
-        CANARY_USER,
+        user,
         "--docker-password-stdin",
     ]);
-    let out = run_with_stdin(cmd, CANARY.as_bytes());
+    let out = run_with_stdin(cmd, password.as_bytes());
     assert!(
         out.status.success(),
-        "storing the canary secret: {}",
+        "secret create {name}: {}",
         stderr(&out)
     );
 }
