@@ -23,6 +23,8 @@ pub struct FillState {
     pub started: bool,
     /// `Some(Ok)` once verified and in the cache; `Some(Err)` when it failed.
     pub done: Option<Result<(), String>>,
+    /// The fill is over: committed to the cache (and accounted for) or failed.
+    pub settled: bool,
 }
 
 /// One in-flight download.
@@ -80,6 +82,15 @@ impl FillReader {
                         return Err("fill abandoned".into());
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits until the fill is over: its blob committed to the cache, or failed.
+    pub async fn settled(&mut self) {
+        while !self.state.borrow_and_update().settled {
+            if self.state.changed().await.is_err() {
+                return;
             }
         }
     }
@@ -244,6 +255,7 @@ impl Fills {
                 committed(*n);
                 // Later requests see the cache instead of this fill.
                 self.lock().remove(&driver.digest);
+                driver.tx.send_modify(|s| s.settled = true);
             }
             Err(e) => {
                 // Out of the table first: a request arriving now starts afresh rather than
@@ -251,12 +263,11 @@ impl Fills {
                 self.lock().remove(&driver.digest);
                 let _ = std::fs::remove_file(&driver.tmp);
                 // A failed commit after verification leaves readers' (correct) bytes alone.
-                driver.tx.send_if_modified(|s| {
-                    let fail = s.done.is_none();
-                    if fail {
+                driver.tx.send_modify(|s| {
+                    if s.done.is_none() {
                         s.done = Some(Err(e.clone()));
                     }
-                    fail
+                    s.settled = true;
                 });
             }
         }

@@ -1633,8 +1633,8 @@ impl Proxy {
                     return Err(format!("blob {d}: {status}"));
                 }
                 // A body ends once verified; the fill commits to the cache just after.
-                while self.fills.get(&d).is_some() {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                if let Some(fill) = self.fills.get(&d) {
+                    fill.subscribe().settled().await;
                 }
                 out.blobs += 1;
                 out.bytes += n;
