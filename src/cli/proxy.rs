@@ -106,6 +106,8 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::proxy::watchdog::on_park)
+        .on_thread_unpark(crate::proxy::watchdog::on_unpark)
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {

@@ -123,6 +123,20 @@ pub struct ProxyLimits {
     pub max_connections: usize,
     /// Upstream connect and between-bytes read timeout, in seconds.
     pub upstream_timeout_secs: u64,
+    /// A client has this long to send a whole request head once it started one (and hyper's
+    /// connections to send the next head after a response), in seconds.
+    pub header_read_timeout_secs: u64,
+    /// A plain-HTTP keep-alive connection may wait this long for its next request, in seconds.
+    pub idle_timeout_secs: u64,
+    /// After SIGTERM/SIGINT, requests in flight get this long before the process exits anyway.
+    pub shutdown_timeout_secs: u64,
+    /// `/readyz` fails when a runtime worker has been awake this long without polling a
+    /// connection (stuck in a blocking call), in seconds.
+    pub stall_secs: u64,
+    /// Cold blob requests waiting for a fill slot, in all and per client address; beyond
+    /// them the proxy answers 503 TOOMANYREQUESTS with Retry-After.
+    pub max_queued_fills: usize,
+    pub max_queued_fills_per_client: usize,
 }
 
 impl Default for ProxyLimits {
@@ -132,6 +146,12 @@ impl Default for ProxyLimits {
             max_connections_per_client: 2048,
             max_connections: 8192,
             upstream_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            shutdown_timeout_secs: 30,
+            stall_secs: 10,
+            max_queued_fills: 1024,
+            max_queued_fills_per_client: 256,
         }
     }
 }

@@ -24,8 +24,14 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
             return Ok(false);
         }
         // An idle keep-alive connection must not hold up a graceful shutdown.
+        // A keep-alive connection with no request for `idle_timeout` is closed (a slot is a file
+        // descriptor); a started head that does not complete goes to hyper, whose
+        // `header_read_timeout` closes it.
         let n = tokio::select! {
-            n = stream.peek(&mut buf) => n?,
+            n = tokio::time::timeout(proxy.settings.idle_timeout, stream.peek(&mut buf)) => match n {
+                Ok(n) => n?,
+                Err(_) => return Ok(false),
+            },
             _ = stopping.changed() => return Ok(false),
         };
         if n == 0 {

@@ -48,7 +48,10 @@ impl Grants {
 
     pub fn check(&self, identity: &str, upstream: &str, repo: &str, digest: &Digest) -> Link {
         let key = Self::key(identity, upstream, repo, digest);
-        let seen = self.lock().get(&key).copied().or_else(|| {
+        // One lock per statement: the guard of a lookup must be gone before the insert below
+        // takes the lock again (a std mutex is not re-entrant; holding it would hang the worker).
+        let remembered = self.lock().get(&key).copied();
+        let seen = remembered.or_else(|| {
             let t = std::fs::metadata(self.dir.join(&key))
                 .and_then(|m| m.modified())
                 .ok()?;

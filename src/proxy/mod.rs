@@ -12,12 +12,13 @@ pub mod route;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 
 use self::blob_store::BlobStore;
@@ -69,6 +70,12 @@ pub fn build(
         tls: cfg.tls.is_some(),
         max_connections: cfg.limits.max_connections,
         max_connections_per_client: cfg.limits.max_connections_per_client,
+        header_read_timeout: Duration::from_secs(cfg.limits.header_read_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(cfg.limits.idle_timeout_secs.max(1)),
+        shutdown_timeout: Duration::from_secs(cfg.limits.shutdown_timeout_secs),
+        stall_limit: Duration::from_secs(cfg.limits.stall_secs.max(1)),
+        max_queued_fills: cfg.limits.max_queued_fills.max(1),
+        max_queued_fills_per_client: cfg.limits.max_queued_fills_per_client.max(1),
     };
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| format!("cache: {e}"))?;
@@ -116,36 +123,36 @@ pub async fn serve(
                     None => {
                         let watcher = graceful.watcher();
                         let fast = proxy_for_fast.clone();
-                        tokio::spawn(async move {
+                        tokio::spawn(watchdog::tracked(async move {
                             let mut stream = stream;
                             // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
                             if let Ok(true) = fastpath::serve(&fast, &mut stream).await {
-                                let builder = auto::Builder::new(TokioExecutor::new());
-                                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                                let conn = connection_builder(&proxy_for_fast.settings).serve_connection(TokioIo::new(stream), service).into_owned();
                                 let _ = watcher.watch(conn).await;
                             }
                             drop(slot);
-                        });
+                        }));
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
                         let watcher = graceful.watcher();
-                        tokio::spawn(async move {
+                        let settings_proxy = proxy_for_fast.clone();
+                        tokio::spawn(watchdog::tracked(async move {
                             // The handshake runs in the connection's task so a slow client blocks no one.
                             let Ok(Ok(tls_stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
                                 return;
                             };
-                            let builder = auto::Builder::new(TokioExecutor::new());
-                            let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
+                            let conn = connection_builder(&settings_proxy.settings).serve_connection(TokioIo::new(tls_stream), service).into_owned();
                             let _ = watcher.watch(conn).await;
                             drop(slot);
-                        });
+                        }));
                     }
                 }
             }
             _ = &mut shutdown => {
                 tracing::info!("shutting down: no new connections; waiting for requests in flight");
                 proxy.stopping.send_replace(true);
+                exit_after(proxy.settings.shutdown_timeout);
                 break;
             }
         }
@@ -162,13 +169,46 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(30), drained)
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after 30 s; abandoning them (partial fills are discarded at next start)");
+    let deadline = proxy.settings.shutdown_timeout;
+    if tokio::time::timeout(deadline, drained).await.is_err() {
+        tracing::warn!(
+            deadline_secs = deadline.as_secs(),
+            "requests still in flight at the shutdown deadline; abandoning them (partial fills are discarded at next start)"
+        );
     }
     Ok(())
+}
+
+/// Ends the process `deadline` after shutdown began, whatever the runtime is doing: a worker
+/// stuck in a blocking call also stops tokio's timers, so the deadline runs on its own thread.
+fn exit_after(deadline: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline + Duration::from_millis(500));
+            tracing::warn!(
+                deadline_secs = deadline.as_secs(),
+                "shutdown deadline passed with work still stuck; exiting anyway"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no shutdown-deadline thread; shutdown may wait for stuck work");
+    }
+}
+
+/// hyper's connection settings: both protocols, tasks it spawns tracked by the watchdog.
+fn connection_builder(settings: &server::Settings) -> auto::Builder<watchdog::TrackedExecutor> {
+    let mut builder = auto::Builder::new(watchdog::TrackedExecutor);
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(None);
+    builder
 }
 
 async fn shutdown_signal() {

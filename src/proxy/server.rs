@@ -40,6 +40,12 @@ pub struct Settings {
     pub tls: bool,
     pub max_connections: usize,
     pub max_connections_per_client: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub stall_limit: Duration,
+    pub max_queued_fills: usize,
+    pub max_queued_fills_per_client: usize,
 }
 
 /// Shared state of a running proxy.
@@ -170,7 +176,18 @@ impl Proxy {
         body: &Bytes,
     ) -> (&'static str, Response<Body>) {
         match path {
-            "/healthz" | "/readyz" => return ("health", text(StatusCode::OK, "ok\n")),
+            "/healthz" => return ("health", text(StatusCode::OK, "ok\n")),
+            "/readyz" => return ("health", self.readiness()),
+            // Test hook (debug builds, opt-in): blocks this worker thread as a deadlock would.
+            #[cfg(debug_assertions)]
+            "/_test/stall-worker" if std::env::var_os("PULLSECRET_TEST_HOOKS").is_some() => {
+                let ms = query
+                    .and_then(|q| q.strip_prefix("ms="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
+                std::thread::sleep(Duration::from_millis(ms));
+                return ("other", text(StatusCode::OK, "stalled\n"));
+            }
             "/metrics" => {
                 self.refresh_gauges();
                 let mut r = bytes_response(
@@ -274,6 +291,21 @@ impl Proxy {
                 ),
             ),
         }
+    }
+
+    /// Ready unless shutting down or a worker is stuck (a blocked worker stops its connections).
+    fn readiness(&self) -> Response<Body> {
+        if *self.stopping.borrow() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        }
+        if let Some(quiet) = super::watchdog::stuck(self.settings.stall_limit) {
+            tracing::warn!(
+                stuck_ms = quiet.as_millis() as u64,
+                "a runtime worker is stuck; /readyz fails"
+            );
+            return text(StatusCode::SERVICE_UNAVAILABLE, "a worker is stuck\n");
+        }
+        text(StatusCode::OK, "ok\n")
     }
 
     fn refresh_gauges(&self) {

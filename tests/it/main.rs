@@ -15,5 +15,6 @@ mod proxy_teams;
 mod pull;
 mod registry_smoke;
 mod registry_support;
+mod restart;
 mod stress;
 mod support;

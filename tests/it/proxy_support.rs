@@ -117,6 +117,31 @@ impl ProxyProcess {
         drop(std::mem::replace(self, fresh));
     }
 
+    /// Sends SIGTERM and waits up to `within` for the process to exit: its exit status (`None`
+    /// if it was still running at the deadline, then killed) and how long it took.
+    pub fn terminate(&mut self, within: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        let started = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = started + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), started.elapsed());
+            }
+            if Instant::now() >= deadline {
+                self.kill9();
+                return (None, started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a new process on the same config, address and cache (after `terminate`).
+    pub fn start_again(&mut self, env: &Env) {
+        self.restart(env);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
