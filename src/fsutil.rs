@@ -12,7 +12,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -50,6 +50,31 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         let _ = self.file.unlock();
     }
+}
+
+/// Sets directories under `root` (and `root`) to 0700 and files to 0600 where they are looser:
+/// content cached with one namespace's credentials is no other local user's to read.
+pub fn tighten_tree(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let m = e.metadata()?;
+                if m.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing.

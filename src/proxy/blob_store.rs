@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{create_private_dir, tighten_tree, write_atomic};
 use crate::registry::digest::Digest;
 
 const VERSION_DIR: &str = "v1";
@@ -38,9 +38,18 @@ impl BlobStore {
     /// Opens (creating) the layout and removes temp files a crash left behind.
     pub fn open(cache_dir: &Path) -> std::io::Result<Self> {
         let root = cache_dir.join(VERSION_DIR);
-        for d in ["blobs/sha256", "tmp", "meta/manifests", "meta/tags"] {
-            std::fs::create_dir_all(root.join(d))?;
+        create_private_dir(cache_dir)?;
+        for d in [
+            "blobs/sha256",
+            "tmp",
+            "meta/manifests",
+            "meta/tags",
+            "meta/links",
+        ] {
+            create_private_dir(&root.join(d))?;
         }
+        // A cache made by an older version (or by hand) may be readable by others.
+        tighten_tree(cache_dir)?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;

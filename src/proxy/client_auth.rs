@@ -24,6 +24,17 @@ pub struct TokenAuthority {
     pub ttl: Duration,
 }
 
+/// What a valid token says: whose it is, and which version of the client record it was
+/// issued for (so removing or moving the client ends it at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub namespace: String,
+    /// Empty for anonymous tokens.
+    pub user: String,
+    /// `ClientRecord::fingerprint` when issued.
+    pub fingerprint: String,
+}
+
 impl TokenAuthority {
     pub fn new(ttl: Duration) -> Self {
         let mut key = [0u8; 32];
@@ -32,27 +43,107 @@ impl TokenAuthority {
         Self { key, ttl }
     }
 
-    /// `kind.namespace.expiry.mac`, base64url parts; `kind` is `a` (access) or `r` (refresh).
-    pub fn issue(&self, kind: &str, namespace: &str, lifetime: Duration) -> String {
+    /// `kind.namespace.expiry.user.fingerprint.mac`, base64url parts; `kind` is `a` (access)
+    /// or `r` (refresh).
+    pub fn issue(&self, kind: &str, claims: &Claims, lifetime: Duration) -> String {
         let exp = now() + lifetime.as_secs();
-        let body = format!("{kind}.{}.{exp}", B64.encode(namespace));
+        let body = format!(
+            "{kind}.{}.{exp}.{}.{}",
+            B64.encode(&claims.namespace),
+            B64.encode(&claims.user),
+            B64.encode(&claims.fingerprint)
+        );
         format!("{body}.{}", B64.encode(hmac(&self.key, body.as_bytes())))
     }
 
-    /// The namespace a valid, unexpired token of `kind` names.
-    pub fn verify(&self, kind: &str, token: &str) -> Option<String> {
+    /// The claims of a valid, unexpired token of `kind` (the caller checks them against the
+    /// current client record).
+    pub fn verify(&self, kind: &str, token: &str) -> Option<Claims> {
         let (body, mac) = token.rsplit_once('.')?;
         let expected = B64.encode(hmac(&self.key, body.as_bytes()));
         if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
             return None;
         }
         let mut parts = body.split('.');
-        let (k, ns, exp) = (parts.next()?, parts.next()?, parts.next()?);
-        if k != kind || exp.parse::<u64>().ok()? < now() {
+        let (k, ns, exp, user, fp) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
+        if k != kind || exp.parse::<u64>().ok()? < now() || parts.next().is_some() {
             return None;
         }
-        String::from_utf8(B64.decode(ns).ok()?).ok()
+        let text = |p: &str| String::from_utf8(B64.decode(p).ok()?).ok();
+        Some(Claims {
+            namespace: text(ns)?,
+            user: text(user)?,
+            fingerprint: text(fp)?,
+        })
     }
+}
+
+/// A proxy client as stored: its namespace, password hash and the fingerprint of both.
+#[derive(Clone)]
+pub struct ClientRecord {
+    pub namespace: String,
+    hash: String,
+    /// Changes whenever the client is removed, re-added, moved or given a new password.
+    pub fingerprint: String,
+}
+
+impl ClientRecord {
+    pub fn claims(&self, user: &str) -> Claims {
+        Claims {
+            namespace: self.namespace.clone(),
+            user: user.to_string(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+}
+
+/// Client `user`'s record (blocking: reads the store).
+pub fn client_record(store: &dyn SecretStore, user: &str) -> Option<ClientRecord> {
+    let s = store.get(CLIENTS_NAMESPACE, user).ok()??;
+    let SecretData::Generic(map) = &s.data else {
+        return None;
+    };
+    let literal = |k: &str| match map.get(k) {
+        Some(SecretValue::Literal(v)) => Some(v.expose_secret().to_string()),
+        _ => None,
+    };
+    let hash = literal("password-hash")?;
+    let namespace = literal("namespace")?;
+    let fingerprint = hex::encode(
+        &Sha256::new()
+            .chain_update(hash.as_bytes())
+            .chain_update([0u8])
+            .chain_update(namespace.as_bytes())
+            .finalize()[..12],
+    );
+    Some(ClientRecord {
+        namespace,
+        hash,
+        fingerprint,
+    })
+}
+
+/// Whether `password` is right for `record`; with no record, the same work against a dummy
+/// hash, so the answer's timing does not tell which users exist.
+pub fn verify_client(record: Option<&ClientRecord>, password: &str) -> bool {
+    match record {
+        Some(r) => verify_password(password, &r.hash),
+        None => {
+            let _ = verify_password(password, dummy_hash());
+            false
+        }
+    }
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("no such client"))
 }
 
 /// `sha256i$ROUNDS$SALT$HASH`: a salted, iterated hash; the proxy only needs to verify.
@@ -81,21 +172,6 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
             .as_bytes(),
         hash.as_bytes(),
     )
-}
-
-/// The namespace of client `user` if `password` is right (blocking: reads the store).
-pub fn check_client(store: &dyn SecretStore, user: &str, password: &str) -> Option<String> {
-    let s = store.get(CLIENTS_NAMESPACE, user).ok()??;
-    let SecretData::Generic(map) = &s.data else {
-        return None;
-    };
-    let literal = |k: &str| match map.get(k) {
-        Some(SecretValue::Literal(v)) => Some(v.expose_secret().to_string()),
-        _ => None,
-    };
-    let hash = literal("password-hash")?;
-    let ns = literal("namespace")?;
-    verify_password(password, &hash).then_some(ns)
 }
 
 fn stretch(password: &str, salt: &str, rounds: u32) -> [u8; 32] {
@@ -150,8 +226,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_resist_tampering() {
         let a = TokenAuthority::new(Duration::from_secs(60));
-        let t = a.issue("a", "team-a", Duration::from_secs(60));
-        assert_eq!(a.verify("a", &t).as_deref(), Some("team-a"));
+        let claims = Claims {
+            namespace: "team-a".into(),
+            user: "alice".into(),
+            fingerprint: "f1".into(),
+        };
+        let t = a.issue("a", &claims, Duration::from_secs(60));
+        assert_eq!(a.verify("a", &t), Some(claims.clone()));
         assert_eq!(
             a.verify("r", &t),
             None,
@@ -159,7 +240,7 @@ mod tests {
         );
         let forged = t.replacen(&B64.encode("team-a"), &B64.encode("team-b"), 1);
         assert_eq!(a.verify("a", &forged), None);
-        let expired = a.issue("a", "team-a", Duration::ZERO);
+        let expired = a.issue("a", &claims, Duration::ZERO);
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(a.verify("a", &expired), None);
         assert_eq!(

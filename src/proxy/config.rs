@@ -92,6 +92,15 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// Who may use `username`/`password`: `namespace` (default: clients of the proxy's home
+    /// namespace, like a stored secret there), `global` (every client, anonymous ones too) or
+    /// `global-private` (only the proxy's own background work: `warm`).
+    #[serde(default)]
+    pub scope: crate::store::Scope,
+    /// Token realm hosts besides the upstream's own (and the well-known ones) that may receive
+    /// its credentials.
+    #[serde(default)]
+    pub token_realms: Vec<String>,
     /// PEM file with extra root CAs for this upstream.
     #[serde(default)]
     pub ca: Option<PathBuf>,

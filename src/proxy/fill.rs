@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -199,6 +199,7 @@ impl Fills {
         let tmp = tmp_dir.join(format!("{}.{}", digest.hex(), std::process::id()));
         let file = Arc::new(
             std::fs::OpenOptions::new()
+                .mode(0o600)
                 .create(true)
                 .truncate(true)
                 .read(true)

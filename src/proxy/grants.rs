@@ -3,6 +3,7 @@
 //! Content cached through one namespace reaches another only through such a link.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -29,7 +30,7 @@ pub enum Link {
 
 impl Grants {
     pub fn open(dir: PathBuf, ttl: Duration) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        crate::fsutil::create_private_dir(&dir)?;
         Ok(Self {
             dir,
             ttl,
@@ -70,8 +71,13 @@ impl Grants {
         let now = SystemTime::now();
         let path = self.dir.join(&key);
         // Recreate rather than touch so the mtime is now; failure only costs a later re-check.
-        let _ = std::fs::write(&path, b"");
-        if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+        let opened = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path);
+        if let Ok(f) = opened {
             let _ = f.set_modified(now);
         }
         self.lock().insert(key, now);

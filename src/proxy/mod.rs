@@ -2,6 +2,7 @@
 
 pub mod blob_store;
 pub mod client_auth;
+pub mod client_gate;
 pub mod config;
 pub mod evict;
 pub mod fastpath;
@@ -117,7 +118,7 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer.ip()).await) }
                 });
                 match &tls {
                     None => {

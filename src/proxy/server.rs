@@ -13,7 +13,8 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 
 use super::blob_store::{BlobStore, TagRecord};
-use super::client_auth::{check_client, TokenAuthority, ANONYMOUS};
+use super::client_auth::{Claims, TokenAuthority, ANONYMOUS};
+use super::client_gate::{ClientGate, Verdict};
 use super::evict::Lru;
 use super::fill::{Download, Fills, Joined};
 use super::grants::{Grants, Link};
@@ -60,6 +61,7 @@ pub struct Proxy {
     pub lru: Arc<Lru>,
     grants: Grants,
     tokens: TokenAuthority,
+    gate: ClientGate,
     fill_slots: Arc<tokio::sync::Semaphore>,
     stale_logged: Mutex<HashSet<String>>,
     next_id: AtomicU64,
@@ -107,6 +109,7 @@ impl Proxy {
             fills: Arc::new(Fills::default()),
             fill_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_fills.max(1))),
             tokens: TokenAuthority::new(settings.token_ttl),
+            gate: ClientGate::new(secrets.clone()),
             store,
             upstreams,
             default_upstream,
@@ -124,7 +127,11 @@ impl Proxy {
         })
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        peer: std::net::IpAddr,
+    ) -> Response<Body> {
         let started = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
@@ -143,7 +150,7 @@ impl Proxy {
             Bytes::new()
         };
         let (route_label, mut resp) = self
-            .dispatch(&method, &path, query.as_deref(), &headers, &body)
+            .dispatch(&method, &path, query.as_deref(), &headers, &body, peer)
             .await;
         let status = resp.status().as_u16();
         self.metrics
@@ -174,6 +181,7 @@ impl Proxy {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &Bytes,
+        peer: std::net::IpAddr,
     ) -> (&'static str, Response<Body>) {
         match path {
             "/healthz" => return ("health", text(StatusCode::OK, "ok\n")),
@@ -202,7 +210,8 @@ impl Proxy {
             "/token" if self.settings.auth_enabled => {
                 return (
                     "token",
-                    self.token_endpoint(method, query, headers, body).await,
+                    self.token_endpoint(method, query, headers, body, peer)
+                        .await,
                 )
             }
             _ => {}
@@ -223,7 +232,7 @@ impl Proxy {
                 ),
             );
         }
-        let who = match self.authenticate(headers).await {
+        let who = match self.authenticate(headers, peer).await {
             Ok(w) => w,
             Err(r) => return ("auth", r),
         };
@@ -323,7 +332,11 @@ impl Proxy {
     }
 
     /// The client's namespace: `Ok(None)` for no credentials; `Err` (401) for wrong ones.
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: std::net::IpAddr,
+    ) -> Result<Option<String>, Refusal> {
         if !self.settings.auth_enabled {
             return Ok(None);
         }
@@ -334,9 +347,15 @@ impl Proxy {
             return Ok(None);
         };
         if let Some(token) = auth.strip_prefix("Bearer ") {
-            return match self.tokens.verify("a", token.trim()) {
-                Some(ns) => Ok(Some(ns)),
-                None => Err(self.challenge(
+            // A token stands only while the client record it was issued for is unchanged.
+            let claims = self.tokens.verify("a", token.trim());
+            let current = match &claims {
+                Some(c) => self.gate.current(c).await,
+                None => false,
+            };
+            return match claims {
+                Some(c) if current => Ok(Some(c.namespace)),
+                _ => Err(self.challenge(
                     headers,
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
@@ -345,14 +364,9 @@ impl Proxy {
             };
         }
         if let Some((user, pass)) = parse_basic(auth) {
-            return match self.check_client(user, pass).await {
-                Some(ns) => Ok(Some(ns)),
-                None => Err(self.challenge(
-                    headers,
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "invalid username or password",
-                )),
+            return match self.gate.login(peer, &user, &pass).await {
+                Verdict::Accepted(c) => Ok(Some(c.namespace)),
+                verdict => Err(self.refused_login(headers, &user, peer, &verdict)),
             };
         }
         Err(self.challenge(
@@ -363,12 +377,37 @@ impl Proxy {
         ))
     }
 
-    async fn check_client(&self, user: String, pass: zeroize::Zeroizing<String>) -> Option<String> {
-        let store = self.secrets.clone();
-        tokio::task::spawn_blocking(move || check_client(store.as_ref(), &user, &pass))
-            .await
-            .ok()
-            .flatten()
+    /// A refused client login: logged with the user and address (never the password), 401, or
+    /// 429 with Retry-After while the failure limit holds.
+    fn refused_login(
+        &self,
+        headers: &HeaderMap,
+        user: &str,
+        peer: std::net::IpAddr,
+        verdict: &Verdict,
+    ) -> Response<Body> {
+        match verdict {
+            Verdict::Throttled(wait) => {
+                tracing::warn!(client = %user, %peer, retry_after_secs = wait.as_secs() + 1, "client login throttled after repeated failures");
+                let mut r = oci_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    "too many failed logins; retry later",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, hv(&(wait.as_secs() + 1).to_string()));
+                r
+            }
+            _ => {
+                tracing::warn!(client = %user, %peer, "client login refused");
+                self.challenge(
+                    headers,
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "invalid username or password",
+                )
+            }
+        }
     }
 
     fn requester(&self, authenticated: Option<String>) -> Requester {
@@ -433,6 +472,7 @@ impl Proxy {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &Bytes,
+        peer: std::net::IpAddr,
     ) -> Response<Body> {
         let form: Vec<(String, String)> = if method == Method::POST {
             url_form(&String::from_utf8_lossy(body))
@@ -440,7 +480,7 @@ impl Proxy {
             url_form(query.unwrap_or(""))
         };
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let (namespace, refresh) = if method == Method::POST {
+        let (claims, refresh) = if method == Method::POST {
             match field("grant_type").as_deref() {
                 Some("password") => {
                     let (Some(u), Some(p)) = (field("username"), field("password")) else {
@@ -450,21 +490,23 @@ impl Proxy {
                             "username and password required",
                         );
                     };
-                    match self.check_client(u, zeroize::Zeroizing::new(p)).await {
-                        Some(ns) => (ns, true),
-                        None => {
-                            return oci_error(
-                                StatusCode::UNAUTHORIZED,
-                                "UNAUTHORIZED",
-                                "invalid username or password",
-                            )
-                        }
+                    let p = zeroize::Zeroizing::new(p);
+                    match self.gate.login(peer, &u, &p).await {
+                        Verdict::Accepted(c) => (c, true),
+                        verdict => return self.refused_login(headers, &u, peer, &verdict),
                     }
                 }
                 Some("refresh_token") => {
-                    match field("refresh_token").and_then(|t| self.tokens.verify("r", &t)) {
-                        Some(ns) => (ns, false),
-                        None => {
+                    // Re-checked against the current record: a removed client's refresh
+                    // token mints nothing.
+                    let claims = field("refresh_token").and_then(|t| self.tokens.verify("r", &t));
+                    let current = match &claims {
+                        Some(c) => self.gate.current(c).await,
+                        None => false,
+                    };
+                    match claims {
+                        Some(c) if current => (c, false),
+                        _ => {
                             return oci_error(
                                 StatusCode::UNAUTHORIZED,
                                 "UNAUTHORIZED",
@@ -487,21 +529,22 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_basic)
             {
-                Some((u, p)) => match self.check_client(u, p).await {
-                    Some(ns) => (ns, field("offline_token").as_deref() == Some("true")),
-                    None => {
-                        return oci_error(
-                            StatusCode::UNAUTHORIZED,
-                            "UNAUTHORIZED",
-                            "invalid username or password",
-                        )
-                    }
+                Some((u, p)) => match self.gate.login(peer, &u, &p).await {
+                    Verdict::Accepted(c) => (c, field("offline_token").as_deref() == Some("true")),
+                    verdict => return self.refused_login(headers, &u, peer, &verdict),
                 },
-                None => (ANONYMOUS.to_string(), false),
+                None => (
+                    Claims {
+                        namespace: ANONYMOUS.to_string(),
+                        user: String::new(),
+                        fingerprint: String::new(),
+                    },
+                    false,
+                ),
             }
         };
         let ttl = self.settings.token_ttl;
-        let token = self.tokens.issue("a", &namespace, ttl);
+        let token = self.tokens.issue("a", &claims, ttl);
         let mut body = serde_json::json!({
             "token": token,
             "access_token": token,
@@ -511,7 +554,7 @@ impl Proxy {
         if refresh {
             body["refresh_token"] = serde_json::Value::String(self.tokens.issue(
                 "r",
-                &namespace,
+                &claims,
                 Duration::from_secs(30 * 86400),
             ));
         }
@@ -571,19 +614,24 @@ impl Proxy {
                 );
                 Ok(picked)
             }
+            // The reason (which secret, which namespace, what to run) is for the operator's
+            // log; the client learns only that credentials are missing.
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "no credentials for upstream");
+                tracing::warn!(error = %e, namespace = %who.namespace, %repo, "no credentials for upstream");
                 Err(oci_error(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
-                    &e.to_string(),
+                    "the proxy has no usable credentials for this upstream",
                 ))
             }
-            Err(e) => Err(oci_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                &e.to_string(),
-            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "credential lookup failed");
+                Err(oci_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "credential lookup failed",
+                ))
+            }
         }
     }
 
@@ -1228,6 +1276,10 @@ fn fill_error_response(e: &str) -> Response<Body> {
 }
 
 fn upstream_error(e: &RegistryError) -> Response<Body> {
+    // 401/403, unreachable, timed out, refused realms: the operator sees each (names, never values).
+    if !matches!(e, RegistryError::NotFound { .. }) {
+        tracing::warn!(error = %e, "upstream request failed");
+    }
     let (status, code) = match e {
         RegistryError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
         RegistryError::NotFound { code, .. } => (

@@ -68,6 +68,7 @@ impl Upstream {
             token_style: cfg.token_style,
             connect_timeout: Some(timeout),
             read_timeout: Some(timeout),
+            token_realms: cfg.token_realms.clone(),
         };
         let client = Client::new(opts, tokens).map_err(|e| e.to_string())?;
         let names = UpstreamNames {
@@ -95,11 +96,23 @@ impl Upstream {
         let refs = StoreRefs(store);
         let resolver = RefResolver::with_store(&refs);
         if let (Some(user), Some(pass)) = (&self.cfg.username, &self.cfg.password) {
+            // Config credentials belong to the home namespace under their declared scope,
+            // exactly like a stored secret there (DESIGN.md: namespaces and scopes).
+            if !who.may_use_scope(self.cfg.scope, &who.home) {
+                tracing::debug!(
+                    upstream = %self.cfg.name,
+                    client_namespace = %who.namespace,
+                    scope = self.cfg.scope.as_str(),
+                    "config credentials are not for this namespace; pulling anonymously"
+                );
+                return Ok(None);
+            }
             let v = SecretValue::from_user(pass);
             let value = resolver.resolve_value(&v).map_err(|e| err(e.to_string()))?;
+            let grant = format!("config:{}", self.cfg.name);
             return Ok(Some(Picked {
-                creds: credentials(user.clone(), &v, value),
-                grant: format!("config:{}", self.cfg.name),
+                creds: credentials(&grant, user.clone(), &v, value),
+                grant,
             }));
         }
         let secret = if let Some(spec) = &self.cfg.secret {
@@ -143,9 +156,10 @@ impl Upstream {
         let value = resolver
             .resolve_value(password)
             .map_err(|e| err(e.to_string()))?;
+        let grant = format!("secret:{}/{}", secret.namespace, secret.name);
         Ok(Some(Picked {
-            creds: credentials(username.clone(), password, value),
-            grant: format!("secret:{}/{}", secret.namespace, secret.name),
+            creds: credentials(&grant, username.clone(), password, value),
+            grant,
         }))
     }
 }
@@ -165,9 +179,14 @@ impl Requester {
     /// The scope rules of DESIGN.md: namespace secrets for their namespace, global for all,
     /// global-private only for background work.
     pub fn may_use(&self, s: &StoredSecret) -> bool {
-        match s.scope {
+        self.may_use_scope(s.scope, &s.namespace)
+    }
+
+    /// The same rule for a credential of `scope` that belongs to `namespace`.
+    pub fn may_use_scope(&self, scope: Scope, namespace: &str) -> bool {
+        match scope {
             Scope::Global => true,
-            Scope::Namespace => s.namespace == self.namespace,
+            Scope::Namespace => namespace == self.namespace,
             Scope::GlobalPrivate => self.background,
         }
     }
@@ -181,14 +200,21 @@ pub struct Picked {
     pub grant: String,
 }
 
-/// Credentials whose cache identity follows the reference's `cacheKey` when it has one.
-fn credentials(username: String, source: &SecretValue, value: SecretString) -> Credentials {
+/// Credentials whose cache identity is the secret's own identity (`grant`) plus the value's:
+/// a reference's `cacheKey` keeps tokens across rotations of this one secret, never shares
+/// them with another secret (of another namespace) that happens to use the same key.
+fn credentials(
+    grant: &str,
+    username: String,
+    source: &SecretValue,
+    value: SecretString,
+) -> Credentials {
     let identity = match source {
         SecretValue::Ref(r) => r.cache_identity(&value),
         SecretValue::Literal(_) => value_identity(&value),
     };
     Credentials {
-        identity: format!("{username}:{identity}"),
+        identity: format!("{grant}|{username}:{identity}"),
         username,
         password: value,
     }

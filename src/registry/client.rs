@@ -29,7 +29,18 @@ pub struct UpstreamOptions {
     pub connect_timeout: Option<Duration>,
     /// Longest pause between bytes before a transfer counts as stalled.
     pub read_timeout: Option<Duration>,
+    /// Token realm hosts besides the registry's own and the well-known ones that may receive
+    /// its credentials.
+    pub token_realms: Vec<String>,
 }
+
+/// Realm hosts of well-known registries whose token service lives on another host.
+const KNOWN_REALMS: &[(&str, &str)] = &[
+    ("registry-1.docker.io", "auth.docker.io"),
+    ("index.docker.io", "auth.docker.io"),
+    ("docker.io", "auth.docker.io"),
+    ("registry.gitlab.com", "gitlab.com"),
+];
 
 /// A fetched manifest: exact bytes, the media type the registry sent, and its verified digest.
 #[derive(Debug, Clone)]
@@ -316,6 +327,9 @@ impl Client {
                         reason: "Bearer challenge without a realm".into(),
                     });
                 }
+                if creds.is_some() {
+                    self.check_realm(realm)?;
+                }
                 let service = ch.service().unwrap_or_default();
                 let token = self
                     .tokens
@@ -337,6 +351,48 @@ impl Client {
                 ))))
             }
             _ => Ok(None),
+        }
+    }
+
+    /// Credentials go to a token realm only over HTTPS (plain HTTP only when the registry itself
+    /// is plain HTTP by `insecure`) and only on the registry's own host, a well-known realm of
+    /// it, or a host the config lists in `token_realms`.
+    fn check_realm(&self, realm: &str) -> Result<(), RegistryError> {
+        let refuse = |why: String| RegistryError::Config {
+            registry: self.host().into(),
+            reason: format!("credentials not sent to token realm {realm}: {why}"),
+        };
+        let url = reqwest::Url::parse(realm).map_err(|_| refuse("not a URL".into()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.opts.insecure => {}
+            other => {
+                return Err(refuse(format!(
+                    "{other}:// would expose them (only https, or http for an insecure registry)"
+                )))
+            }
+        }
+        let realm_host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let own = self
+            .host()
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(self.host(), |(h, _)| h)
+            .to_ascii_lowercase();
+        let known = KNOWN_REALMS
+            .iter()
+            .any(|(reg, auth)| *reg == own && *auth == realm_host);
+        let listed = self
+            .opts
+            .token_realms
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&realm_host));
+        if realm_host == own || known || listed {
+            Ok(())
+        } else {
+            Err(refuse(format!(
+                "host {realm_host} is not the registry's; add it to the upstream's token_realms to trust it"
+            )))
         }
     }
 

@@ -16,5 +16,6 @@ mod pull;
 mod registry_smoke;
 mod registry_support;
 mod restart;
+mod security;
 mod stress;
 mod support;

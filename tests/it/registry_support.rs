@@ -55,6 +55,8 @@ pub struct Registry {
     bin: PathBuf,
     addr: String,
     auth_yaml: String,
+    /// `http.tls` lines when serving HTTPS.
+    tls_yaml: String,
     issuer: Option<TokenIssuer>,
     dir: tempfile::TempDir,
 }
@@ -63,6 +65,26 @@ impl Registry {
     /// Starts a registry, or returns `None` (after a SKIPPED notice) when a needed tool is missing outside E2E mode.
     /// skopeo is required too: every registry test seeds content with it.
     pub fn start(auth: RegistryAuth) -> Option<Self> {
+        Self::start_with(auth, String::new())
+    }
+
+    /// Like `start`, serving HTTPS with this certificate and key (PEM files).
+    pub fn start_tls(
+        auth: RegistryAuth,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Option<Self> {
+        Self::start_with(
+            auth,
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                yaml_str(cert),
+                yaml_str(key)
+            ),
+        )
+    }
+
+    fn start_with(auth: RegistryAuth, tls_yaml: String) -> Option<Self> {
         let bin = require_bin("docker-registry", "apt-get install docker-registry")?;
         require_bin("skopeo", "apt-get install skopeo")?;
         let dir = tempfile::tempdir().expect("registry tempdir");
@@ -104,16 +126,17 @@ impl Registry {
                     yaml_str(&config.issuer),
                     yaml_str(&cert)
                 );
-                return Self::launch(bin, dir, yaml, Some(issuer));
+                return Self::launch(bin, dir, yaml, tls_yaml, Some(issuer));
             }
         };
-        Self::launch(bin, dir, auth_yaml, None)
+        Self::launch(bin, dir, auth_yaml, tls_yaml, None)
     }
 
     fn launch(
         bin: PathBuf,
         dir: tempfile::TempDir,
         auth_yaml: String,
+        tls_yaml: String,
         issuer: Option<TokenIssuer>,
     ) -> Option<Self> {
         let mut reg = Self {
@@ -121,6 +144,7 @@ impl Registry {
             bin,
             addr: String::new(),
             auth_yaml,
+            tls_yaml,
             issuer,
             dir,
         };
@@ -143,10 +167,11 @@ impl Registry {
              log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: {addr}\n  secret: pullsecret-test-http-secret\n\
+             http:\n  addr: {addr}\n  secret: pullsecret-test-http-secret\n{tls}\
              health:\n  storagedriver:\n    enabled: false\n\
              {auth}",
             auth = self.auth_yaml,
+            tls = self.tls_yaml,
             storage = yaml_str(d.join("storage")),
             addr = self.addr,
         );

@@ -1,0 +1,428 @@
+//! Attacks on the proxy's promise (content pulled with one namespace's credentials never
+//! reaches a client the upstream would refuse; credentials go only where the registry lives),
+//! each performed against a real token-auth distribution registry.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::proxy_support::ProxyProcess;
+use crate::registry_support::{
+    basic_auth, http_request, push_image, HttpResponse, Registry, RegistryAuth, TokenIssuerConfig,
+};
+use crate::support::{require_bin, run_with_stdin, stderr, Env};
+
+const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
+
+fn client(env: &Env, user: &str, ns: &str, pw: &str) {
+    let out = run_with_stdin(
+        env.pullsecret(&["proxy", "client", "add", user, "-n", ns, "--password-stdin"]),
+        pw.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn secret_ref(env: &Env, name: &str, ns: &str, server: &str, user: &str, pw_ref: &str) {
+    let out = env
+        .pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            name,
+            "-n",
+            ns,
+            "--docker-server",
+            server,
+            "--docker-username",
+            user,
+            "--docker-password-ref",
+            pw_ref,
+        ])
+        .output()
+        .expect("secret create");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn get(proxy: &ProxyProcess, path: &str, auth: Option<&str>) -> HttpResponse {
+    let mut headers = vec![OCI];
+    if let Some(a) = auth {
+        headers.push(("Authorization", a));
+    }
+    http_request("GET", &proxy.addr, path, &headers, b"").expect("request")
+}
+
+fn proxy_token(proxy: &ProxyProcess, basic: Option<&str>, extra_query: &str) -> HttpResponse {
+    let headers: Vec<(&str, &str)> = basic.iter().map(|a| ("Authorization", *a)).collect();
+    http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/token?service=pullsecret&scope=repository:private/app:pull{extra_query}"),
+        &headers,
+        b"",
+    )
+    .expect("token")
+}
+
+fn bearer(r: &HttpResponse) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    format!("Bearer {}", r.json()["token"].as_str().unwrap_or_default())
+}
+
+fn token_registry() -> Option<Registry> {
+    let issuer = TokenIssuerConfig::new()
+        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
+        .user("robot", "robot-pw", &[("private/*", &["pull"])]);
+    Registry::start(RegistryAuth::Token(issuer))
+}
+
+/// Two namespaces whose secrets share the username and the `cacheKey` but not the password:
+/// the one without rights must not ride on the other's cached upstream token.
+#[test]
+fn upstream_tokens_never_cross_namespaces() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "private/app",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[vec![5u8; 100_000]],
+    );
+    let (good, bad) = (env.path("a-pw"), env.path("c-pw"));
+    std::fs::write(&good, "robot-pw").expect("write");
+    std::fs::write(&bad, "not-the-password").expect("write");
+    let r = |p: &std::path::Path| format!("file://{}?cacheKey=robot", p.display());
+    secret_ref(&env, "reg", "team-a", reg.addr(), "robot", &r(&good));
+    secret_ref(&env, "reg", "team-c", reg.addr(), "robot", &r(&bad));
+    client(&env, "a-client", "team-a", "a-pw");
+    client(&env, "c-client", "team-c", "c-pw");
+    let proxy = ProxyProcess::start(
+        &env,
+        "[auth]\nenabled = true\n",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    let a = basic_auth("a-client", "a-pw");
+    let c = basic_auth("c-client", "c-pw");
+    let manifest = "/v2/private/app/manifests/v1";
+    let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
+    assert_eq!(
+        get(&proxy, manifest, Some(&a)).status,
+        200,
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(get(&proxy, &blob, Some(&a)).status, 200);
+    let issuer = reg.issuer().expect("issuer");
+    let before = issuer.requests().len();
+    // Team C, after team A pulled: refused by the upstream, so refused here.
+    for path in [manifest, blob.as_str()] {
+        let r = get(&proxy, path, Some(&c));
+        assert!(
+            r.status == 401 || r.status == 403 || r.status == 404,
+            "team C read {path} with team A's token: {}",
+            r.status
+        );
+    }
+    // C's requests went to the token endpoint with C's own (wrong) password.
+    let after = issuer.requests();
+    assert!(
+        after[before..]
+            .iter()
+            .any(|t| t.offered_user.as_deref() == Some("robot") && t.user.is_none()),
+        "team C never asked for its own token: {:?}",
+        &after[before..]
+    );
+}
+
+/// Config `username`/`password` belong to the home namespace unless `scope = "global"`.
+#[test]
+fn config_credentials_respect_scopes() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "private/app",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[vec![6u8; 100_000]],
+    );
+    client(&env, "home-client", "home", "h-pw");
+    client(&env, "other-client", "other", "o-pw");
+    let upstream = |scope: &str| {
+        format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nusername = \"robot\"\npassword = \"robot-pw\"\n{scope}",
+            reg.addr()
+        )
+    };
+    let mut proxy = ProxyProcess::start(
+        &env,
+        "namespace = \"home\"\n[auth]\nenabled = true\n",
+        &upstream(""),
+    );
+    let manifest = "/v2/private/app/manifests/v1";
+    let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
+    let other = basic_auth("other-client", "o-pw");
+    let outsiders = |proxy: &ProxyProcess| {
+        let anon_token = bearer(&proxy_token(proxy, None, ""));
+        for auth in [None, Some(anon_token.as_str()), Some(other.as_str())] {
+            for path in [manifest, blob.as_str()] {
+                let r = get(proxy, path, auth);
+                assert!(
+                    r.status == 401 || r.status == 404,
+                    "{auth:?} read {path} with the config's credentials: {}",
+                    r.status
+                );
+            }
+        }
+    };
+    outsiders(&proxy);
+    let home = basic_auth("home-client", "h-pw");
+    assert_eq!(
+        get(&proxy, manifest, Some(&home)).status,
+        200,
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(get(&proxy, &blob, Some(&home)).status, 200);
+    outsiders(&proxy);
+    // Written out, `global` lends them to every client, anonymous ones too.
+    drop(proxy);
+    proxy = ProxyProcess::start(
+        &env,
+        "namespace = \"home\"\n[auth]\nenabled = true\n",
+        &upstream("scope = \"global\"\n"),
+    );
+    assert_eq!(get(&proxy, manifest, None).status, 200, "{}", proxy.log());
+}
+
+/// A removed client's tokens (access and refresh) stop working at once.
+#[test]
+fn removing_a_client_revokes_its_tokens() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    push_image(
+        reg.addr(),
+        "private/app",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[vec![7u8; 10_000]],
+    );
+    let pw = env.path("pw");
+    std::fs::write(&pw, "robot-pw").expect("write");
+    secret_ref(
+        &env,
+        "reg",
+        "team-a",
+        reg.addr(),
+        "robot",
+        &format!("file://{}", pw.display()),
+    );
+    client(&env, "a-client", "team-a", "a-pw");
+    let proxy = ProxyProcess::start(
+        &env,
+        "[auth]\nenabled = true\n",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    let t = proxy_token(
+        &proxy,
+        Some(&basic_auth("a-client", "a-pw")),
+        "&offline_token=true",
+    );
+    let access = bearer(&t);
+    let refresh = t.json()["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!refresh.is_empty(), "{}", t.text());
+    let manifest = "/v2/private/app/manifests/v1";
+    assert_eq!(get(&proxy, manifest, Some(&access)).status, 200);
+    let refresh_grant = |proxy: &ProxyProcess| {
+        http_request(
+            "POST",
+            &proxy.addr,
+            "/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("grant_type=refresh_token&service=pullsecret&refresh_token={refresh}")
+                .as_bytes(),
+        )
+        .expect("refresh")
+    };
+    assert_eq!(refresh_grant(&proxy).status, 200);
+
+    let out = env
+        .pullsecret(&["proxy", "client", "remove", "a-client"])
+        .output()
+        .expect("remove");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        get(&proxy, manifest, Some(&access)).status,
+        401,
+        "a removed client's access token still reads"
+    );
+    assert_eq!(
+        refresh_grant(&proxy).status,
+        401,
+        "a removed client's refresh token still mints"
+    );
+    // Re-adding the same name (a new record) does not revive the old tokens.
+    client(&env, "a-client", "team-b", "a-pw");
+    assert_eq!(get(&proxy, manifest, Some(&access)).status, 401);
+    assert_eq!(refresh_grant(&proxy).status, 401);
+}
+
+/// Cache directories are 0700 and files 0600, and an existing looser cache is tightened.
+#[test]
+fn cache_is_private_on_disk() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "private/app",
+        "v1",
+        Some(("pusher", "push-pw")),
+        &[vec![8u8; 50_000]],
+    );
+    // A cache left readable by others (an older version, or a careless copy).
+    let cache = env.path("proxy-cache");
+    let loose = cache.join("v1/blobs/sha256");
+    std::fs::create_dir_all(&loose).expect("mkdir");
+    std::fs::write(loose.join("0000"), b"x").expect("write");
+    for p in [cache.clone(), cache.join("v1"), loose.clone()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    std::fs::set_permissions(loose.join("0000"), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
+    let pw = env.path("pw");
+    std::fs::write(&pw, "robot-pw").expect("write");
+    secret_ref(
+        &env,
+        "reg",
+        "default",
+        reg.addr(),
+        "robot",
+        &format!("file://{}", pw.display()),
+    );
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"reg\"\n",
+            reg.addr()
+        ),
+    );
+    assert_eq!(
+        get(&proxy, "/v2/private/app/manifests/v1", None).status,
+        200
+    );
+    let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
+    assert_eq!(get(&proxy, &blob, None).status, 200);
+    proxy.wait_fills_done();
+    let mut seen = 0;
+    let mut stack = vec![cache.clone()];
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        for e in std::fs::read_dir(&dir).expect("readdir").flatten() {
+            let m = e.metadata().expect("stat");
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                seen += 1;
+                assert_eq!(
+                    m.permissions().mode() & 0o777,
+                    0o600,
+                    "{}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    assert!(seen >= 4, "only {seen} files in the cache");
+}
+
+/// An HTTPS upstream whose token realm is plain HTTP on another port: the realm gets nothing.
+#[test]
+fn credentials_go_only_to_trusted_token_realms() {
+    let Some(openssl) = require_bin("openssl", "apt-get install openssl") else {
+        return;
+    };
+    let env = Env::new();
+    let (cert, key) = (env.path("reg.crt"), env.path("reg.key"));
+    let out = std::process::Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let issuer = TokenIssuerConfig::new().user("robot", "robot-pw", &[("*", &["pull"])]);
+    let Some(reg) = Registry::start_tls(RegistryAuth::Token(issuer), &cert, &key) else {
+        return;
+    };
+    let pw = env.path("pw");
+    std::fs::write(&pw, "robot-pw").expect("write");
+    secret_ref(
+        &env,
+        "reg",
+        "default",
+        reg.addr(),
+        "robot",
+        &format!("file://{}", pw.display()),
+    );
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"https://{}\"\nca = \"{}\"\nsecret = \"reg\"\n",
+            reg.addr(),
+            cert.display()
+        ),
+    );
+    let r = get(&proxy, "/v2/library/app/manifests/v1", None);
+    assert_ne!(r.status, 200);
+    assert!(
+        r.text().contains("credentials not sent to token realm"),
+        "{}",
+        r.text()
+    );
+    let issuer = reg.issuer().expect("issuer");
+    assert!(
+        issuer.requests().is_empty(),
+        "the plain-HTTP realm received {:?}",
+        issuer.requests()
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains("credentials not sent to token realm") && log.contains(issuer.realm()),
+        "{log}"
+    );
+    assert!(!log.contains("robot-pw") && !r.text().contains("robot-pw"));
+}
