@@ -17,6 +17,7 @@ have dbus-daemon || need_apt+=(dbus-daemon)
 have keyctl || need_apt+=(keyutils)
 have ctr || need_apt+=(containerd)
 have htpasswd || need_apt+=(apache2-utils)
+have ss || need_apt+=(iproute2)
 have openssl || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]}" >&2

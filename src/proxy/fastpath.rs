@@ -18,6 +18,11 @@ const MAX_HEAD: usize = 8 * 1024;
 /// connection should be handed to hyper, `Ok(false)` that it is finished.
 pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Result<bool> {
     let mut buf = vec![0u8; MAX_HEAD];
+    let peer = stream
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
     loop {
         let mut stopping = proxy.stopping.subscribe();
         if *stopping.borrow_and_update() {
@@ -48,7 +53,7 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
         let Some(req) = parse_head(&buf[..head_len]) else {
             return Ok(true);
         };
-        let Some(hit) = proxy.fast_blob(req.path, req.query).await else {
+        let Some(hit) = proxy.fast_blob(req.path, req.query, peer).await else {
             return Ok(true);
         };
         let close = req.close;

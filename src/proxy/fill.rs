@@ -165,6 +165,13 @@ pub struct FillDriver {
     digest: Digest,
 }
 
+impl FillDriver {
+    /// Nobody but the fill table watches this fill any more (every client went away).
+    pub fn abandoned(&self) -> bool {
+        self.tx.receiver_count() <= 1
+    }
+}
+
 impl Fills {
     /// The fill running for `digest`, if any.
     pub fn get(&self, digest: &Digest) -> Option<Arc<Fill>> {

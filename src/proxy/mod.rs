@@ -7,6 +7,7 @@ pub mod config;
 pub mod evict;
 pub mod fastpath;
 pub mod fill;
+pub mod fill_queue;
 pub mod grants;
 pub mod metrics;
 pub mod route;
@@ -60,10 +61,16 @@ pub fn build(
         None if cfg.upstreams.len() == 1 => Some(0),
         None => None,
     };
+    let max_cache_bytes = match cfg.cache.max_size.as_deref() {
+        Some(text) => Some(evict::parse_size(text).ok_or_else(|| {
+            format!("cache.max_size {text:?}: expected a size such as 50GiB or 800MB")
+        })?),
+        None => default_max_size(&cache),
+    };
     let settings = server::Settings {
         namespace: cfg.namespace.clone().unwrap_or(namespace),
         max_fills: cfg.limits.max_concurrent_fills,
-        max_cache_bytes: cfg.cache.max_size.as_deref().and_then(evict::parse_size),
+        max_cache_bytes,
         link_ttl: cfg.cache.link_ttl.unwrap_or(Duration::from_secs(3600)),
         auth_enabled: cfg.auth.enabled,
         token_ttl: cfg.auth.token_ttl.unwrap_or(Duration::from_secs(300)),
@@ -81,6 +88,30 @@ pub fn build(
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| format!("cache: {e}"))?;
     Ok(Arc::new(proxy))
+}
+
+/// Without `cache.max_size`: 80% of the space free on the cache's file system now, capped at
+/// 1 TiB, so a cold mirror cannot fill the disk; logged so the operator sees the figure.
+fn default_max_size(cache: &std::path::Path) -> Option<u64> {
+    const CAP: u64 = 1 << 40;
+    let c_path = std::ffi::CString::new(cache.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated path and `st` a writable statvfs buffer.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        tracing::warn!(cache = %cache.display(), "cannot measure free space; cache.max_size unset (no limit)");
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    let limit = (free / 10 * 8).min(CAP);
+    tracing::info!(
+        max_size_bytes = limit,
+        free_bytes = free,
+        "cache.max_size not set: using 80% of the free space (at most 1 TiB)"
+    );
+    Some(limit)
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight requests finish (up to 30 s).
@@ -126,10 +157,20 @@ pub async fn serve(
                         let fast = proxy_for_fast.clone();
                         tokio::spawn(watchdog::tracked(async move {
                             let mut stream = stream;
-                            // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
-                            if let Ok(true) = fastpath::serve(&fast, &mut stream).await {
-                                let conn = connection_builder(&proxy_for_fast.settings).serve_connection(TokioIo::new(stream), service).into_owned();
-                                let _ = watcher.watch(conn).await;
+                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                            let served = async move {
+                                // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
+                                if let Ok(true) = fastpath::serve(&fast, &mut stream).await {
+                                    let conn = connection_builder(&proxy_for_fast.settings)
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .into_owned();
+                                    let _ = watcher.watch(conn).await;
+                                }
+                            };
+                            // `served` owns the socket, so `fd` stays open while both run.
+                            tokio::select! {
+                                _ = served => {}
+                                _ = client_gone(fd) => {}
                             }
                             drop(slot);
                         }));
@@ -139,12 +180,22 @@ pub async fn serve(
                         let watcher = graceful.watcher();
                         let settings_proxy = proxy_for_fast.clone();
                         tokio::spawn(watchdog::tracked(async move {
-                            // The handshake runs in the connection's task so a slow client blocks no one.
-                            let Ok(Ok(tls_stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
-                                return;
+                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                            let handshake = settings_proxy.settings.header_read_timeout;
+                            let served = async move {
+                                // The handshake runs in the connection's task so a slow client blocks no one.
+                                let Ok(Ok(tls_stream)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await else {
+                                    return;
+                                };
+                                let conn = connection_builder(&settings_proxy.settings)
+                                    .serve_connection(TokioIo::new(tls_stream), service)
+                                    .into_owned();
+                                let _ = watcher.watch(conn).await;
                             };
-                            let conn = connection_builder(&settings_proxy.settings).serve_connection(TokioIo::new(tls_stream), service).into_owned();
-                            let _ = watcher.watch(conn).await;
+                            tokio::select! {
+                                _ = served => {}
+                                _ = client_gone(fd) => {}
+                            }
                             drop(slot);
                         }));
                     }
@@ -178,6 +229,25 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Resolves once the client has closed its side of the connection (or it failed), checked
+/// once a second: a client that gave up while its request waits (a queued fill) must not keep
+/// its socket in CLOSE-WAIT and its connection slot taken. hyper notices only when it writes.
+async fn client_gone(fd: std::os::fd::RawFd) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout; the caller keeps `fd` open while this runs.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return;
+        }
+    }
 }
 
 /// Ends the process `deadline` after shutdown began, whatever the runtime is doing: a worker

@@ -17,6 +17,7 @@ use super::client_auth::{Claims, TokenAuthority, ANONYMOUS};
 use super::client_gate::{ClientGate, Verdict};
 use super::evict::Lru;
 use super::fill::{Download, Fills, Joined};
+use super::fill_queue::{FillQueue, Ticket};
 use super::grants::{Grants, Link};
 use super::metrics::{KindLabels, Metrics, RequestLabels};
 use super::route::{route, ManifestRef, Route};
@@ -63,6 +64,7 @@ pub struct Proxy {
     tokens: TokenAuthority,
     gate: ClientGate,
     fill_slots: Arc<tokio::sync::Semaphore>,
+    fill_queue: Arc<FillQueue>,
     stale_logged: Mutex<HashSet<String>>,
     next_id: AtomicU64,
     creds_cache: Mutex<std::collections::HashMap<CredKey, CachedCreds>>,
@@ -87,6 +89,8 @@ struct CachedCreds {
 const CREDS_TTL: Duration = Duration::from_secs(30);
 const CREDS_TTL_UNVERSIONED: Duration = Duration::from_secs(2);
 const MANIFEST_MEMORY_ENTRIES: usize = 4096;
+/// The requester address of the proxy's own background work (`warm`).
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// Why a request could not get credentials or was refused before reaching the upstream.
 type Refusal = Response<Body>;
@@ -108,6 +112,10 @@ impl Proxy {
         Ok(Self {
             fills: Arc::new(Fills::default()),
             fill_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_fills.max(1))),
+            fill_queue: Arc::new(FillQueue::new(
+                settings.max_queued_fills,
+                settings.max_queued_fills_per_client,
+            )),
             tokens: TokenAuthority::new(settings.token_ttl),
             gate: ClientGate::new(secrets.clone()),
             store,
@@ -285,7 +293,7 @@ impl Proxy {
             }) => {
                 let who = self.requester(who);
                 let mut r = self
-                    .blob(upstream, &repo, &digest, headers, head, &who)
+                    .blob(upstream, &repo, &digest, headers, head, &who, peer)
                     .await;
                 self.challenge_on_401(&mut r, headers);
                 echo_ns(&mut r, ns);
@@ -959,6 +967,7 @@ impl Proxy {
         headers: &HeaderMap,
         head: bool,
         who: &Requester,
+        peer: std::net::IpAddr,
     ) -> Response<Body> {
         let range = headers
             .get(header::RANGE)
@@ -994,7 +1003,11 @@ impl Proxy {
         }
         self.miss("blob");
         let owner = format!("{}|{repo}|{identity}", up.cfg.name);
-        let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner) {
+        let ticket = match self.queue_place(digest, peer) {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner, ticket) {
             // A fill committed between the cache check and the join.
             Ok(None) => {
                 return self
@@ -1067,6 +1080,33 @@ impl Proxy {
     /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`, or
     /// `None` when the blob reached the cache since the caller looked. The download is its own
     /// task, so it completes even if every client goes away.
+    /// A place in the fill queue when a new fill for `digest` would have to wait for a slot;
+    /// 503 TOOMANYREQUESTS with Retry-After when the queue or this client's share is full.
+    fn queue_place(
+        &self,
+        digest: &Digest,
+        peer: std::net::IpAddr,
+    ) -> Result<Option<Ticket>, Response<Body>> {
+        if self.fills.get(digest).is_some() || self.fill_slots.available_permits() > 0 {
+            return Ok(None);
+        }
+        match self.fill_queue.admit(peer) {
+            Some(t) => Ok(Some(t)),
+            None => {
+                tracing::warn!(%peer, %digest, "fill queue full; answering 503");
+                let mut r = oci_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "TOOMANYREQUESTS",
+                    "too many downloads waiting for the upstream; retry shortly",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Err(r)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn join_fill(
         self: &Arc<Self>,
         up: &Arc<Upstream>,
@@ -1075,6 +1115,7 @@ impl Proxy {
         creds: Option<crate::registry::auth::Credentials>,
         identity: &str,
         owner: &str,
+        ticket: Option<Ticket>,
     ) -> std::io::Result<Option<(Arc<super::fill::Fill>, bool)>> {
         let final_path = self.store.blob_path(digest);
         let (fill, driver) =
@@ -1090,7 +1131,26 @@ impl Proxy {
         let (up, repo, digest) = (up.clone(), repo.to_string(), digest.clone());
         let identity = identity.to_string();
         tokio::spawn(async move {
-            let _slot = this.fill_slots.clone().acquire_owned().await;
+            let queued = ticket.is_some();
+            let acquire = this.fill_slots.clone().acquire_owned();
+            tokio::pin!(acquire);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let _slot = loop {
+                tokio::select! {
+                    s = &mut acquire => break s,
+                    _ = tick.tick() => {
+                        // A queued fill whose clients all left is not worth its place.
+                        if queued && driver.abandoned() {
+                            tracing::debug!(%digest, "queued fill abandoned by its clients; not started");
+                            let gone = Err("every client left before the download started".to_string());
+                            let _ = this.fills.drive(driver, gone, final_path, || {}, |_| {}).await;
+                            return;
+                        }
+                    }
+                }
+            };
+            // Running now: the place in the queue goes to the next one.
+            drop(ticket);
             let name = up.cfg.name.clone();
             this.count_upstream(&name);
             let bytes_counter = this
@@ -1549,6 +1609,7 @@ impl Proxy {
         self: &Arc<Self>,
         path: &str,
         query: Option<&str>,
+        peer: std::net::IpAddr,
     ) -> Option<super::fastpath::FastHit> {
         if self.settings.auth_enabled {
             return None;
@@ -1585,7 +1646,10 @@ impl Proxy {
                 let creds = picked.as_ref().map(|p| p.creds.clone());
                 // `None` (cached meanwhile): hyper's path serves it.
                 let (fill, leader) = self
-                    .join_fill(&up, &repo, &digest, creds, identity, &owner)
+                    .join_fill(&up, &repo, &digest, creds, identity, &owner, {
+                        // A full queue is answered by hyper's path (503 with Retry-After).
+                        self.queue_place(&digest, peer).ok()?
+                    })
                     .ok()??;
                 if !leader && fill.owner != owner {
                     return None;
@@ -1710,7 +1774,7 @@ impl Proxy {
             for desc in std::iter::once(&image.config).chain(image.layers.iter()) {
                 let d = Digest::parse(&desc.digest).map_err(|e| e.to_string())?;
                 let resp = self
-                    .blob(ui, repo, &d, &HeaderMap::new(), false, &who)
+                    .blob(ui, repo, &d, &HeaderMap::new(), false, &who, LOCAL)
                     .await;
                 let (status, n) = drain_count(resp).await?;
                 if status != 200 {

@@ -17,5 +17,6 @@ mod registry_smoke;
 mod registry_support;
 mod restart;
 mod security;
+mod slots;
 mod stress;
 mod support;
