@@ -2,14 +2,14 @@
 
 use std::io::Read;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use secrecy::SecretString;
 
-use super::secret::registry_stored;
 use super::Ctx;
 use crate::secret::{RegistrySecret, ServerKey};
-use crate::store::{now_unix, validate_namespace, Scope, SecretData};
+use crate::store::login::{erase_login, store_login};
+use crate::store::validate_namespace;
 
 #[derive(Args, Debug)]
 pub struct LoginArgs {
@@ -58,12 +58,8 @@ pub fn login(ctx: &Ctx, a: &LoginArgs) -> Result<()> {
     }
     let ns = ctx.namespace(a.namespace.as_deref());
     validate_namespace(&ns)?;
-    let name = key.secret_name();
     let entry = RegistrySecret::new(key.to_string(), a.username.clone(), password);
-    ctx.store.put(
-        registry_stored(&name, &ns, Scope::Namespace, now_unix(), entry),
-        true,
-    )?;
+    let name = store_login(ctx.store.as_ref(), &ns, entry)?;
     println!("Login Succeeded (stored as secret {ns}/{name})");
     Ok(())
 }
@@ -72,18 +68,11 @@ pub fn logout(ctx: &Ctx, a: &LogoutArgs) -> Result<()> {
     let key = ServerKey::parse(&a.server).with_context(|| format!("server {:?}", a.server))?;
     let ns = ctx.namespace(a.namespace.as_deref());
     validate_namespace(&ns)?;
-    let names: Vec<String> = ctx
-        .store
-        .list(Some(&ns))?
-        .into_iter()
-        .filter(|s| matches!(&s.data, SecretData::DockerRegistry { server, .. } if ServerKey::parse(server).ok().as_ref() == Some(&key)))
-        .map(|s| s.name)
-        .collect();
+    let names = erase_login(ctx.store.as_ref(), &ns, &key)?;
     if names.is_empty() {
         println!("Not logged in to {key}");
         return Ok(());
     }
-    ctx.store.delete(&ns, &names).map_err(|e| anyhow!(e))?;
     println!("Removing login credentials for {key}");
     Ok(())
 }

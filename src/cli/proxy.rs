@@ -214,6 +214,7 @@ fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
                 namespace: CLIENTS_NAMESPACE.to_string(),
                 scope: Scope::Namespace,
                 created: now_unix(),
+                origin: crate::store::Origin::Created,
                 data: SecretData::Generic(data),
             };
             store.put(s, true)?;

@@ -15,7 +15,9 @@ use crate::secret::{
 };
 use crate::store::docker_config;
 use crate::store::kube::{self, KubeSecret};
-use crate::store::{now_unix, validate_namespace, Scope, SecretData, StoreRefs, StoredSecret};
+use crate::store::{
+    now_unix, validate_namespace, Origin, Scope, SecretData, StoreRefs, StoredSecret,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum SecretCmd {
@@ -318,6 +320,7 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
         namespace: ns.clone(),
         scope,
         created: now_unix(),
+        origin: Origin::Created,
         data,
     };
     match c.dry_run.as_deref() {
@@ -542,6 +545,7 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
         namespace: ns.to_string(),
         scope,
         created: now,
+        origin: Origin::Imported,
         data,
     };
     Ok(match ks.kind.as_str() {
@@ -585,7 +589,7 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
     })
 }
 
-pub(crate) fn registry_stored(
+fn registry_stored(
     name: &str,
     ns: &str,
     scope: Scope,
@@ -597,6 +601,7 @@ pub(crate) fn registry_stored(
         namespace: ns.to_string(),
         scope,
         created: now,
+        origin: Origin::Imported,
         data: SecretData::DockerRegistry {
             server: e.server,
             username: e.username,
@@ -664,6 +669,7 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
     m.insert("type".into(), s.type_name().into());
     m.insert("scope".into(), s.scope.as_str().into());
     m.insert("created".into(), s.created.into());
+    m.insert("origin".into(), s.origin.as_str().into());
     match &s.data {
         SecretData::DockerRegistry {
             server,

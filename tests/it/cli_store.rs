@@ -435,3 +435,99 @@ fn import_and_export_round_trip_through_every_format() {
         "{shown}"
     );
 }
+
+/// The names of the docker-registry secrets in the default namespace, sorted.
+fn registry_names(env: &Env) -> Vec<String> {
+    let out = env
+        .pullsecret(&["secret", "list", "-o", "json"])
+        .output()
+        .expect("list");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let mut names: Vec<String> = items
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A named secret and an imported one for a server, so logout can be shown to spare them.
+pub fn named_and_imported(env: &Env, server: &str) {
+    assert!(create(
+        env,
+        "named",
+        &[
+            &format!("--docker-server={server}"),
+            "--docker-password=named-pw"
+        ]
+    )
+    .status
+    .success());
+    let payload = format!(r#"{{"auths":{{"{server}":{{"username":"imp","password":"imp-pw"}}}}}}"#);
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "imported"},
+        "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": payload},
+    });
+    let out = run_with_stdin(
+        env.pullsecret(&["secret", "import", "-f", "-"]),
+        secret.to_string().as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The name login gives 127.0.0.1:5999 (lossy, so with a hash of the key).
+const LOGIN_NAME: &str = "127.0.0.1-5999-651fc576";
+
+#[test]
+fn logout_and_erase_remove_only_what_login_stored() {
+    let env = Env::new();
+    let server = "127.0.0.1:5999";
+    named_and_imported(&env, server);
+
+    // The helper's store (docker/podman login) neither replaces nor renames the named secrets.
+    let mut store = env.helper();
+    store.arg("store");
+    let out = run_with_stdin(
+        store,
+        format!(r#"{{"ServerURL":"{server}","Username":"alice","Secret":"login-pw"}}"#).as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(registry_names(&env), [LOGIN_NAME, "imported", "named"]);
+    let mut erase = env.helper();
+    erase.arg("erase");
+    let out = run_with_stdin(erase, server.as_bytes());
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(registry_names(&env), ["imported", "named"]);
+
+    // `pullsecret logout` likewise; a second logout finds nothing of login's.
+    let out = run_with_stdin(
+        env.pullsecret(&["login", server, "-u", "alice", "--password-stdin"]),
+        b"login-pw",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(registry_names(&env), [LOGIN_NAME, "imported", "named"]);
+    let out = env
+        .pullsecret(&["logout", server])
+        .output()
+        .expect("logout");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("Removing login credentials for {server}\n")
+    );
+    assert_eq!(registry_names(&env), ["imported", "named"]);
+    let out = env
+        .pullsecret(&["logout", server])
+        .output()
+        .expect("logout");
+    assert_eq!(stdout(&out), format!("Not logged in to {server}\n"));
+
+    // Only `secret delete NAME` removes a named secret.
+    let out = env
+        .pullsecret(&["secret", "delete", "named", "imported"])
+        .output()
+        .expect("delete");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(registry_names(&env).is_empty());
+}
