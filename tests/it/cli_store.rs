@@ -246,7 +246,14 @@ fn bad_input_is_one_line_and_changes_nothing() {
 #[test]
 fn password_stdin_and_refs_resolve_at_use_time() {
     let mut env = Env::new();
-    let mut c = env.pullsecret(&["login", "127.0.0.1:5999", "-u", "alice", "--password-stdin"]);
+    let mut c = env.pullsecret(&[
+        "login",
+        "127.0.0.1:5999",
+        "-u",
+        "alice",
+        "--password-stdin",
+        "--no-verify",
+    ]);
     c.stdout(Stdio::piped());
     let out = run_with_stdin(c, b"from-stdin\n");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -502,7 +509,14 @@ fn logout_and_erase_remove_only_what_login_stored() {
 
     // `pullsecret logout` likewise; a second logout finds nothing of login's.
     let out = run_with_stdin(
-        env.pullsecret(&["login", server, "-u", "alice", "--password-stdin"]),
+        env.pullsecret(&[
+            "login",
+            server,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--no-verify",
+        ]),
         b"login-pw",
     );
     assert!(out.status.success(), "{}", stderr(&out));

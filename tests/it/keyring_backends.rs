@@ -701,7 +701,14 @@ fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
     env.set("PULLSECRET_STORE", "file");
     let out = cli(
         &env,
-        &["login", "mk.example", "-u", "u", "--password-stdin"],
+        &[
+            "login",
+            "mk.example",
+            "-u",
+            "u",
+            "--password-stdin",
+            "--no-verify",
+        ],
         "mk-pw",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -734,7 +741,14 @@ fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
     let before = away.store_snapshot();
     let out = cli(
         &away,
-        &["login", "other.example", "-u", "u", "--password-stdin"],
+        &[
+            "login",
+            "other.example",
+            "-u",
+            "u",
+            "--password-stdin",
+            "--no-verify",
+        ],
         "x",
     );
     assert!(!out.status.success());
@@ -748,7 +762,14 @@ fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
     files.set("PULLSECRET_MASTER_KEY_STORE", "file");
     assert!(cli(
         &files,
-        &["login", "f.example", "-u", "u", "--password-stdin"],
+        &[
+            "login",
+            "f.example",
+            "-u",
+            "u",
+            "--password-stdin",
+            "--no-verify"
+        ],
         "f"
     )
     .status

@@ -29,7 +29,14 @@ fn kubelet_provider_golden_responses() {
     ]);
     login.stdout(std::process::Stdio::null());
     assert!(run_with_stdin(login, b"org-pass").status.success());
-    let hub = env.pullsecret(&["login", "docker.io", "-u", "hubuser", "--password-stdin"]);
+    let hub = env.pullsecret(&[
+        "login",
+        "docker.io",
+        "-u",
+        "hubuser",
+        "--password-stdin",
+        "--no-verify",
+    ]);
     assert!(run_with_stdin(hub, b"hub<pass>").status.success());
 
     let out = provide(&env, &request("reg.example.com/org/app:1.0"));

@@ -8,6 +8,7 @@ mod helper_clients;
 mod helper_protocol;
 mod keyring_backends;
 mod kubelet;
+mod login;
 mod proxy;
 mod proxy_server;
 mod proxy_support;
