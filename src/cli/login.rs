@@ -11,6 +11,7 @@ use super::Ctx;
 use crate::registry::auth::Credentials;
 use crate::registry_login::{self, Target};
 use crate::secret::{RegistrySecret, ServerKey, DOCKER_HUB_KEY};
+use crate::store::chain::{describe, Chain, RULE};
 use crate::store::login::{erase_login, store_login};
 use crate::store::validate_namespace;
 
@@ -96,6 +97,29 @@ pub fn login(ctx: &Ctx, a: &LoginArgs) -> Result<()> {
     let entry = RegistrySecret::new(key.to_string(), username, password);
     let name = store_login(ctx.store.as_ref(), &ns, entry)?;
     println!("Login Succeeded (stored as secret {ns}/{name})");
+    report_shadowing(ctx, &ns, &key)?;
+    Ok(())
+}
+
+/// When other secrets match the server too, says on stderr which one answers and names the rest.
+fn report_shadowing(ctx: &Ctx, ns: &str, key: &ServerKey) -> Result<()> {
+    let chain = Chain {
+        store: ctx.store.as_ref(),
+        namespace: ns.to_string(),
+        kube_dirs: Vec::new(),
+    };
+    let matches = chain.store_matches(key)?;
+    if let [first, rest @ ..] = matches.as_slice() {
+        if !rest.is_empty() {
+            eprintln!(
+                "note: {} secrets match {key}; {}/{} answers ({RULE}); not used: {}",
+                matches.len(),
+                first.namespace,
+                first.name,
+                describe(rest)
+            );
+        }
+    }
     Ok(())
 }
 

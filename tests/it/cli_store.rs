@@ -545,3 +545,71 @@ fn logout_and_erase_remove_only_what_login_stored() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(registry_names(&env).is_empty());
 }
+
+#[test]
+fn login_and_doctor_name_the_secrets_a_match_shadows() {
+    let env = Env::new();
+    assert!(create(&env, "team", &["--docker-server=reg.example:5000"])
+        .status
+        .success());
+    assert!(
+        create(&env, "org", &["--docker-server=reg.example:5000/org"])
+            .status
+            .success()
+    );
+    let out = run_with_stdin(
+        env.pullsecret(&[
+            "login",
+            "reg.example:5000",
+            "-u",
+            "me",
+            "--password-stdin",
+            "--no-verify",
+        ]),
+        b"login-pw",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let login_name = stdout(&out)
+        .trim_end()
+        .strip_prefix("Login Succeeded (stored as secret default/")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        login_name.starts_with("reg.example-5000"),
+        "{}",
+        stdout(&out)
+    );
+    // Login's secret is the newest (or, within the same second, first by name).
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "note: 2 secrets match reg.example:5000; default/{login_name} answers (the most specific server key wins, then the most recently written secret, then the name in alphabetical order); not used: default/team (server reg.example:5000)\n"
+        )
+    );
+    let mut get = env.helper();
+    get.arg("get");
+    assert!(stdout(&run_with_stdin(get, b"reg.example:5000")).contains("login-pw"));
+
+    // For a repository under org/, the namespaced key wins and doctor names the other two.
+    let out = env
+        .pullsecret(&["doctor", "reg.example:5000/org/app"])
+        .output()
+        .expect("doctor");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("  pullsecret store: found secret default/org\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  pullsecret store: also matching, not used: default/{login_name} (server reg.example:5000), default/team (server reg.example:5000) ("
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("answer: username \"u\" from pullsecret store, secret default/org"),
+        "{text}"
+    );
+}
