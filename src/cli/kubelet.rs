@@ -4,6 +4,7 @@ use std::io::Read;
 
 use anyhow::{Context, Result};
 
+use super::output::out;
 use super::{Cli, Ctx};
 use crate::kubelet::{auth_key, image_registry, image_repository, parse_request, response};
 use crate::store::chain::Chain;
@@ -33,6 +34,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         }
         None => response(None, &duration),
     };
-    print!("{out}");
+    out!("{out}");
     Ok(())
 }

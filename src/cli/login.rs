@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use secrecy::SecretString;
 
+use super::output::outln;
 use super::Ctx;
 use crate::registry::auth::Credentials;
 use crate::registry_login::{self, Target};
@@ -96,7 +97,7 @@ pub fn login(ctx: &Ctx, a: &LoginArgs) -> Result<()> {
     }
     let entry = RegistrySecret::new(key.to_string(), username, password);
     let name = store_login(ctx.store.as_ref(), &ns, entry)?;
-    println!("Login Succeeded (stored as secret {ns}/{name})");
+    outln!("Login Succeeded (stored as secret {ns}/{name})");
     report_shadowing(ctx, &ns, &key)?;
     Ok(())
 }
@@ -162,9 +163,9 @@ pub fn logout(ctx: &Ctx, a: &LogoutArgs) -> Result<()> {
     validate_namespace(&ns)?;
     let names = erase_login(ctx.store.as_ref(), &ns, &key)?;
     if names.is_empty() {
-        println!("Not logged in to {key}");
+        outln!("Not logged in to {key}");
         return Ok(());
     }
-    println!("Removing login credentials for {key}");
+    outln!("Removing login credentials for {key}");
     Ok(())
 }

@@ -120,6 +120,13 @@ impl StoredSecret {
         }
     }
 
+    pub fn email(&self) -> Option<&str> {
+        match &self.data {
+            SecretData::DockerRegistry { email, .. } => email.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Resolves a docker-registry secret's password (following references) into a `RegistrySecret`.
     pub fn to_registry_secret(
         &self,

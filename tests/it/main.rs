@@ -1,6 +1,7 @@
 //! Integration tests against real binaries and services; one test binary for all of them.
 
 mod canary;
+mod cli_manners;
 mod cli_store;
 mod fault_server;
 mod faults;
