@@ -613,3 +613,27 @@ fn login_and_doctor_name_the_secrets_a_match_shadows() {
         "{text}"
     );
 }
+
+#[test]
+fn invalid_limit_env_values_are_errors_naming_the_variable() {
+    for (var, value) in [
+        ("PULLSECRET_MAX_SECRET_BYTES", "4k"),
+        ("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "-1"),
+        ("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "0"),
+    ] {
+        let mut env = Env::new();
+        env.set(var, value);
+        let out = create(&env, "a", &[]);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert_eq!(
+            stderr(&out),
+            format!("error: {var}=\"{value}\" is not a whole number of at least 1\n")
+        );
+        assert!(env.store_snapshot().is_empty(), "{var}={value} wrote");
+        let mut get = env.helper();
+        get.arg("get");
+        let out = run_with_stdin(get, b"reg.example:5000");
+        assert!(!out.status.success());
+        assert!(stdout(&out).contains(var), "{}", stdout(&out));
+    }
+}
