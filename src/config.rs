@@ -27,6 +27,8 @@ pub enum ConfigError {
     },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    Limit(#[from] crate::secret::LimitError),
 }
 
 impl Config {
@@ -43,7 +45,7 @@ impl Config {
             Ok(t) => t,
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
                 let mut cfg = Self::default();
-                cfg.limits = cfg.limits.with_env_overrides();
+                cfg.limits = cfg.limits.with_env_overrides()?;
                 return Ok(cfg);
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
@@ -52,7 +54,7 @@ impl Config {
             path: path.clone(),
             message: e.message().to_string(),
         })?;
-        cfg.limits = cfg.limits.with_env_overrides();
+        cfg.limits = cfg.limits.with_env_overrides()?;
         Ok(cfg)
     }
 

@@ -6,10 +6,9 @@ use std::io::{BufRead, Read, Write};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::gojson::quote;
-use crate::secret::SecretValue;
 use crate::secret::{RegistrySecret, ServerKey};
 use crate::store::chain::Chain;
-use crate::store::{now_unix, Scope, SecretData, SecretStore, StoreError, StoredSecret};
+use crate::store::{login, SecretStore, StoreError};
 
 /// The exact text docker matches to mean "no credentials".
 pub const NOT_FOUND: &str = "credentials not found in native keychain";
@@ -100,39 +99,11 @@ impl Helper<'_> {
         if creds.username.is_empty() {
             return Err("no credentials username".into());
         }
-        let key = ServerKey::parse(&creds.server_url).map_err(|e| e.to_string())?;
-        let server = creds.server_url.clone();
-        let mut new = Some(StoredSecret {
-            name: key.secret_name(),
-            namespace: self.namespace.clone(),
-            scope: Scope::Namespace,
-            created: now_unix(),
-            data: SecretData::DockerRegistry {
-                server: server.clone(),
-                username: creds.username.clone(),
-                password: SecretValue::Literal(creds.secret),
-                email: None,
-            },
-        });
-        self.store
-            .update(&self.namespace, &mut |secrets| {
-                let Some(mut s) = new.take() else {
-                    return Ok(());
-                };
-                // Re-storing the same server replaces its entry, whatever it was named.
-                match secrets
-                    .iter()
-                    .position(|x| x.server() == Some(server.as_str()))
-                    .or_else(|| secrets.iter().position(|x| x.name == s.name))
-                {
-                    Some(i) => {
-                        s.name = secrets[i].name.clone();
-                        secrets[i] = s;
-                    }
-                    None => secrets.push(s),
-                }
-                Ok(())
-            })
+        ServerKey::parse(&creds.server_url).map_err(|e| e.to_string())?;
+        // Re-storing the same server replaces its login secret; named secrets stay untouched.
+        let entry = RegistrySecret::new(creds.server_url, creds.username, creds.secret);
+        login::store_login(self.store, &self.namespace, entry)
+            .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
@@ -164,26 +135,12 @@ impl Helper<'_> {
         let Ok(key) = ServerKey::parse(server) else {
             return Ok(());
         };
-        let matches = |s: &StoredSecret| {
-            s.server() == Some(server)
-                || s.server().and_then(|x| ServerKey::parse(x).ok()).as_ref() == Some(&key)
-        };
-        // Erasing what is not there succeeds silently, as docker-credential-secretservice does;
-        // skopeo and podman loop on logout otherwise.
-        if !self
-            .store
-            .list(Some(&self.namespace))
-            .map_err(|e| e.to_string())?
-            .iter()
-            .any(matches)
-        {
-            return Ok(());
-        }
-        self.store
-            .update(&self.namespace, &mut |secrets| {
-                secrets.retain(|s| !matches(s));
-                Ok(())
-            })
+        // Only what login stored: a secret created or imported by name may be referenced by a
+        // proxy config and is removed only by `secret delete`. Erasing what is not there
+        // succeeds silently, as docker-credential-secretservice does; skopeo and podman loop on
+        // logout otherwise.
+        login::erase_login(self.store, &self.namespace, &key)
+            .map(|_| ())
             .map_err(|e: StoreError| e.to_string())
     }
 

@@ -1,4 +1,5 @@
-//! The kubelet image credential provider protocol (`credentialprovider.kubelet.k8s.io/v1`).
+//! The kubelet image credential provider protocol (`credentialprovider.kubelet.k8s.io/v1`, and
+//! `v1beta1` for older kubelets): each answer carries the request's apiVersion.
 
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -7,6 +8,34 @@ use crate::gojson::quote;
 use crate::secret::RegistrySecret;
 
 pub const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
+/// What kubelets before 1.26 send; the same request and response shape.
+pub const API_VERSION_V1BETA1: &str = "credentialprovider.kubelet.k8s.io/v1beta1";
+
+/// A parsed request: the image asked about and the apiVersion to answer with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProviderRequest {
+    pub image: String,
+    pub api_version: &'static str,
+}
+
+/// How kubelet may reuse an answer (`cacheKeyType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKeyType {
+    /// For every image of the registry: only for a registry-wide secret.
+    Registry,
+    /// For this image only: a repository-scoped secret, or no credentials (another repository
+    /// of the registry may still match a scoped secret).
+    Image,
+}
+
+impl CacheKeyType {
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheKeyType::Registry => "Registry",
+            CacheKeyType::Image => "Image",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KubeletError {
@@ -22,16 +51,19 @@ struct Request {
     image: String,
 }
 
-/// Parses a request and returns the image it asks about.
-pub fn parse_request(text: &str) -> Result<String, KubeletError> {
+/// Parses a request: the image it asks about and the apiVersion to answer with.
+pub fn parse_request(text: &str) -> Result<ProviderRequest, KubeletError> {
     let r: Request =
         serde_json::from_str(text).map_err(|e| KubeletError::Invalid(e.to_string()))?;
-    if r.api_version != API_VERSION {
-        return Err(KubeletError::Invalid(format!(
-            "apiVersion {:?}, want {API_VERSION:?}",
-            r.api_version
-        )));
-    }
+    let api_version = match r.api_version.as_str() {
+        API_VERSION => API_VERSION,
+        API_VERSION_V1BETA1 => API_VERSION_V1BETA1,
+        other => {
+            return Err(KubeletError::Invalid(format!(
+                "apiVersion {other:?}, want {API_VERSION:?} or {API_VERSION_V1BETA1:?}"
+            )))
+        }
+    };
     if r.kind != "CredentialProviderRequest" {
         return Err(KubeletError::Invalid(format!(
             "kind {:?}, want \"CredentialProviderRequest\"",
@@ -41,7 +73,10 @@ pub fn parse_request(text: &str) -> Result<String, KubeletError> {
     if r.image.is_empty() {
         return Err(KubeletError::Invalid("empty image".into()));
     }
-    Ok(r.image)
+    Ok(ProviderRequest {
+        image: r.image,
+        api_version,
+    })
 }
 
 /// The registry part of an image reference (`docker.io` when the reference has none).
@@ -72,17 +107,24 @@ pub fn image_repository(image: &str) -> String {
 }
 
 /// The `auth` key for a matched secret: its registry, plus its path when namespaced;
-/// Docker Hub as `docker.io`, the form kubelet matches images against.
-pub fn auth_key(server: &str) -> Option<String> {
+/// Docker Hub as `docker.io`, the form kubelet matches images against. With it, how kubelet
+/// may cache the answer: per image for a repository-scoped key, per registry otherwise.
+pub fn auth_key(server: &str) -> Option<(String, CacheKeyType)> {
     let key = crate::secret::ServerKey::parse(server).ok()?;
     Some(match key.path() {
-        Some(p) => format!("{}/{p}", key.host()),
-        None => key.host().to_string(),
+        Some(p) => (format!("{}/{p}", key.host()), CacheKeyType::Image),
+        None => (key.host().to_string(), CacheKeyType::Registry),
     })
 }
 
-/// A response with `auth` keyed by `key` (or empty when no credentials matched).
-pub fn response(key: Option<(&str, &RegistrySecret)>, cache_duration: &str) -> String {
+/// A response in `api_version` with `auth` keyed by `key` (or empty when no credentials
+/// matched, then cached per image).
+pub fn response(
+    api_version: &str,
+    key: Option<(&str, &RegistrySecret)>,
+    cache_key_type: CacheKeyType,
+    cache_duration: &str,
+) -> String {
     let auth = match key {
         Some((k, s)) => format!(
             "{{{}:{{\"username\":{},\"password\":{}}}}}",
@@ -93,7 +135,9 @@ pub fn response(key: Option<(&str, &RegistrySecret)>, cache_duration: &str) -> S
         None => "{}".into(),
     };
     format!(
-        "{{\"kind\":\"CredentialProviderResponse\",\"apiVersion\":\"{API_VERSION}\",\"cacheKeyType\":\"Registry\",\"cacheDuration\":{},\"auth\":{auth}}}\n",
+        "{{\"kind\":\"CredentialProviderResponse\",\"apiVersion\":{},\"cacheKeyType\":\"{}\",\"cacheDuration\":{},\"auth\":{auth}}}\n",
+        quote(api_version),
+        cache_key_type.as_str(),
         quote(cache_duration)
     )
 }
@@ -115,12 +159,12 @@ mod tests {
         assert_eq!(image_repository("nginx:latest"), "docker.io/library/nginx");
         assert_eq!(image_repository("bitnami/redis"), "docker.io/bitnami/redis");
         assert_eq!(
-            auth_key("https://index.docker.io/v1/").as_deref(),
-            Some("docker.io")
+            auth_key("https://index.docker.io/v1/"),
+            Some(("docker.io".into(), CacheKeyType::Registry))
         );
         assert_eq!(
-            auth_key("reg.example.com/org").as_deref(),
-            Some("reg.example.com/org")
+            auth_key("reg.example.com/org"),
+            Some(("reg.example.com/org".into(), CacheKeyType::Image))
         );
         assert_eq!(
             image_repository("reg:5000/org/app@sha256:ab"),
@@ -139,7 +183,19 @@ mod tests {
             parse_request(
                 r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"a/b"}"#
             ),
-            Ok("a/b".into())
+            Ok(ProviderRequest {
+                image: "a/b".into(),
+                api_version: API_VERSION
+            })
+        );
+        assert_eq!(
+            parse_request(
+                r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderRequest","image":"a/b"}"#
+            ),
+            Ok(ProviderRequest {
+                image: "a/b".into(),
+                api_version: API_VERSION_V1BETA1
+            })
         );
     }
 }

@@ -9,5 +9,6 @@ pub mod kubelet;
 pub mod proxy;
 pub mod pull;
 pub mod registry;
+pub mod registry_login;
 pub mod secret;
 pub mod store;

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
+use super::output::outln;
 use super::Ctx;
 use crate::store::chain::Chain;
 
@@ -14,9 +15,9 @@ pub struct DoctorArgs {
 
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<()> {
     let backend = ctx.store.backend_name();
-    println!("store: {backend} ({})", ctx.store_why);
-    println!("  where: {}", where_secrets_live(backend, ctx));
-    println!("namespace: {}", ctx.config.namespace());
+    outln!("store: {backend} ({})", ctx.store_why);
+    outln!("  where: {}", where_secrets_live(backend, ctx));
+    outln!("namespace: {}", ctx.config.namespace());
     let Some(server) = &a.server else {
         return Ok(());
     };
@@ -27,14 +28,14 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<()> {
     };
     let (result, attempts) = chain.explain(server);
     for at in &attempts {
-        println!("  {}: {}", at.source, at.outcome);
+        outln!("  {}: {}", at.source, at.outcome);
     }
     match result {
         Ok(Some((secret, source))) => {
-            println!("answer: username {:?} from {source}", secret.username)
+            outln!("answer: username {:?} from {source}", secret.username)
         }
-        Ok(None) => println!("answer: none (clients will pull anonymously)"),
-        Err(e) => println!("answer: error: {e}"),
+        Ok(None) => outln!("answer: none (clients will pull anonymously)"),
+        Err(e) => outln!("answer: error: {e}"),
     }
     Ok(())
 }

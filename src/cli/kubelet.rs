@@ -4,8 +4,11 @@ use std::io::Read;
 
 use anyhow::{Context, Result};
 
+use super::output::out;
 use super::{Cli, Ctx};
-use crate::kubelet::{auth_key, image_registry, image_repository, parse_request, response};
+use crate::kubelet::{
+    auth_key, image_registry, image_repository, parse_request, response, CacheKeyType,
+};
 use crate::store::chain::Chain;
 
 pub fn run(cli: &Cli) -> Result<()> {
@@ -14,7 +17,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .take(1 << 20)
         .read_to_string(&mut text)
         .context("reading the request from stdin")?;
-    let image = parse_request(&text)?;
+    let request = parse_request(&text)?;
     let ctx = Ctx::new(cli)?;
     let chain = Chain {
         store: ctx.store.as_ref(),
@@ -24,15 +27,19 @@ pub fn run(cli: &Cli) -> Result<()> {
     let duration =
         std::env::var("PULLSECRET_KUBELET_CACHE_DURATION").unwrap_or_else(|_| "5m0s".into());
     // Look the repository up so namespaced secrets (quay.io/org) win.
-    let found = chain.lookup(&image_repository(&image))?;
+    let found = chain.lookup(&image_repository(&request.image))?;
     let out = match &found {
         Some((secret, _)) => {
-            let key =
-                auth_key(&secret.server).unwrap_or_else(|| image_registry(&image).to_string());
-            response(Some((&key, secret)), &duration)
+            let (key, cache) = auth_key(&secret.server).unwrap_or_else(|| {
+                (
+                    image_registry(&request.image).to_string(),
+                    CacheKeyType::Registry,
+                )
+            });
+            response(request.api_version, Some((&key, secret)), cache, &duration)
         }
-        None => response(None, &duration),
+        None => response(request.api_version, None, CacheKeyType::Image, &duration),
     };
-    print!("{out}");
+    out!("{out}");
     Ok(())
 }

@@ -12,7 +12,7 @@ mod secret;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::store::{SecretStore, StorePaths};
@@ -27,7 +27,8 @@ pub struct Cli {
     /// Directory holding the encrypted secret store (default $XDG_DATA_HOME/pullsecret).
     #[arg(long, global = true, env = "PULLSECRET_STORE_DIR")]
     store_dir: Option<PathBuf>,
-    /// Config file (default $XDG_CONFIG_HOME/pullsecret/config.toml).
+    /// Config file: config.toml (default $XDG_CONFIG_HOME/pullsecret/config.toml); for
+    /// `proxy`, the proxy's proxy.toml (default $XDG_CONFIG_HOME/pullsecret/proxy.toml).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Log format on stderr.
@@ -54,6 +55,14 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Pull an image into an OCI image layout directory.
     Pull(pull::PullArgs),
+    /// Print a shell completion script (e.g. `pullsecret completion bash > /etc/bash_completion.d/pullsecret`).
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (`pullsecret man | man -l -`).
+    Man,
 }
 
 /// Everything subcommands share: config, the store, the working namespace.
@@ -90,24 +99,46 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::KubeletCredentialProvider => kubelet::run(&cli),
         Command::Proxy(a) => proxy::run(&cli, a),
+        Command::Completion { shell } => completion(*shell),
+        Command::Man => man(),
         _ => Ctx::new(&cli).and_then(|ctx| match &cli.command {
             Command::Secret(cmd) => secret::run(&ctx, cmd),
             Command::Login(a) => login::login(&ctx, a),
             Command::Logout(a) => login::logout(&ctx, a),
             Command::Doctor(a) => doctor::run(&ctx, a),
             Command::Pull(a) => pull::run(&ctx, a),
-            Command::KubeletCredentialProvider | Command::Proxy(_) => {
+            Command::KubeletCredentialProvider
+            | Command::Proxy(_)
+            | Command::Completion { .. }
+            | Command::Man => {
                 unreachable!("dispatched above")
             }
         }),
     };
+    // A reader that went away (`pullsecret secret list | head -1`) is not an error.
+    let result = result.and_then(|()| Ok(std::io::Write::flush(&mut std::io::stdout())?));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "pullsecret", &mut buf);
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &buf)?;
+    Ok(())
+}
+
+fn man() -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &buf)?;
+    Ok(())
 }
 
 /// One line: the error and its causes joined, so scripts see a single clear message.
@@ -135,5 +166,39 @@ pub(crate) fn init_logging(format: &str) {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&cmd, "pullsecret", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        cmd.debug_assert();
     }
 }

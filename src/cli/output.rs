@@ -1,6 +1,41 @@
-//! Output helpers shared by subcommands: human durations and aligned tables.
+//! Output helpers shared by subcommands: stdout writes that fail instead of panicking (a closed
+//! pipe ends the command quietly), human durations, RFC 3339 times and aligned tables.
 
+use std::io::Write;
 use std::time::Duration;
+
+/// `print!` to stdout that returns the write error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` to stdout that returns the write error instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+pub(crate) use {out, outln};
+
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(args)?;
+    stdout.flush()
+}
+
+/// Whether `e` comes from a reader that went away (`… | head -1`): not worth an error.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// Docker's `HumanDuration` (go-units) plus " ago": `11 seconds ago`, `About a minute ago`.
 pub fn ago(created: u64, now: u64) -> String {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 
+use super::output::{out, outln};
 use super::proxy_ops as ops;
 use super::Cli;
 use crate::config::Config;
@@ -29,11 +30,13 @@ pub struct ProxyArgs {
 enum ProxyCmd {
     /// Print the lines that point a runtime at this proxy.
     PrintConfig {
+        /// The runtime to print configuration for.
         #[arg(value_parser = ["containerd", "docker", "podman", "kubelet"])]
         runtime: String,
     },
     /// Prefetch images into the cache (with global-private or global secrets).
     Warm {
+        /// Image references to fetch (`[registry/]repository[:tag][@digest]`).
         #[arg(required = true)]
         images: Vec<String>,
         /// Platforms to fetch from multi-platform images (repeatable); default all.
@@ -42,6 +45,7 @@ enum ProxyCmd {
     },
     /// Evict least recently used blobs down to cache.max_size (or --max-size) and drop orphans.
     Gc {
+        /// Size to evict down to (e.g. `10GiB`), instead of cache.max_size.
         #[arg(long)]
         max_size: Option<String>,
     },
@@ -56,7 +60,9 @@ enum ProxyCmd {
 enum ClientCmd {
     /// Add (or replace) a client that logs in as USER and acts in NAMESPACE.
     Add {
+        /// The user name the client logs in with.
         user: String,
+        /// The namespace whose secrets the client may use.
         #[arg(short = 'n', long)]
         namespace: String,
         /// Read the password from stdin.
@@ -64,7 +70,10 @@ enum ClientCmd {
         password_stdin: bool,
     },
     /// Remove a client.
-    Remove { user: String },
+    Remove {
+        /// The user name of the client to remove.
+        user: String,
+    },
 }
 
 /// Here the global `--config` names the proxy's TOML (default `$XDG_CONFIG_HOME/pullsecret/proxy.toml`,
@@ -79,7 +88,7 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     }
     match &a.command {
         Some(ProxyCmd::PrintConfig { runtime }) => {
-            print!("{}", print_config(&cfg, runtime));
+            out!("{}", print_config(&cfg, runtime));
             return Ok(());
         }
         Some(ProxyCmd::Gc { max_size }) => return ops::gc(&cfg, max_size.as_deref()),
@@ -216,14 +225,15 @@ fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
                 namespace: CLIENTS_NAMESPACE.to_string(),
                 scope: Scope::Namespace,
                 created: now_unix(),
+                origin: crate::store::Origin::Created,
                 data: SecretData::Generic(data),
             };
             store.put(s, true)?;
-            println!("proxy client {user} added (namespace {namespace})");
+            outln!("proxy client {user} added (namespace {namespace})");
         }
         ClientCmd::Remove { user } => {
             store.delete(CLIENTS_NAMESPACE, std::slice::from_ref(user))?;
-            println!("proxy client {user} removed");
+            outln!("proxy client {user} removed");
         }
     }
     Ok(())

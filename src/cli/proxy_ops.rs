@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::output::outln;
 use crate::proxy::blob_store::BlobStore;
 use crate::proxy::config::ProxyConfig;
 use crate::proxy::evict::{parse_size, Lru};
@@ -34,9 +35,11 @@ pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Resu
                 .warm(ui, r.repository(), r.reference_str(), &platforms, &print)
                 .await
                 .map_err(|e| anyhow!("{image}: {e}"))?;
-            println!(
+            outln!(
                 "{image}: warmed {} manifests, {} blobs, {} bytes",
-                done.manifests, done.blobs, done.bytes
+                done.manifests,
+                done.blobs,
+                done.bytes
             );
         }
         Ok(())
@@ -60,7 +63,7 @@ pub fn gc(cfg: &ProxyConfig, max_size: Option<&str>) -> Result<()> {
     }
     let pruned = prune_meta(&store);
     let (after, left) = store.usage();
-    println!("cache {}: {before} bytes in {entries} blobs before, {after} bytes in {left} blobs after ({} evicted, limit {limit}; {pruned} stale metadata files removed)", store.root().display(), victims.len());
+    outln!("cache {}: {before} bytes in {entries} blobs before, {after} bytes in {left} blobs after ({} evicted, limit {limit}; {pruned} stale metadata files removed)", store.root().display(), victims.len());
     Ok(())
 }
 
@@ -68,13 +71,13 @@ pub fn gc(cfg: &ProxyConfig, max_size: Option<&str>) -> Result<()> {
 pub fn status(cfg: &ProxyConfig) -> Result<()> {
     let store = BlobStore::open(&cfg.cache_dir()).context("opening the cache")?;
     let (bytes, entries) = store.usage();
-    println!("cache: {}", store.root().display());
-    println!(
+    outln!("cache: {}", store.root().display());
+    outln!(
         "size: {bytes} bytes ({:.1} MiB) in {entries} blobs",
         bytes as f64 / 1048576.0
     );
     if let Some(limit) = cfg.cache.max_size.as_deref() {
-        println!("limit: {limit}");
+        outln!("limit: {limit}");
     }
     let url = format!("http://{}/metrics", cfg.listen);
     let metrics = reqwest::blocking::Client::builder()
@@ -98,9 +101,9 @@ pub fn status(cfg: &ProxyConfig) -> Result<()> {
             } else {
                 0.0
             };
-            println!("hits: {hits} misses: {misses} hit ratio: {ratio:.1}% (from {url})");
+            outln!("hits: {hits} misses: {misses} hit ratio: {ratio:.1}% (from {url})");
         }
-        None => println!("hit ratio: unknown (no proxy answering at {url})"),
+        None => outln!("hit ratio: unknown (no proxy answering at {url})"),
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use secrecy::SecretString;
 
+use super::output::outln;
 use super::Ctx;
 use crate::pull::{self, Fetched, PlatformChoice, Progress, PullOptions, Silent};
 use crate::registry::auth::{Credentials, TokenCache};
@@ -120,7 +121,7 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
             pulled.blobs_reused
         );
     }
-    println!("{}", pulled.digest);
+    outln!("{}", pulled.digest);
     Ok(())
 }
 

@@ -8,14 +8,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::output::{ago, table};
+use super::output::{ago, out, outln, table};
 use super::Ctx;
 use crate::secret::{
     validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY,
 };
 use crate::store::docker_config;
 use crate::store::kube::{self, KubeSecret};
-use crate::store::{now_unix, validate_namespace, Scope, SecretData, StoreRefs, StoredSecret};
+use crate::store::{
+    now_unix, validate_namespace, Origin, Scope, SecretData, StoreRefs, StoredSecret,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum SecretCmd {
@@ -65,9 +67,12 @@ pub struct Common {
 
 #[derive(Args, Debug)]
 pub struct DockerRegistryArgs {
+    /// Name of the secret.
     name: String,
+    /// Registry server, optionally with a repository prefix (`quay.io/org`).
     #[arg(long, default_value = DOCKER_HUB_KEY)]
     docker_server: String,
+    /// User name for the registry.
     #[arg(long)]
     docker_username: Option<String>,
     /// The password (visible in `ps`; prefer --docker-password-stdin or --docker-password-ref).
@@ -79,6 +84,7 @@ pub struct DockerRegistryArgs {
     /// A reference resolved at use time: env://, file://, cmd://, op://, vault://, secret://.
     #[arg(long)]
     docker_password_ref: Option<String>,
+    /// Email stored with the credentials (kept for Kubernetes compatibility).
     #[arg(long)]
     docker_email: Option<String>,
     /// `.dockerconfigjson=PATH`: take the credentials from a docker config file.
@@ -90,6 +96,7 @@ pub struct DockerRegistryArgs {
 
 #[derive(Args, Debug)]
 pub struct GenericArgs {
+    /// Name of the secret.
     name: String,
     /// KEY=VALUE
     #[arg(long)]
@@ -103,9 +110,12 @@ pub struct GenericArgs {
 
 #[derive(Args, Debug)]
 pub struct TlsArgs {
+    /// Name of the secret.
     name: String,
+    /// PEM certificate (chain) file.
     #[arg(long)]
     cert: PathBuf,
+    /// PEM private key file.
     #[arg(long)]
     key: PathBuf,
     #[command(flatten)]
@@ -126,8 +136,10 @@ pub struct ImportArgs {
     /// Import what docker-credential-secretservice stored in the Secret Service.
     #[arg(long, conflicts_with_all = ["file", "from_docker_config", "from_auth_json"])]
     from_docker_keychain: bool,
+    /// Namespace (default from PULLSECRET_NAMESPACE or config, else `default`).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// Who may use the imported secrets.
     #[arg(long, default_value = "namespace", value_parser = ["namespace", "global", "global-private"])]
     scope: String,
     /// Replace existing secrets of the same name.
@@ -137,20 +149,26 @@ pub struct ImportArgs {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Namespace (default from PULLSECRET_NAMESPACE or config, else `default`).
     #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
     namespace: Option<String>,
     /// List secrets in every namespace.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
-    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+    /// Output format: a table, `wide` (adds email and origin), `name` (`secret/NAME` lines),
+    /// `json` or `yaml` (times in RFC 3339).
+    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "wide", "name", "json", "yaml"])]
     output: String,
 }
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Name of the secret.
     name: String,
+    /// Namespace (default from PULLSECRET_NAMESPACE or config, else `default`).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// Output format.
     #[arg(short = 'o', long, default_value = "json", value_parser = ["json", "yaml"])]
     output: String,
     /// Print secret values instead of ********.
@@ -160,17 +178,23 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
+    /// Names of the secrets to delete (all or none are deleted).
     #[arg(required = true)]
     names: Vec<String>,
+    /// Namespace (default from PULLSECRET_NAMESPACE or config, else `default`).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// Name of the secret.
     name: String,
+    /// Namespace (default from PULLSECRET_NAMESPACE or config, else `default`).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// What to print: a Kubernetes Secret, the .dockerconfigjson payload, a containers
+    /// auth.json or a docker config.json.
     #[arg(long, default_value = "k8s", value_parser = ["k8s", "dockerconfigjson", "auth.json", "docker-config"])]
     format: String,
     /// Kubernetes output as yaml instead of json.
@@ -191,7 +215,7 @@ pub fn run(ctx: &Ctx, cmd: &SecretCmd) -> Result<()> {
             validate_namespace(&ns)?;
             ctx.store.delete(&ns, &a.names)?;
             for n in &a.names {
-                println!("secret \"{n}\" deleted");
+                outln!("secret \"{n}\" deleted");
             }
             Ok(())
         }
@@ -318,6 +342,7 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
         namespace: ns.clone(),
         scope,
         created: now_unix(),
+        origin: Origin::Created,
         data,
     };
     match c.dry_run.as_deref() {
@@ -329,7 +354,7 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
                 c.namespace.as_deref(),
                 c.output.as_deref().unwrap_or("json"),
             )?;
-            print!("{doc}");
+            out!("{doc}");
             Ok(())
         }
         _ => {
@@ -337,7 +362,7 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
                 bail!("-o is only valid with --dry-run=client");
             }
             ctx.store.put(secret, c.overwrite)?;
-            println!("secret/{name} created");
+            outln!("secret/{name} created");
             Ok(())
         }
     }
@@ -510,7 +535,7 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
             Ok(())
         })?;
         for n in names {
-            println!("secret/{n} imported into {ns}");
+            outln!("secret/{n} imported into {ns}");
         }
     }
     Ok(())
@@ -542,6 +567,7 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
         namespace: ns.to_string(),
         scope,
         created: now,
+        origin: Origin::Imported,
         data,
     };
     Ok(match ks.kind.as_str() {
@@ -585,7 +611,7 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
     })
 }
 
-pub(crate) fn registry_stored(
+fn registry_stored(
     name: &str,
     ns: &str,
     scope: Scope,
@@ -597,6 +623,7 @@ pub(crate) fn registry_stored(
         namespace: ns.to_string(),
         scope,
         created: now,
+        origin: Origin::Imported,
         data: SecretData::DockerRegistry {
             server: e.server,
             username: e.username,
@@ -613,13 +640,30 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
     }
     let mut secrets = ctx.store.list(ns.as_deref())?;
     secrets.sort_by(|x, y| (&x.namespace, &x.name).cmp(&(&y.namespace, &y.name)));
-    if a.output == "json" {
-        let items: Vec<serde_json::Value> = secrets.iter().map(|s| summary(s, false)).collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
-        return Ok(());
+    match a.output.as_str() {
+        "json" | "yaml" => {
+            let items: Vec<serde_json::Value> = secrets.iter().map(|s| summary(s, false)).collect();
+            if a.output == "yaml" {
+                out!("{}", serde_yaml::to_string(&items)?);
+            } else {
+                outln!("{}", serde_json::to_string_pretty(&items)?);
+            }
+            return Ok(());
+        }
+        "name" => {
+            for s in &secrets {
+                outln!("secret/{}", s.name);
+            }
+            return Ok(());
+        }
+        _ => {}
     }
+    let wide = a.output == "wide";
     let now = now_unix();
     let mut header = vec!["NAME", "TYPE", "SERVER", "USERNAME", "SCOPE", "CREATED"];
+    if wide {
+        header.extend(["EMAIL", "ORIGIN"]);
+    }
     if a.all_namespaces {
         header.insert(0, "NAMESPACE");
     }
@@ -634,6 +678,10 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
                 s.scope.as_str().to_string(),
                 ago(s.created, now),
             ];
+            if wide {
+                row.push(s.email().unwrap_or("").to_string());
+                row.push(s.origin.as_str().to_string());
+            }
             if a.all_namespaces {
                 row.insert(0, s.namespace.clone());
             }
@@ -647,7 +695,7 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
         );
         return Ok(());
     }
-    print!("{}", table(&header, &rows));
+    out!("{}", table(&header, &rows));
     Ok(())
 }
 
@@ -663,7 +711,8 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
     m.insert("namespace".into(), s.namespace.clone().into());
     m.insert("type".into(), s.type_name().into());
     m.insert("scope".into(), s.scope.as_str().into());
-    m.insert("created".into(), s.created.into());
+    m.insert("created".into(), rfc3339(s.created).into());
+    m.insert("origin".into(), s.origin.as_str().into());
     match &s.data {
         SecretData::DockerRegistry {
             server,
@@ -691,6 +740,12 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
+/// Seconds since the Unix epoch as RFC 3339 in UTC (`2026-01-31T12:00:00Z`).
+fn rfc3339(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 fn find(ctx: &Ctx, name: &str, namespace: Option<&str>) -> Result<StoredSecret> {
     let ns = ctx.namespace(namespace);
     validate_namespace(&ns)?;
@@ -703,9 +758,9 @@ fn inspect(ctx: &Ctx, a: &InspectArgs) -> Result<()> {
     let s = find(ctx, &a.name, a.namespace.as_deref())?;
     let v = summary(&s, a.show_secret);
     if a.output == "yaml" {
-        print!("{}", serde_yaml::to_string(&v)?);
+        out!("{}", serde_yaml::to_string(&v)?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(())
 }
@@ -713,7 +768,7 @@ fn inspect(ctx: &Ctx, a: &InspectArgs) -> Result<()> {
 fn export(ctx: &Ctx, a: &ExportArgs) -> Result<()> {
     let s = find(ctx, &a.name, a.namespace.as_deref())?;
     if a.format == "k8s" {
-        print!(
+        out!(
             "{}",
             kube_document(ctx, &s, a.namespace.as_deref(), &a.output)?
         );
@@ -737,9 +792,9 @@ fn export(ctx: &Ctx, a: &ExportArgs) -> Result<()> {
         "auth.json" => docker_config::auth_json(std::slice::from_ref(&entry)),
         _ => docker_config::docker_config_json(std::slice::from_ref(&entry)),
     };
-    print!("{out}");
+    out!("{out}");
     if !out.ends_with('\n') {
-        println!();
+        outln!();
     }
     Ok(())
 }

@@ -29,22 +29,30 @@ pub enum LimitError {
     },
     #[error("namespace {namespace:?} already holds {limit} secrets (limits.max_secrets_per_namespace); delete some or raise the limit in the config file's [limits] table or with PULLSECRET_MAX_SECRETS_PER_NAMESPACE")]
     TooManySecrets { namespace: String, limit: usize },
+    #[error("{var}={value:?} is not a whole number of at least 1")]
+    InvalidEnv { var: &'static str, value: String },
 }
 
 impl Limits {
-    /// Defaults overridden by `PULLSECRET_MAX_SECRET_BYTES` / `PULLSECRET_MAX_SECRETS_PER_NAMESPACE`.
-    pub fn with_env_overrides(mut self) -> Self {
-        let num = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
+    /// Defaults overridden by `PULLSECRET_MAX_SECRET_BYTES` / `PULLSECRET_MAX_SECRETS_PER_NAMESPACE`;
+    /// a value that is not a positive whole number is an error naming the variable.
+    pub fn with_env_overrides(mut self) -> Result<Self, LimitError> {
+        let num = |var: &'static str| -> Result<Option<usize>, LimitError> {
+            let Some(raw) = std::env::var_os(var) else {
+                return Ok(None);
+            };
+            let value = raw.to_string_lossy().to_string();
+            match value.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(LimitError::InvalidEnv { var, value }),
+            }
         };
-        if let Some(n) = num("PULLSECRET_MAX_SECRET_BYTES") {
+        if let Some(n) = num("PULLSECRET_MAX_SECRET_BYTES")? {
             self.max_secret_bytes = n;
         }
-        if let Some(n) = num("PULLSECRET_MAX_SECRETS_PER_NAMESPACE") {
+        if let Some(n) = num("PULLSECRET_MAX_SECRETS_PER_NAMESPACE")? {
             self.max_secrets_per_namespace = n;
         }
-        self
+        Ok(self)
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use secrecy::SecretString;
 
 use super::docker_config::{self, AuthLookup};
-use super::{kube, Scope, SecretData, SecretStore, StoreError, StoreRefs, StoredSecret};
+use super::{kube, Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
 use crate::secret::{RefError, RefResolver, RegistrySecret, ServerKey};
 
 /// Our own helper's name; the chain never calls itself through docker's config.
@@ -92,8 +92,9 @@ impl Chain<'_> {
         let mut deferred: Option<ChainError> = None;
 
         // 1. Own store.
-        match self.search_store(&key) {
-            Ok(Some(stored)) => {
+        match self.store_matches(&key) {
+            Ok(matches) if !matches.is_empty() => {
+                let stored = &matches[0];
                 let source = Source::Store {
                     namespace: stored.namespace.clone(),
                     name: stored.name.clone(),
@@ -102,6 +103,15 @@ impl Chain<'_> {
                     source: "pullsecret store".into(),
                     outcome: format!("found secret {}/{}", stored.namespace, stored.name),
                 });
+                if matches.len() > 1 {
+                    note(Attempt {
+                        source: "pullsecret store".into(),
+                        outcome: format!(
+                            "also matching, not used: {} ({RULE})",
+                            describe(&matches[1..])
+                        ),
+                    });
+                }
                 let refs = StoreRefs(self.store);
                 let resolver = RefResolver::with_store(&refs);
                 return match stored.to_registry_secret(&resolver) {
@@ -113,7 +123,7 @@ impl Chain<'_> {
                     }),
                 };
             }
-            Ok(None) => note(Attempt {
+            Ok(_) => note(Attempt {
                 source: format!(
                     "pullsecret store ({}, namespace {} and global)",
                     self.store.backend_name(),
@@ -241,38 +251,73 @@ impl Chain<'_> {
         }
     }
 
-    /// The most specific docker-registry secret for `key`: this namespace first, then
-    /// `global`-scoped secrets of any namespace.
-    fn search_store(&self, key: &ServerKey) -> Result<Option<StoredSecret>, StoreError> {
+    /// Every stored docker-registry secret that matches `key`, the one that answers first:
+    /// this namespace's matches, then `global`-scoped secrets of other namespaces, each group
+    /// ordered by [`RULE`].
+    pub fn store_matches(&self, key: &ServerKey) -> Result<Vec<StoredSecret>, StoreError> {
         let own = self.store.list(Some(&self.namespace))?;
-        if let Some(s) = best_match(own.iter(), key) {
-            return Ok(Some(s.clone()));
-        }
+        let mut out: Vec<StoredSecret> = ranked_matches(own.iter(), key)
+            .into_iter()
+            .cloned()
+            .collect();
         let all = self.store.list(None)?;
         let global = all
             .iter()
             .filter(|s| s.namespace != self.namespace && s.scope == Scope::Global);
-        Ok(best_match(global, key).cloned())
+        out.extend(ranked_matches(global, key).into_iter().cloned());
+        Ok(out)
     }
 }
 
-/// The secret whose server key is the most specific candidate of `key`.
+/// How one secret is chosen among several that match, in words for users.
+pub const RULE: &str =
+    "the most specific server key wins, then the most recently written secret, then the name in alphabetical order";
+
+/// `ns/name (key K)` for each secret, comma-separated.
+pub fn describe(secrets: &[StoredSecret]) -> String {
+    secrets
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{} (server {})",
+                s.namespace,
+                s.name,
+                s.server().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The docker-registry secrets whose server key is a candidate of `key`, best first: the most
+/// specific key, then the most recently written (`created`), then namespace and name.
+pub fn ranked_matches<'s>(
+    secrets: impl Iterator<Item = &'s StoredSecret>,
+    key: &ServerKey,
+) -> Vec<&'s StoredSecret> {
+    let candidates = key.candidates();
+    let mut hits: Vec<(usize, &StoredSecret)> = secrets
+        .filter_map(|s| {
+            let server = s.server()?;
+            let k = ServerKey::parse(server).ok()?;
+            let rank = candidates.iter().position(|c| c == &k)?;
+            Some((rank, s))
+        })
+        .collect();
+    hits.sort_by(|(ra, a), (rb, b)| {
+        ra.cmp(rb)
+            .then(b.created.cmp(&a.created))
+            .then_with(|| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+    });
+    hits.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The secret that answers for `key` among `secrets` (see [`ranked_matches`]).
 pub fn best_match<'s>(
     secrets: impl Iterator<Item = &'s StoredSecret> + Clone,
     key: &ServerKey,
 ) -> Option<&'s StoredSecret> {
-    for candidate in key.candidates() {
-        let hit = secrets.clone().find(|s| match &s.data {
-            SecretData::DockerRegistry { server, .. } => {
-                ServerKey::parse(server).ok().as_ref() == Some(&candidate)
-            }
-            _ => false,
-        });
-        if hit.is_some() {
-            return hit;
-        }
-    }
-    None
+    ranked_matches(secrets, key).into_iter().next()
 }
 
 fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, PathBuf)>, String> {
@@ -353,4 +398,55 @@ fn run_helper_get(helper: &str, server: &str) -> Result<Option<RegistrySecret>, 
         field("Username"),
         SecretString::from(secret),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretValue;
+    use crate::store::{Origin, SecretData};
+    use secrecy::SecretString;
+
+    fn secret(ns: &str, name: &str, server: &str, created: u64) -> StoredSecret {
+        StoredSecret {
+            name: name.into(),
+            namespace: ns.into(),
+            scope: Scope::Namespace,
+            created,
+            origin: Origin::Created,
+            data: SecretData::DockerRegistry {
+                server: server.into(),
+                username: name.into(),
+                password: SecretValue::Literal(SecretString::from("p".to_string())),
+                email: None,
+            },
+        }
+    }
+
+    #[test]
+    fn matches_rank_by_specificity_then_recency_then_name() {
+        let secrets = [
+            secret("a", "host-new", "quay.io", 30),
+            secret("a", "org-old", "quay.io/org", 10),
+            secret("a", "org-new-b", "https://quay.io/org", 20),
+            secret("a", "org-new-a", "quay.io/org/", 20),
+            secret("a", "other", "quay.io/other", 99),
+        ];
+        let key = ServerKey::parse("quay.io/org/app").expect("key");
+        let names: Vec<&str> = ranked_matches(secrets.iter(), &key)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["org-new-a", "org-new-b", "org-old", "host-new"]);
+        // The order of the input does not matter.
+        assert_eq!(
+            best_match(secrets.iter(), &key).map(|s| s.name.as_str()),
+            Some("org-new-a")
+        );
+        let reversed: Vec<&StoredSecret> = secrets.iter().rev().collect();
+        assert_eq!(
+            best_match(reversed.into_iter(), &key).map(|s| s.name.as_str()),
+            Some("org-new-a")
+        );
+    }
 }

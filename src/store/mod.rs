@@ -7,13 +7,14 @@ mod error;
 pub mod file;
 pub mod keyring;
 pub mod kube;
+pub mod login;
 mod master_key;
 pub mod model;
 
 pub use error::StoreError;
 pub use file::{FileStore, StorePaths};
 pub use keyring::{open_store, OpenedStore, StoreKind};
-pub use model::{now_unix, Scope, SecretData, StoredSecret};
+pub use model::{now_unix, Origin, Scope, SecretData, StoredSecret};
 
 use secrecy::SecretString;
 

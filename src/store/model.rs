@@ -40,6 +40,34 @@ impl Scope {
     }
 }
 
+/// How a secret came into the store, which decides what may remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// `pullsecret login` or the helper's `store` (`docker login`, `podman login`): logout and
+    /// the helper's `erase` remove it.
+    Login,
+    /// `secret create` by name: only `secret delete NAME` removes it.
+    Created,
+    /// `secret import`: only `secret delete NAME` removes it.
+    Imported,
+    /// Written before origins were recorded. Treated as a login secret only when its name is
+    /// the one login derives from its server (`ServerKey::secret_name`).
+    #[default]
+    Unknown,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Login => "login",
+            Origin::Created => "created",
+            Origin::Imported => "imported",
+            Origin::Unknown => "unknown",
+        }
+    }
+}
+
 /// The payload of a stored secret, by Kubernetes type.
 #[derive(Clone)]
 pub enum SecretData {
@@ -62,8 +90,9 @@ pub struct StoredSecret {
     pub name: String,
     pub namespace: String,
     pub scope: Scope,
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch of the last write (an overwrite sets it anew).
     pub created: u64,
+    pub origin: Origin,
     pub data: SecretData,
 }
 
@@ -87,6 +116,13 @@ impl StoredSecret {
     pub fn username(&self) -> Option<&str> {
         match &self.data {
             SecretData::DockerRegistry { username, .. } => Some(username),
+            _ => None,
+        }
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        match &self.data {
+            SecretData::DockerRegistry { email, .. } => email.as_deref(),
             _ => None,
         }
     }
@@ -131,6 +167,18 @@ impl StoredSecret {
         }
     }
 
+    /// Whether logout / the helper's `erase` for this secret's server may remove it: made by
+    /// login, or (stores written before origins were recorded) named the way login names.
+    pub fn is_login(&self) -> bool {
+        match self.origin {
+            Origin::Login => true,
+            Origin::Created | Origin::Imported => false,
+            Origin::Unknown => self.server().is_some_and(|server| {
+                crate::secret::ServerKey::parse(server).is_ok_and(|k| k.secret_name() == self.name)
+            }),
+        }
+    }
+
     /// A generic secret's value for `key`, or a docker-registry password, as plain bytes.
     pub fn value(&self, key: Option<&str>) -> Option<&SecretValue> {
         match (&self.data, key) {
@@ -154,6 +202,7 @@ impl fmt::Debug for StoredSecret {
             .field("server", &self.server())
             .field("username", &self.username())
             .field("scope", &self.scope)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +216,9 @@ pub(crate) struct Record {
     pub kind: String,
     pub scope: Scope,
     pub created: u64,
+    /// Absent in stores written before origins were recorded: `Origin::Unknown`.
+    #[serde(default, skip_serializing_if = "is_unknown")]
+    pub origin: Origin,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +230,10 @@ pub(crate) struct Record {
     /// Keys of `data` whose value is a SecretRef rather than the value itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refs: Vec<String>,
+}
+
+fn is_unknown(o: &Origin) -> bool {
+    *o == Origin::Unknown
 }
 
 impl Drop for Record {
@@ -197,6 +253,7 @@ impl Record {
         r.kind = s.type_name().to_string();
         r.scope = s.scope;
         r.created = s.created;
+        r.origin = s.origin;
         let put = |r: &mut Record, k: &str, v: &SecretValue| {
             match v {
                 SecretValue::Literal(x) => {
@@ -276,6 +333,7 @@ impl Record {
             namespace: namespace.to_string(),
             scope: self.scope,
             created: self.created,
+            origin: self.origin,
             data,
         })
     }

@@ -246,7 +246,14 @@ fn bad_input_is_one_line_and_changes_nothing() {
 #[test]
 fn password_stdin_and_refs_resolve_at_use_time() {
     let mut env = Env::new();
-    let mut c = env.pullsecret(&["login", "127.0.0.1:5999", "-u", "alice", "--password-stdin"]);
+    let mut c = env.pullsecret(&[
+        "login",
+        "127.0.0.1:5999",
+        "-u",
+        "alice",
+        "--password-stdin",
+        "--no-verify",
+    ]);
     c.stdout(Stdio::piped());
     let out = run_with_stdin(c, b"from-stdin\n");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -434,4 +441,199 @@ fn import_and_export_round_trip_through_every_format() {
         shown.contains("\"server\": \"quay.io\"") && shown.contains("\"password\": \"********\""),
         "{shown}"
     );
+}
+
+/// The names of the docker-registry secrets in the default namespace, sorted.
+fn registry_names(env: &Env) -> Vec<String> {
+    let out = env
+        .pullsecret(&["secret", "list", "-o", "json"])
+        .output()
+        .expect("list");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let mut names: Vec<String> = items
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A named secret and an imported one for a server, so logout can be shown to spare them.
+pub fn named_and_imported(env: &Env, server: &str) {
+    assert!(create(
+        env,
+        "named",
+        &[
+            &format!("--docker-server={server}"),
+            "--docker-password=named-pw"
+        ]
+    )
+    .status
+    .success());
+    let payload = format!(r#"{{"auths":{{"{server}":{{"username":"imp","password":"imp-pw"}}}}}}"#);
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "imported"},
+        "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": payload},
+    });
+    let out = run_with_stdin(
+        env.pullsecret(&["secret", "import", "-f", "-"]),
+        secret.to_string().as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The name login gives 127.0.0.1:5999 (lossy, so with a hash of the key).
+const LOGIN_NAME: &str = "127.0.0.1-5999-651fc576";
+
+#[test]
+fn logout_and_erase_remove_only_what_login_stored() {
+    let env = Env::new();
+    let server = "127.0.0.1:5999";
+    named_and_imported(&env, server);
+
+    // The helper's store (docker/podman login) neither replaces nor renames the named secrets.
+    let mut store = env.helper();
+    store.arg("store");
+    let out = run_with_stdin(
+        store,
+        format!(r#"{{"ServerURL":"{server}","Username":"alice","Secret":"login-pw"}}"#).as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(registry_names(&env), [LOGIN_NAME, "imported", "named"]);
+    let mut erase = env.helper();
+    erase.arg("erase");
+    let out = run_with_stdin(erase, server.as_bytes());
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(registry_names(&env), ["imported", "named"]);
+
+    // `pullsecret logout` likewise; a second logout finds nothing of login's.
+    let out = run_with_stdin(
+        env.pullsecret(&[
+            "login",
+            server,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--no-verify",
+        ]),
+        b"login-pw",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(registry_names(&env), [LOGIN_NAME, "imported", "named"]);
+    let out = env
+        .pullsecret(&["logout", server])
+        .output()
+        .expect("logout");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("Removing login credentials for {server}\n")
+    );
+    assert_eq!(registry_names(&env), ["imported", "named"]);
+    let out = env
+        .pullsecret(&["logout", server])
+        .output()
+        .expect("logout");
+    assert_eq!(stdout(&out), format!("Not logged in to {server}\n"));
+
+    // Only `secret delete NAME` removes a named secret.
+    let out = env
+        .pullsecret(&["secret", "delete", "named", "imported"])
+        .output()
+        .expect("delete");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(registry_names(&env).is_empty());
+}
+
+#[test]
+fn login_and_doctor_name_the_secrets_a_match_shadows() {
+    let env = Env::new();
+    assert!(create(&env, "team", &["--docker-server=reg.example:5000"])
+        .status
+        .success());
+    assert!(
+        create(&env, "org", &["--docker-server=reg.example:5000/org"])
+            .status
+            .success()
+    );
+    let out = run_with_stdin(
+        env.pullsecret(&[
+            "login",
+            "reg.example:5000",
+            "-u",
+            "me",
+            "--password-stdin",
+            "--no-verify",
+        ]),
+        b"login-pw",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let login_name = stdout(&out)
+        .trim_end()
+        .strip_prefix("Login Succeeded (stored as secret default/")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        login_name.starts_with("reg.example-5000"),
+        "{}",
+        stdout(&out)
+    );
+    // Login's secret is the newest (or, within the same second, first by name).
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "note: 2 secrets match reg.example:5000; default/{login_name} answers (the most specific server key wins, then the most recently written secret, then the name in alphabetical order); not used: default/team (server reg.example:5000)\n"
+        )
+    );
+    let mut get = env.helper();
+    get.arg("get");
+    assert!(stdout(&run_with_stdin(get, b"reg.example:5000")).contains("login-pw"));
+
+    // For a repository under org/, the namespaced key wins and doctor names the other two.
+    let out = env
+        .pullsecret(&["doctor", "reg.example:5000/org/app"])
+        .output()
+        .expect("doctor");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("  pullsecret store: found secret default/org\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  pullsecret store: also matching, not used: default/{login_name} (server reg.example:5000), default/team (server reg.example:5000) ("
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("answer: username \"u\" from pullsecret store, secret default/org"),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_limit_env_values_are_errors_naming_the_variable() {
+    for (var, value) in [
+        ("PULLSECRET_MAX_SECRET_BYTES", "4k"),
+        ("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "-1"),
+        ("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "0"),
+    ] {
+        let mut env = Env::new();
+        env.set(var, value);
+        let out = create(&env, "a", &[]);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert_eq!(
+            stderr(&out),
+            format!("error: {var}=\"{value}\" is not a whole number of at least 1\n")
+        );
+        assert!(env.store_snapshot().is_empty(), "{var}={value} wrote");
+        let mut get = env.helper();
+        get.arg("get");
+        let out = run_with_stdin(get, b"reg.example:5000");
+        assert!(!out.status.success());
+        assert!(stdout(&out).contains(var), "{}", stdout(&out));
+    }
 }

@@ -1,5 +1,6 @@
 //! Real clients calling our helper: skopeo with `credHelpers` in its auth.json pulls from a
-//! real htpasswd registry; docker's CLI `credsStore` path where it runs without a daemon.
+//! real htpasswd registry; docker's CLI `credsStore` path where it runs without a daemon
+//! (`docker logout` removes the login secret and keeps named and imported ones).
 
 use crate::registry_support::{push_image, skopeo, skopeo_auth_file, Registry, RegistryAuth};
 use crate::support::{require_bin, run_with_stdin, stderr, Env};
@@ -135,6 +136,7 @@ fn docker_cli_logout_uses_creds_store_without_a_daemon() {
         r#"{"credsStore":"pullsecret"}"#,
     )
     .expect("config");
+    crate::cli_store::named_and_imported(&env, "127.0.0.1:5999");
     let mut store = env.helper();
     store.arg("store");
     assert!(run_with_stdin(
@@ -157,8 +159,18 @@ fn docker_cli_logout_uses_creds_store_without_a_daemon() {
     let mut get = env.helper();
     get.arg("get");
     let left = run_with_stdin(get, b"127.0.0.1:5999");
-    assert_eq!(
-        String::from_utf8_lossy(&left.stdout),
-        "credentials not found in native keychain\n"
+    // The named and imported secrets for that server stay (and answer `get` now).
+    let list = env
+        .pullsecret(&["secret", "list", "-o", "json"])
+        .output()
+        .expect("list");
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).expect("json");
+    let mut names: Vec<&str> = items.iter().filter_map(|i| i["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["imported", "named"]);
+    assert!(
+        left.status.success(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }

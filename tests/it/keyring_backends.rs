@@ -154,10 +154,16 @@ fn secret_service_create_list_get_erase() {
     );
     assert!(!text.contains("n3w"), "doctor printed the secret");
 
+    // erase removes only what login stored: the named secret stays until `secret delete`.
     assert_eq!(
         helper(&env, "erase", "reg.example:5000"),
         (String::new(), Some(0))
     );
+    assert!(helper(&env, "get", "reg.example:5000")
+        .0
+        .contains("\"Secret\":\"n3w\""));
+    let out = cli(&env, &["secret", "delete", "regcred"], "");
+    assert!(out.status.success(), "delete: {}", stderr(&out));
     assert_eq!(
         helper(&env, "get", "reg.example:5000"),
         (NOT_FOUND.into(), Some(1))
@@ -608,6 +614,15 @@ fn keyutils_create_list_get_erase() {
     );
     for server in ["ku.example:5000", "other.example"] {
         assert_eq!(helper(&env, "erase", server), (String::new(), Some(0)));
+    }
+    // erase removed bob's login; the named regcred stays until `secret delete`.
+    assert_eq!(
+        helper(&env, "get", "ku.example:5000"),
+        (want.into(), Some(0))
+    );
+    let out = cli(&env, &["secret", "delete", "regcred"], "");
+    assert!(out.status.success(), "delete: {}", stderr(&out));
+    for server in ["ku.example:5000", "other.example"] {
         assert_eq!(helper(&env, "get", server), (NOT_FOUND.into(), Some(1)));
     }
     assert!(ns.keys().is_empty(), "keys left behind: {:?}", ns.keys());
@@ -701,7 +716,14 @@ fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
     env.set("PULLSECRET_STORE", "file");
     let out = cli(
         &env,
-        &["login", "mk.example", "-u", "u", "--password-stdin"],
+        &[
+            "login",
+            "mk.example",
+            "-u",
+            "u",
+            "--password-stdin",
+            "--no-verify",
+        ],
         "mk-pw",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -734,7 +756,14 @@ fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
     let before = away.store_snapshot();
     let out = cli(
         &away,
-        &["login", "other.example", "-u", "u", "--password-stdin"],
+        &[
+            "login",
+            "other.example",
+            "-u",
+            "u",
+            "--password-stdin",
+            "--no-verify",
+        ],
         "x",
     );
     assert!(!out.status.success());
@@ -748,7 +777,14 @@ fn file_store_master_key_lives_in_the_keyring_when_one_answers() {
     files.set("PULLSECRET_MASTER_KEY_STORE", "file");
     assert!(cli(
         &files,
-        &["login", "f.example", "-u", "u", "--password-stdin"],
+        &[
+            "login",
+            "f.example",
+            "-u",
+            "u",
+            "--password-stdin",
+            "--no-verify"
+        ],
         "f"
     )
     .status

@@ -1,6 +1,7 @@
 //! Integration tests against real binaries and services; one test binary for all of them.
 
 mod canary;
+mod cli_manners;
 mod cli_store;
 mod fault_server;
 mod faults;
@@ -8,6 +9,7 @@ mod helper_clients;
 mod helper_protocol;
 mod keyring_backends;
 mod kubelet;
+mod login;
 mod proxy;
 mod proxy_server;
 mod proxy_support;

@@ -313,7 +313,7 @@ fn settle(path: &Path) {
     }
 }
 
-fn free_loopback_addr() -> String {
+pub fn free_loopback_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").to_string()
 }

@@ -341,6 +341,7 @@ mod tests {
             namespace: ns.into(),
             scope: Scope::Namespace,
             created: 1,
+            origin: crate::store::Origin::Created,
             data: SecretData::DockerRegistry {
                 server: format!("{name}.example"),
                 username: "u".into(),
