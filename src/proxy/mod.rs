@@ -92,6 +92,8 @@ pub fn build(
 
 /// Without `cache.max_size`: 80% of the space free on the cache's file system now, capped at
 /// 1 TiB, so a cold mirror cannot fill the disk; logged so the operator sees the figure.
+// statvfs field types differ between platforms; the casts are identities only on some.
+#[allow(clippy::unnecessary_cast)]
 fn default_max_size(cache: &std::path::Path) -> Option<u64> {
     const CAP: u64 = 1 << 40;
     let c_path = std::ffi::CString::new(cache.as_os_str().as_encoded_bytes()).ok()?;

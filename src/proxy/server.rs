@@ -959,6 +959,7 @@ impl Proxy {
         Some(manifest_response(bytes, &meta.media_type, d, head))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn blob(
         self: &Arc<Self>,
         ui: usize,
@@ -1005,7 +1006,7 @@ impl Proxy {
         let owner = format!("{}|{repo}|{identity}", up.cfg.name);
         let ticket = match self.queue_place(digest, peer) {
             Ok(t) => t,
-            Err(r) => return r,
+            Err(QueueFull) => return queue_full(),
         };
         let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner, ticket) {
             // A fill committed between the cache check and the join.
@@ -1077,16 +1078,13 @@ impl Proxy {
         Some(resp)
     }
 
-    /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`, or
-    /// `None` when the blob reached the cache since the caller looked. The download is its own
-    /// task, so it completes even if every client goes away.
     /// A place in the fill queue when a new fill for `digest` would have to wait for a slot;
-    /// 503 TOOMANYREQUESTS with Retry-After when the queue or this client's share is full.
+    /// `QueueFull` when the queue or this client's share is full.
     fn queue_place(
         &self,
         digest: &Digest,
         peer: std::net::IpAddr,
-    ) -> Result<Option<Ticket>, Response<Body>> {
+    ) -> Result<Option<Ticket>, QueueFull> {
         if self.fills.get(digest).is_some() || self.fill_slots.available_permits() > 0 {
             return Ok(None);
         }
@@ -1094,18 +1092,14 @@ impl Proxy {
             Some(t) => Ok(Some(t)),
             None => {
                 tracing::warn!(%peer, %digest, "fill queue full; answering 503");
-                let mut r = oci_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "TOOMANYREQUESTS",
-                    "too many downloads waiting for the upstream; retry shortly",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                Err(r)
+                Err(QueueFull)
             }
         }
     }
 
+    /// Joins the fill for `digest`, starting it as `owner` when none runs: `(fill, leader)`, or
+    /// `None` when the blob reached the cache since the caller looked. The download is its own
+    /// task, so it completes even if every client goes away.
     #[allow(clippy::too_many_arguments)]
     fn join_fill(
         self: &Arc<Self>,
@@ -1245,6 +1239,21 @@ async fn stream_fill(
         h.insert(header::CONTENT_RANGE, hv(&cr));
     }
     resp
+}
+
+/// The fill queue (or this client's share of it) is full.
+struct QueueFull;
+
+/// 503 TOOMANYREQUESTS with Retry-After, for a full fill queue.
+fn queue_full() -> Response<Body> {
+    let mut r = oci_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TOOMANYREQUESTS",
+        "too many downloads waiting for the upstream; retry shortly",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// `Basic base64(user:pass)` → (user, pass).
