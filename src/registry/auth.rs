@@ -153,6 +153,9 @@ impl TokenCache {
     }
 }
 
+/// Largest token response read into memory.
+const MAX_TOKEN_BODY: usize = 1 << 20;
+
 async fn fetch(
     http: &reqwest::Client,
     registry: &str,
@@ -222,10 +225,13 @@ async fn fetch(
     if !status.is_success() {
         return Err(err(format!("answered {status}")));
     }
-    let body = resp
-        .bytes()
+    // Tokens are small; an endpoint sending more is not buffered without bound.
+    let body = super::client::read_limited(resp, MAX_TOKEN_BODY)
         .await
-        .map_err(|e| err(super::client::describe_reqwest(&e)))?;
+        .map_err(|e| match e {
+            Some(e) => err(super::client::describe_reqwest(&e)),
+            None => err(format!("response over {MAX_TOKEN_BODY} bytes")),
+        })?;
     let parsed: TokenResponse =
         serde_json::from_slice(&body).map_err(|_| err("response is not token JSON".into()))?;
     let value = parsed

@@ -461,7 +461,10 @@ fn content_type(h: &HeaderMap) -> String {
 }
 
 /// Reads a body of at most `limit` bytes; `Err(None)` when it is larger.
-async fn read_limited(mut resp: Response, limit: usize) -> Result<Bytes, Option<reqwest::Error>> {
+pub(crate) async fn read_limited(
+    mut resp: Response,
+    limit: usize,
+) -> Result<Bytes, Option<reqwest::Error>> {
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(Some)? {
         if buf.len() + chunk.len() > limit {

@@ -51,6 +51,9 @@ pub enum RegistryError {
     Config { registry: String, reason: String },
 }
 
+/// Largest upstream error body read into memory.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 impl RegistryError {
     pub fn network(registry: &str, what: &str, e: &reqwest::Error) -> Self {
         RegistryError::Network {
@@ -61,7 +64,8 @@ impl RegistryError {
         }
     }
 
-    /// Builds the error for a non-success response from its OCI error JSON.
+    /// Builds the error for a non-success response from its OCI error JSON (bodies over 64 KiB
+    /// are not parsed).
     pub async fn from_response(registry: &str, what: &str, resp: reqwest::Response) -> Self {
         let status = resp.status();
         let retry_after = resp
@@ -69,7 +73,10 @@ impl RegistryError {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = resp.bytes().await.unwrap_or_default();
+        // Only the start of an error body is read: an upstream cannot make us buffer more.
+        let body = super::client::read_limited(resp, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
         let (code, message) = oci_error(&body).unwrap_or_else(|| {
             (
                 status

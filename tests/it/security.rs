@@ -280,6 +280,53 @@ fn removing_a_client_revokes_its_tokens() {
     assert_eq!(refresh_grant(&proxy).status, 401);
 }
 
+/// Wrong passwords: unknown and known users are refused alike, and repeated failures from one
+/// address are throttled (429 with Retry-After) while a right password still needs no wait
+/// for another address.
+#[test]
+fn client_login_failures_are_throttled() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    client(&env, "a-client", "team-a", "a-pw");
+    let proxy = ProxyProcess::start(
+        &env,
+        "[auth]\nenabled = true\n",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    let unknown = proxy_token(&proxy, Some(&basic_auth("nobody", "x")), "");
+    let wrong = proxy_token(&proxy, Some(&basic_auth("a-client", "x")), "");
+    assert_eq!((unknown.status, wrong.status), (401, 401));
+    assert_eq!(
+        unknown.text(),
+        wrong.text(),
+        "unknown and known users answered differently"
+    );
+    let mut throttled = None;
+    for _ in 0..10 {
+        let r = proxy_token(&proxy, Some(&basic_auth("a-client", "guess")), "");
+        if r.status == 429 {
+            throttled = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 401);
+    }
+    let r = throttled.expect("ten wrong passwords were never throttled");
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    // Even the right password waits while the backoff holds.
+    let right = proxy_token(&proxy, Some(&basic_auth("a-client", "a-pw")), "");
+    assert_eq!(right.status, 429);
+    assert!(
+        proxy.log().contains("client login throttled"),
+        "{}",
+        proxy.log()
+    );
+}
+
 /// Cache directories are 0700 and files 0600, and an existing looser cache is tightened.
 #[test]
 fn cache_is_private_on_disk() {
