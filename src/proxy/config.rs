@@ -42,6 +42,15 @@ pub struct ProxyConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `/metrics` only for authenticated clients (default: on when `[auth] enabled`).
+    pub auth: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -84,6 +84,7 @@ pub fn build(
         stall_limit: Duration::from_secs(cfg.limits.stall_secs.max(1)),
         max_queued_fills: cfg.limits.max_queued_fills.max(1),
         max_queued_fills_per_client: cfg.limits.max_queued_fills_per_client.max(1),
+        metrics_auth: cfg.metrics.auth.unwrap_or(cfg.auth.enabled),
     };
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| format!("cache: {e}"))?;

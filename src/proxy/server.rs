@@ -48,6 +48,8 @@ pub struct Settings {
     pub stall_limit: Duration,
     pub max_queued_fills: usize,
     pub max_queued_fills_per_client: usize,
+    /// `/metrics` needs an authenticated client.
+    pub metrics_auth: bool,
 }
 
 /// Shared state of a running proxy.
@@ -205,6 +207,23 @@ impl Proxy {
                 return ("other", text(StatusCode::OK, "stalled\n"));
             }
             "/metrics" => {
+                if self.settings.metrics_auth {
+                    match self.authenticate(headers, peer).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            return (
+                                "metrics",
+                                self.challenge(
+                                    headers,
+                                    StatusCode::UNAUTHORIZED,
+                                    "UNAUTHORIZED",
+                                    "authentication required",
+                                ),
+                            )
+                        }
+                        Err(r) => return ("auth", r),
+                    }
+                }
                 self.refresh_gauges();
                 let mut r = bytes_response(
                     StatusCode::OK,

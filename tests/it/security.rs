@@ -473,3 +473,41 @@ fn credentials_go_only_to_trusted_token_realms() {
     );
     assert!(!log.contains("robot-pw") && !r.text().contains("robot-pw"));
 }
+
+/// With client auth on, `/metrics` is for authenticated clients only (by default).
+#[test]
+fn metrics_require_auth_when_clients_do() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    client(&env, "a-client", "team-a", "a-pw");
+    let upstream = format!(
+        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+        reg.addr()
+    );
+    let proxy = ProxyProcess::start(&env, "[auth]\nenabled = true\n", &upstream);
+    let anon = http_request("GET", &proxy.addr, "/metrics", &[], b"").expect("metrics");
+    assert_eq!(anon.status, 401);
+    assert!(!anon.text().contains("pullsecret_proxy"), "{}", anon.text());
+    let a = basic_auth("a-client", "a-pw");
+    let ok = http_request(
+        "GET",
+        &proxy.addr,
+        "/metrics",
+        &[("Authorization", &a)],
+        b"",
+    )
+    .expect("metrics");
+    assert_eq!(ok.status, 200);
+    assert!(ok.text().contains("pullsecret_proxy_requests_total"));
+    drop(proxy);
+    // Opting out keeps metrics open for a scraper on a trusted network.
+    let open = ProxyProcess::start(
+        &env,
+        "[auth]\nenabled = true\n[metrics]\nauth = false\n",
+        &upstream,
+    );
+    let r = http_request("GET", &open.addr, "/metrics", &[], b"").expect("metrics");
+    assert_eq!(r.status, 200);
+}
