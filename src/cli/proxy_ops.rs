@@ -26,10 +26,7 @@ pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Resu
         .context("starting the runtime")?;
     rt.block_on(async {
         for image in images {
-            let r = Reference::parse(image).with_context(|| format!("image {image:?}"))?;
-            let ui = proxy
-                .upstream_for(r.registry())
-                .ok_or_else(|| anyhow!("{image}: no upstream configured for {}", r.registry()))?;
+            let (ui, r) = warm_target(proxy, image)?;
             let print = |line: &str| eprintln!("{image}: {line}");
             let done = proxy
                 .warm(ui, r.repository(), r.reference_str(), &platforms, &print)
@@ -44,6 +41,33 @@ pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Resu
         }
         Ok(())
     })
+}
+
+/// The upstream and reference for `image`: `NAME/repo:tag` with NAME an upstream's name or alias
+/// (as clients write it through the proxy), else a full reference whose registry a configured
+/// upstream serves. Anything else is refused with the list of upstreams.
+fn warm_target(proxy: &Proxy, image: &str) -> Result<(usize, Reference)> {
+    if let Some((prefix, rest)) = image.split_once('/') {
+        // Docker Hub names (`docker.io/…`) parse as references already.
+        if let Some(ui) = proxy
+            .upstream_for(prefix)
+            .filter(|&ui| !proxy.upstreams[ui].names.docker_hub)
+        {
+            let host = &proxy.upstreams[ui].names.host;
+            let r = Reference::parse(&format!("{host}/{rest}"))
+                .with_context(|| format!("image {image:?}"))?;
+            return Ok((ui, r));
+        }
+    }
+    let r = Reference::parse(image).with_context(|| format!("image {image:?}"))?;
+    match proxy.upstream_for(r.registry()) {
+        Some(ui) => Ok((ui, r)),
+        None => bail!(
+            "{image}: no upstream is configured for {} (configured: {}); warm only pulls through configured upstreams",
+            r.registry(),
+            proxy.upstream_names().join(", ")
+        ),
+    }
 }
 
 /// Evicts least recently used blobs down to the size limit and removes metadata of evicted manifests.

@@ -42,15 +42,9 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
         if n == 0 {
             return Ok(false);
         }
-        let Some(head_len) = buf[..n]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 4)
-        else {
-            // Head not complete in one peek (or too long): let hyper read it properly.
-            return Ok(true);
-        };
-        let Some(req) = parse_head(&buf[..head_len]) else {
+        // hyper parses with httparse too: the same bytes frame the same request either way.
+        let Some((head_len, req)) = parse_head(&buf[..n]) else {
+            // Incomplete, invalid or not eligible: hyper reads it properly (and answers errors).
             return Ok(true);
         };
         let Some(hit) = proxy.fast_blob(req.path, req.query, peer).await else {
@@ -168,29 +162,42 @@ pub struct FastHit {
     pub pin: super::evict::Pin,
 }
 
-struct Head<'a> {
-    path: &'a str,
-    query: Option<&'a str>,
-    close: bool,
+pub struct Head<'a> {
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub close: bool,
 }
 
-/// A plain `GET … HTTP/1.1` with no body, no Range and no credentials; `None` otherwise.
-fn parse_head(head: &[u8]) -> Option<Head<'_>> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut parts = lines.next()?.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if method != "GET" || version != "HTTP/1.1" || parts.next().is_some() {
+/// Most header lines the fast path looks at; a request with more goes to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// A complete plain `GET … HTTP/1.1` for a blob with no body, no Range and no credentials,
+/// and the length of its head; `None` otherwise (hyper then reads it).
+pub fn parse_head(buf: &[u8]) -> Option<(usize, Head<'_>)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(buf).ok()? else {
+        return None;
+    };
+    if req.method? != "GET" || req.version? != 1 {
+        return None;
+    }
+    let target = req.path?;
+    if !target.starts_with('/') {
         return None;
     }
     let mut close = false;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':')?;
-        let name = name.trim().to_ascii_lowercase();
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "range" | "authorization" | "content-length" | "transfer-encoding" | "expect"
             | "upgrade" => return None,
-            "connection" => close = value.trim().eq_ignore_ascii_case("close"),
+            "connection" => {
+                let value = std::str::from_utf8(h.value).ok()?;
+                close |= value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
+            }
             _ => {}
         }
     }
@@ -199,7 +206,7 @@ fn parse_head(head: &[u8]) -> Option<Head<'_>> {
         None => (target, None),
     };
     path.contains("/blobs/")
-        .then_some(Head { path, query, close })
+        .then_some((len, Head { path, query, close }))
 }
 
 /// sendfile(2) of `file[start..end]` to the socket, waiting for writability as the socket buffer fills.
@@ -242,14 +249,21 @@ mod tests {
 
     #[test]
     fn only_plain_blob_gets_are_eligible() {
-        let ok = parse_head(b"GET /v2/a/blobs/sha256:x?ns=docker.io HTTP/1.1\r\nHost: h\r\nUser-Agent: curl\r\n\r\n").unwrap();
+        let raw = b"GET /v2/a/blobs/sha256:x?ns=docker.io HTTP/1.1\r\nHost: h\r\nUser-Agent: curl\r\n\r\nGET /next";
+        let (len, ok) = parse_head(raw).unwrap();
+        assert_eq!(
+            &raw[len..],
+            b"GET /next",
+            "the head ends where hyper would end it"
+        );
         assert_eq!(
             (ok.path, ok.query, ok.close),
             ("/v2/a/blobs/sha256:x", Some("ns=docker.io"), false)
         );
         assert!(
-            parse_head(b"GET /v2/a/blobs/x HTTP/1.1\r\nConnection: close\r\n\r\n")
+            parse_head(b"GET /v2/a/blobs/x HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
                 .unwrap()
+                .1
                 .close
         );
         for bad in [
@@ -259,6 +273,11 @@ mod tests {
             b"GET /v2/a/blobs/x HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n",
             b"GET /v2/a/manifests/x HTTP/1.1\r\n\r\n",
             b"GET /v2/a/blobs/x HTTP/1.1\r\nbroken header\r\n\r\n",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nHost: h\r\n",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET http://h/v2/a/blobs/x HTTP/1.1\r\n\r\n",
+            b"GET /v2/a/blobs/x HTTP/1.1\r\nX: a\x00b\r\n\r\n",
         ] {
             assert!(
                 parse_head(bad).is_none(),

@@ -1760,7 +1760,12 @@ impl Proxy {
             Err(_) => ManifestRef::Tag(reference.to_string()),
         };
         let mut queue = vec![first];
+        // An index may list a manifest twice, and platforms share layers: each digest once.
+        let mut seen: HashSet<String> = HashSet::new();
         while let Some(r) = queue.pop() {
+            if !seen.insert(r.as_str().to_string()) {
+                continue;
+            }
             let resp = self.manifest(ui, repo, &r, &headers, false, &who).await;
             let media_type = resp
                 .headers()
@@ -1801,6 +1806,9 @@ impl Proxy {
                 serde_json::from_slice(&body).map_err(|e| format!("manifest: {e}"))?;
             for desc in std::iter::once(&image.config).chain(image.layers.iter()) {
                 let d = Digest::parse(&desc.digest).map_err(|e| e.to_string())?;
+                if !seen.insert(d.to_string()) {
+                    continue;
+                }
                 let resp = self
                     .blob(ui, repo, &d, &HeaderMap::new(), false, &who, LOCAL)
                     .await;
@@ -1820,21 +1828,27 @@ impl Proxy {
         Ok(out)
     }
 
-    /// The upstream index for a registry host (by name, host or alias), else the default.
+    /// The upstream a registry host (or upstream name or alias) belongs to; no default: an
+    /// image of a registry the config does not name is refused, not sent elsewhere.
     pub fn upstream_for(&self, registry: &str) -> Option<usize> {
         let hub = matches!(
             registry,
             "docker.io" | "index.docker.io" | "registry-1.docker.io"
         );
+        self.upstreams.iter().position(|u| {
+            u.names.name == registry
+                || u.names.host == registry
+                || u.names.aliases.iter().any(|a| a == registry)
+                || (hub && u.names.docker_hub)
+        })
+    }
+
+    /// Names of the configured upstreams, for messages.
+    pub fn upstream_names(&self) -> Vec<String> {
         self.upstreams
             .iter()
-            .position(|u| {
-                u.names.name == registry
-                    || u.names.host == registry
-                    || u.names.aliases.iter().any(|a| a == registry)
-                    || (hub && u.names.docker_hub)
-            })
-            .or(self.default_upstream)
+            .map(|u| u.names.name.clone())
+            .collect()
     }
 }
 

@@ -22,3 +22,4 @@ mod security;
 mod slots;
 mod stress;
 mod support;
+mod warm;
