@@ -34,6 +34,10 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text", env = "PULLSECRET_LOG_FORMAT")]
     log_format: String,
+    /// Log level on stderr: error, warn, info, debug, trace, or a RUST_LOG-style filter
+    /// (RUST_LOG wins). Default: info for `proxy`, warn for everything else.
+    #[arg(long, global = true, env = "PULLSECRET_LOG_LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,7 +99,13 @@ impl Ctx {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // The proxy's serving mode reports its start-up and upstream trouble at info by default.
+    let serving = matches!(&cli.command, Command::Proxy(a) if a.serves());
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| if serving { "info" } else { "warn" }.to_string());
+    init_logging(&cli.log_format, &level);
     let result = match &cli.command {
         Command::KubeletCredentialProvider => kubelet::run(&cli),
         Command::Proxy(a) => proxy::run(&cli, a),
@@ -121,7 +131,16 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_line(&e));
+            let line = error_line(&e);
+            if cli.log_format == "json" {
+                // `--log-format json` means every stderr line is JSON, errors too.
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "ERROR", "fields": {"message": line}})
+                );
+            } else {
+                eprintln!("error: {line}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -153,9 +172,11 @@ fn error_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-pub(crate) fn init_logging(format: &str) {
+pub(crate) fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
     use std::io::IsTerminal;
     // Colour codes only for people: logs to files and pipes stay plain text.
     let builder = tracing_subscriber::fmt()

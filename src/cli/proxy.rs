@@ -26,6 +26,13 @@ pub struct ProxyArgs {
     command: Option<ProxyCmd>,
 }
 
+impl ProxyArgs {
+    /// `pullsecret proxy` itself (not one of its subcommands): the long-running server.
+    pub fn serves(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum ProxyCmd {
     /// Print the lines that point a runtime at this proxy.
@@ -124,11 +131,19 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, cache = %cfg.cache_dir().display(), "proxy listening");
-        eprintln!(
+        let banner = format!(
             "pullsecret proxy listening on {scheme}://{addr} (cache {})",
             cfg.cache_dir().display()
         );
+        if cli.log_format == "json" {
+            eprintln!(
+                "{}",
+                serde_json::json!({"level": "INFO", "fields": {"message": banner, "addr": addr.to_string(), "cache": cfg.cache_dir().display().to_string()}})
+            );
+        } else {
+            eprintln!("{banner}");
+        }
+        crate::proxy::log_summary(&proxy, &format!("{scheme}://{addr}"));
         crate::proxy::serve(proxy, listener, tls).await?;
         Ok(())
     })

@@ -52,9 +52,6 @@ pub fn build(
             timeout,
             client_tls,
         )?));
-        if u.secret.is_some() {
-            tracing::info!(upstream = %u.name, secret = ?u.secret, "upstream credentials come from a stored secret, resolved per pull");
-        }
     }
     let default = match &cfg.default_upstream {
         Some(name) => cfg.upstreams.iter().position(|u| &u.name == name),
@@ -89,6 +86,52 @@ pub fn build(
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| format!("cache: {e}"))?;
     Ok(Arc::new(proxy))
+}
+
+/// The start-up summary at info: where the proxy listens, how clients authenticate, and for
+/// each upstream where its credentials come from (a source, never a value).
+pub fn log_summary(proxy: &Proxy, listen: &str) {
+    let s = &proxy.settings;
+    tracing::info!(
+        listen,
+        client_auth = if s.auth_enabled { "required (namespaces from proxy clients)" } else { "off (every client is the proxy's own user)" },
+        namespace = %s.namespace,
+        metrics_auth = s.metrics_auth,
+        max_cache_bytes = s.max_cache_bytes.unwrap_or(0),
+        upstreams = proxy.upstreams.len(),
+        "proxy started"
+    );
+    let stored = proxy.secrets.list(None).unwrap_or_default();
+    for up in &proxy.upstreams {
+        let cfg = &up.cfg;
+        let source = if cfg.username.is_some() && cfg.password.is_some() {
+            format!("config username (scope {})", cfg.scope.as_str())
+        } else if let Some(spec) = &cfg.secret {
+            let full = if spec.contains('/') {
+                spec.clone()
+            } else {
+                format!("{}/{spec}", s.namespace)
+            };
+            format!("secret {full}")
+        } else if stored.iter().any(|x| {
+            x.server()
+                .and_then(|k| crate::secret::ServerKey::parse(k).ok())
+                .is_some_and(|k| {
+                    k.host() == up.names.host || (up.names.docker_hub && k.is_docker_hub())
+                })
+        }) {
+            "store lookup by server key (per namespace and scope)".to_string()
+        } else {
+            "anonymous (no stored secret for this registry yet)".to_string()
+        };
+        tracing::info!(
+            upstream = %cfg.name,
+            url = %cfg.url,
+            aliases = %cfg.aliases.join(","),
+            credentials = %source,
+            "upstream"
+        );
+    }
 }
 
 /// Without `cache.max_size`: 80% of the space free on the cache's file system now, capped at

@@ -99,11 +99,12 @@ impl Upstream {
             // Config credentials belong to the home namespace under their declared scope,
             // exactly like a stored secret there (DESIGN.md: namespaces and scopes).
             if !who.may_use_scope(self.cfg.scope, &who.home) {
-                tracing::debug!(
+                tracing::info!(
                     upstream = %self.cfg.name,
                     client_namespace = %who.namespace,
                     scope = self.cfg.scope.as_str(),
-                    "config credentials are not for this namespace; pulling anonymously"
+                    home = %who.home,
+                    "config credentials are not for this client's namespace (scope); pulling anonymously"
                 );
                 return Ok(None);
             }
@@ -124,6 +125,13 @@ impl Upstream {
                 .map_err(|e| err(e.to_string()))?
                 .ok_or_else(|| err(format!("secret {ns}/{name} does not exist (create it with `pullsecret secret create docker-registry {name} -n {ns} …`)")))?;
             if !who.may_use(&secret) {
+                tracing::info!(
+                    upstream = %self.cfg.name,
+                    client_namespace = %who.namespace,
+                    secret = %format!("{ns}/{name}"),
+                    scope = secret.scope.as_str(),
+                    "the configured secret is not for this client's namespace (scope); pulling anonymously"
+                );
                 return Ok(None);
             }
             secret
@@ -141,7 +149,18 @@ impl Upstream {
                 .filter(|s| s.namespace != who.namespace && who.may_use(s));
             match best_match(own, &key).or_else(|| best_match(shared, &key)) {
                 Some(s) => s.clone(),
-                None => return Ok(None),
+                None => {
+                    if let Some(s) = best_match(all.iter(), &key) {
+                        tracing::info!(
+                            upstream = %self.cfg.name,
+                            client_namespace = %who.namespace,
+                            secret = %format!("{}/{}", s.namespace, s.name),
+                            scope = s.scope.as_str(),
+                            "a secret matches but its scope excludes this client's namespace; pulling anonymously"
+                        );
+                    }
+                    return Ok(None);
+                }
             }
         };
         let SecretData::DockerRegistry {

@@ -10,6 +10,7 @@ mod helper_protocol;
 mod keyring_backends;
 mod kubelet;
 mod login;
+mod observability;
 mod proxy;
 mod proxy_server;
 mod proxy_support;
