@@ -109,24 +109,37 @@ pub fn status(cfg: &ProxyConfig) -> Result<()> {
         .build()
         .ok()
         .and_then(|c| c.get(&url).send().ok())
-        .and_then(|r| r.text().ok());
+        .and_then(|r| {
+            let status = r.status().as_u16();
+            r.text().ok().map(|t| (status, t))
+        });
     match metrics {
-        Some(text) => {
-            let sum = |name: &str| -> f64 {
+        Some((200, text)) => {
+            // Counters are whole numbers; summing integers never prints `-0`.
+            let sum = |name: &str| -> u64 {
                 text.lines()
                     .filter(|l| l.starts_with(name))
                     .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                    .map(|v| v.max(0.0).round() as u64)
                     .sum()
             };
+            let (live_bytes, live_blobs) = (
+                sum("pullsecret_proxy_cache_size_bytes"),
+                sum("pullsecret_proxy_cache_blobs"),
+            );
+            outln!("live: {live_bytes} bytes in {live_blobs} blobs (the running proxy's view)");
             let hits = sum("pullsecret_proxy_cache_hits_total");
             let misses = sum("pullsecret_proxy_cache_misses_total");
-            let ratio = if hits + misses > 0.0 {
-                hits / (hits + misses) * 100.0
+            let ratio = if hits + misses > 0 {
+                hits as f64 / (hits + misses) as f64 * 100.0
             } else {
                 0.0
             };
             outln!("hits: {hits} misses: {misses} hit ratio: {ratio:.1}% (from {url})");
         }
+        Some((status, _)) => outln!(
+            "hit ratio: unknown ({url} answered {status}; with [metrics] auth, read it with credentials)"
+        ),
         None => outln!("hit ratio: unknown (no proxy answering at {url})"),
     }
     Ok(())

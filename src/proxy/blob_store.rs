@@ -58,8 +58,18 @@ impl BlobStore {
         if !index.exists() {
             write_atomic(&index, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#)?;
         }
-        // A fill interrupted by a crash is never trusted: its bytes were not verified.
+        // A fill interrupted by a crash is never trusted: its bytes were not verified. Temp
+        // files are named `<hex>.<pid>`; a live process's (a running proxy, while `warm`,
+        // `gc` or `status` opens the same cache) are its fills in progress and stay.
         for e in std::fs::read_dir(root.join("tmp"))?.flatten() {
+            let name = e.file_name();
+            let owner = name
+                .to_str()
+                .and_then(|n| n.rsplit_once('.'))
+                .and_then(|(_, pid)| pid.parse::<i32>().ok());
+            if owner.is_some_and(|pid| pid != std::process::id() as i32 && process_alive(pid)) {
+                continue;
+            }
             let _ = std::fs::remove_file(e.path());
         }
         Ok(Self { root })
@@ -165,4 +175,14 @@ impl BlobStore {
         }
         (bytes, count)
     }
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

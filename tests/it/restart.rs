@@ -261,3 +261,57 @@ fn run_deadline(cmd: &mut std::process::Command, within: Duration) -> std::proce
         }
     }
 }
+
+/// `proxy status` beside a running proxy: live figures from its /metrics (never `-0`), and
+/// opening the cache does not delete the temp file of the proxy's download in progress.
+#[test]
+fn status_reads_a_running_proxy_and_leaves_its_fills_alone() {
+    use crate::fault_server::{Fault, FaultServer};
+    let env = Env::new();
+    let up = FaultServer::start(vec![9u8; 1 << 20]);
+    up.set(Fault::Stall(Duration::from_secs(60)));
+    let proxy = ProxyProcess::start(
+        &env,
+        "[limits]\nupstream_timeout_secs = 60\n",
+        &up.upstream(&env, "http", ""),
+    );
+    let status = || {
+        let out = env
+            .pullsecret(&[
+                "proxy",
+                "--config",
+                env.path("proxy.toml").to_str().unwrap_or_default(),
+                "status",
+            ])
+            .output()
+            .expect("status");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let idle = status();
+    assert!(idle.contains("hits: 0 misses: 0"), "{idle}");
+    assert!(!idle.contains("-0"), "{idle}");
+    assert!(idle.contains("live: 0 bytes in 0 blobs"), "{idle}");
+    // A download that stalls half way: its temp file is the proxy's work in progress.
+    let mut s = std::net::TcpStream::connect(&proxy.addr).expect("connect");
+    std::io::Write::write_all(
+        &mut s,
+        format!(
+            "GET /v2/app/blobs/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            up.blob_digest
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.tmp_files().is_empty() {
+        assert!(Instant::now() < deadline, "no fill started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let busy = status();
+    assert!(busy.contains("misses: 1"), "{busy}");
+    assert!(
+        !proxy.tmp_files().is_empty(),
+        "`proxy status` deleted the running proxy's fill"
+    );
+}
