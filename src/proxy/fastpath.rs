@@ -117,13 +117,13 @@ pub enum Source {
     /// A blob still being filled (for the requester the fill runs for).
     Filling(super::fill::FillReader),
     /// The fill this request led failed before sending a byte: the error to answer with.
-    Failed(hyper::Response<super::server::Body>),
+    Failed(hyper::Response<super::response::Body>),
 }
 
 /// Writes a small (error) response whose body is already in memory.
 async fn write_small(
     stream: &mut TcpStream,
-    resp: hyper::Response<super::server::Body>,
+    resp: hyper::Response<super::response::Body>,
     request_id: u64,
     close: bool,
 ) -> std::io::Result<()> {

@@ -1,0 +1,153 @@
+//! Upstream credentials for a requester (cached per store generation) and link confirmation:
+//! whether a requester may see cached content, asked of the upstream with its own credentials.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use super::grants::Link;
+use super::response::{oci_error, upstream_error};
+use super::server::{Proxy, Refusal};
+use super::upstream::{Picked, Requester, Upstream};
+use crate::registry::digest::Digest;
+
+/// (upstream, requester, repository)
+pub(super) type CredKey = (usize, Requester, String);
+
+/// A credential lookup, valid while the store's generation is unchanged (and briefly otherwise:
+/// references such as `cmd://` can change outside the store).
+pub(super) struct CachedCreds {
+    picked: Option<Picked>,
+    at: Instant,
+    generation: Option<u128>,
+}
+
+pub(super) const CREDS_TTL: Duration = Duration::from_secs(30);
+
+pub(super) const CREDS_TTL_UNVERSIONED: Duration = Duration::from_secs(2);
+
+impl Proxy {
+    pub(super) async fn credentials(
+        &self,
+        up: &Arc<Upstream>,
+        who: &Requester,
+        repo: &str,
+    ) -> Result<Option<Picked>, Refusal> {
+        let ui = self
+            .upstreams
+            .iter()
+            .position(|u| Arc::ptr_eq(u, up))
+            .unwrap_or(usize::MAX);
+        let key: CredKey = (ui, who.clone(), repo.to_string());
+        let generation = self.secrets.generation();
+        {
+            let cache = self.creds_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = cache.get(&key) {
+                let ttl = if generation.is_some() {
+                    CREDS_TTL
+                } else {
+                    CREDS_TTL_UNVERSIONED
+                };
+                if c.generation == generation && c.at.elapsed() < ttl {
+                    return Ok(c.picked.clone());
+                }
+            }
+        }
+        let up2 = up.clone();
+        let store = self.secrets.clone();
+        let who2 = who.clone();
+        let repo2 = repo.to_string();
+        let r = tokio::task::spawn_blocking(move || up2.credentials(store.as_ref(), &who2, &repo2))
+            .await;
+        match r {
+            Ok(Ok(picked)) => {
+                let mut cache = self.creds_cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(
+                    key,
+                    CachedCreds {
+                        picked: picked.clone(),
+                        at: Instant::now(),
+                        generation,
+                    },
+                );
+                Ok(picked)
+            }
+            // The reason (which secret, which namespace, what to run) is for the operator's
+            // log; the client learns only that credentials are missing.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, namespace = %who.namespace, %repo, "no credentials for upstream");
+                Err(oci_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "the proxy has no usable credentials for this upstream",
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "credential lookup failed");
+                Err(oci_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "UNKNOWN",
+                    "credential lookup failed",
+                ))
+            }
+        }
+    }
+
+    /// Whether `who` may see cached `digest` in `repo`: a fresh link, or the upstream confirms
+    /// it now with `who`'s own credentials. `Err` carries the upstream's refusal.
+    pub(super) async fn confirm(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        digest: &Digest,
+        picked: Option<&Picked>,
+        manifest: bool,
+    ) -> Result<(), Refusal> {
+        let identity = picked.map_or("anonymous", |p| p.grant.as_str());
+        let link = self.grants.check(identity, &up.cfg.name, repo, digest);
+        if link == Link::Fresh {
+            return Ok(());
+        }
+        let creds = picked.map(|p| &p.creds);
+        self.count_upstream(&up.cfg.name);
+        let found = if manifest {
+            up.client
+                .head_manifest(repo, digest.as_str(), None, creds)
+                .await
+                .map(|h| h.is_some())
+        } else {
+            up.client
+                .head_blob(repo, digest, creds)
+                .await
+                .map(|h| h.is_some())
+        };
+        match found {
+            Ok(true) => {
+                self.grants.add(identity, &up.cfg.name, repo, digest);
+                Ok(())
+            }
+            Ok(false) => Err(oci_error(
+                StatusCode::NOT_FOUND,
+                if manifest {
+                    "MANIFEST_UNKNOWN"
+                } else {
+                    "BLOB_UNKNOWN"
+                },
+                "unknown to the upstream for this repository",
+            )),
+            // An upstream that is down cannot confirm; a link confirmed before still stands.
+            Err(e) if e.upstream_unavailable() && link == Link::Expired => Ok(()),
+            Err(e) => {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&self.metrics.upstream(&up.cfg.name))
+                    .inc();
+                Err(upstream_error(&e))
+            }
+        }
+    }
+}

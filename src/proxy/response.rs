@@ -1,0 +1,341 @@
+//! OCI responses: errors (one mapping from upstream and fill errors), small bodies, manifest
+//! and blob heads, Range parsing, and streaming a cached file.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+
+use crate::registry::digest::Digest;
+use crate::registry::RegistryError;
+
+/// Every response body the proxy sends.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub(super) const CHUNK: usize = 256 * 1024;
+
+/// The fill queue (or this client's share of it) is full.
+pub(super) struct QueueFull;
+
+/// 503 TOOMANYREQUESTS with Retry-After, for a full fill queue.
+pub(super) fn queue_full() -> Response<Body> {
+    let mut r = oci_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TOOMANYREQUESTS",
+        "too many downloads waiting for the upstream; retry shortly",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Fill failures carry the status to answer as a prefix: `404|message`.
+pub(super) fn fill_error(e: &RegistryError) -> String {
+    let retry = match e {
+        RegistryError::Status {
+            retry_after: Some(s),
+            ..
+        } => *s,
+        _ => 0,
+    };
+    format!("{}|{retry}|{e}", e.status())
+}
+
+pub(super) fn fill_error_response(e: &str) -> Response<Body> {
+    let mut parts = e.splitn(3, '|');
+    let (status, retry, msg) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(s), Some(r), Some(m)) if s.len() == 3 => (
+            s.parse::<u16>().unwrap_or(502),
+            r.parse::<u64>().unwrap_or(0),
+            m,
+        ),
+        _ => (502, 0, e),
+    };
+    let code = match status {
+        401 => "UNAUTHORIZED",
+        404 => "BLOB_UNKNOWN",
+        429 => "TOOMANYREQUESTS",
+        _ => "UNAVAILABLE",
+    };
+    let mut r = oci_error(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        code,
+        msg,
+    );
+    if retry > 0 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, hv(&retry.to_string()));
+    }
+    r
+}
+
+pub(super) fn upstream_error(e: &RegistryError) -> Response<Body> {
+    // 401/403, unreachable, timed out, refused realms: the operator sees each (names, never values).
+    if !matches!(e, RegistryError::NotFound { .. }) {
+        tracing::warn!(error = %e, "upstream request failed");
+    }
+    let (status, code) = match e {
+        RegistryError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        RegistryError::NotFound { code, .. } => (
+            StatusCode::NOT_FOUND,
+            if code.is_empty() {
+                "MANIFEST_UNKNOWN"
+            } else {
+                leak_code(code)
+            },
+        ),
+        RegistryError::Status { status: 429, .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+    };
+    let mut r = oci_error(status, code, &e.to_string());
+    // Clients back off as the upstream asked.
+    if let RegistryError::Status {
+        retry_after: Some(secs),
+        ..
+    } = e
+    {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, hv(&secs.to_string()));
+    }
+    r
+}
+
+/// Known OCI codes pass through; anything else becomes a generic code.
+pub(super) fn leak_code(code: &str) -> &'static str {
+    match code {
+        "BLOB_UNKNOWN" => "BLOB_UNKNOWN",
+        "MANIFEST_UNKNOWN" => "MANIFEST_UNKNOWN",
+        "NAME_UNKNOWN" => "NAME_UNKNOWN",
+        _ => "MANIFEST_UNKNOWN",
+    }
+}
+
+/// Every Accept header value joined, as the upstream should see them.
+pub(super) fn accept_header(headers: &HeaderMap) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+pub(super) fn echo_ns(r: &mut Response<Body>, ns: Option<String>) {
+    if let Some(ns) = ns {
+        if let Ok(v) = HeaderValue::from_str(&ns) {
+            r.headers_mut().insert("oci-namespace", v);
+        }
+    }
+}
+
+pub(super) fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub fn oci_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]})
+        .to_string();
+    let mut r = bytes_response(status, Bytes::from(body), "application/json", false);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"pullsecret\""),
+        );
+    }
+    r
+}
+
+pub(super) fn text(status: StatusCode, s: &'static str) -> Response<Body> {
+    bytes_response(
+        status,
+        Bytes::from_static(s.as_bytes()),
+        "text/plain",
+        false,
+    )
+}
+
+pub(super) fn bytes_response(
+    status: StatusCode,
+    bytes: Bytes,
+    content_type: &str,
+    head: bool,
+) -> Response<Body> {
+    let len = bytes.len();
+    let body: Body = if head {
+        empty()
+    } else {
+        Full::new(bytes).map_err(|e| match e {}).boxed()
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, hv(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+    r
+}
+
+pub(super) fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+pub(super) fn manifest_response(
+    bytes: Bytes,
+    media_type: &str,
+    d: &Digest,
+    head: bool,
+) -> Response<Body> {
+    let mut r = bytes_response(StatusCode::OK, bytes, media_type, head);
+    r.headers_mut()
+        .insert("docker-content-digest", hv(d.as_str()));
+    r
+}
+
+pub(super) fn blob_head(d: &Digest, size: u64) -> Response<Body> {
+    let mut r = Response::new(empty());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, hv(&size.to_string()));
+    h.insert("docker-content-digest", hv(d.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    r
+}
+
+pub(super) fn range_not_satisfiable(total: u64) -> Response<Body> {
+    let mut r = oci_error(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "BLOB_UNKNOWN",
+        "requested range not satisfiable",
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_RANGE, hv(&format!("bytes */{total}")));
+    r
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against `total`; `None` when not a single byte range
+/// we can answer (then the whole blob is sent), `Some(Err)` when unsatisfiable.
+pub fn parse_range(h: &str, total: Option<u64>) -> Option<Result<(u64, u64), ()>> {
+    let total = total?;
+    let spec = h.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let r = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 || total == 0 {
+            return Some(Err(()));
+        }
+        (total.saturating_sub(n), total - 1)
+    } else {
+        let s: u64 = a.parse().ok()?;
+        let e: u64 = if b.is_empty() {
+            total.saturating_sub(1)
+        } else {
+            b.parse::<u64>().ok()?.min(total.saturating_sub(1))
+        };
+        if s >= total || e < s {
+            return Some(Err(()));
+        }
+        (s, e)
+    };
+    Some(Ok(r))
+}
+
+pub(super) async fn serve_file(
+    path: std::path::PathBuf,
+    size: u64,
+    d: &Digest,
+    range: Option<&str>,
+    head: bool,
+    pin: super::evict::Pin,
+) -> Response<Body> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let (status, start, end) = match range.and_then(|r| parse_range(r, Some(size))) {
+        Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
+        Some(Err(())) => return range_not_satisfiable(size),
+        None => (StatusCode::OK, 0, size.saturating_sub(1)),
+    };
+    let len = if size == 0 { 0 } else { end + 1 - start };
+    let body = if head || len == 0 {
+        empty()
+    } else {
+        match tokio::fs::File::open(&path).await {
+            Ok(mut f) => {
+                if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+                    return oci_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "UNKNOWN",
+                        "cache read failed",
+                    );
+                }
+                let stream = tokio_util_reader(f.take(len), pin);
+                BodyExt::boxed(StreamBody::new(stream))
+            }
+            Err(_) => {
+                return oci_error(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    "blob unknown to registry",
+                )
+            }
+        }
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+    h.insert("docker-content-digest", hv(d.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            hv(&format!("bytes {start}-{end}/{size}")),
+        );
+    }
+    r
+}
+
+/// Reads `r` in large chunks as body frames.
+/// The pin rides along with the stream, so the blob cannot be evicted until the body ends.
+pub(super) fn tokio_util_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    r: R,
+    pin: super::evict::Pin,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold((r, pin), |(mut r, pin)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+        match r.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(Frame::data(buf.freeze())), (r, pin))),
+            Err(e) => Some((Err(e), (r, pin))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", Some(100)), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", Some(100)), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", Some(100)), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=95-200", Some(100)), Some(Ok((95, 99))));
+        assert_eq!(parse_range("bytes=100-", Some(100)), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", Some(100)), None);
+        assert_eq!(parse_range("items=0-1", Some(100)), None);
+    }
+}
