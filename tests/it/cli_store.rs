@@ -375,7 +375,7 @@ fn import_and_export_round_trip_through_every_format() {
        "stringData":{".dockerconfigjson":"{\"auths\":{\"quay.io\":{\"username\":\"robot\",\"password\":\"r-pw\"}}}"}},
       {"apiVersion":"v1","kind":"Secret","metadata":{"name":"opaque"},"type":"Opaque","data":{"token":"dG9rLTE="}}]}"#;
     let out = run_with_stdin(
-        env.pullsecret(&["secret", "import", "-f", "-"]),
+        env.pullsecret(&["secret", "import", "-f", "-", "--use-file-namespace"]),
         list.as_bytes(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -636,4 +636,82 @@ fn invalid_limit_env_values_are_errors_naming_the_variable() {
         assert!(!out.status.success());
         assert!(stdout(&out).contains(var), "{}", stdout(&out));
     }
+}
+
+/// A Kubernetes Secret of `kind: Secret` with one Opaque key, in `namespace` when given.
+fn opaque_secret(name: &str, namespace: Option<&str>) -> String {
+    let mut meta = serde_json::json!({ "name": name });
+    if let Some(ns) = namespace {
+        meta["namespace"] = ns.into();
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": meta,
+        "type": "Opaque", "data": {"token": "dG9r"},
+    })
+    .to_string()
+}
+
+#[test]
+fn import_and_create_refuse_reserved_and_unasked_namespaces() {
+    let env = Env::new();
+    assert!(create(&env, "keep", &[]).status.success());
+    let before = env.store_snapshot();
+    let import = |doc: &str, extra: &[&str]| {
+        let mut args = vec!["secret", "import", "-f", "-"];
+        args.extend_from_slice(extra);
+        run_with_stdin(env.pullsecret(&args), doc.as_bytes())
+    };
+    let refused = |out: &std::process::Output, what: &str, needle: &str| {
+        assert!(!out.status.success(), "{what} was accepted");
+        let err = stderr(out);
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{what}: {err}"
+        );
+        assert_eq!(env.store_snapshot(), before, "{what} changed the store");
+    };
+
+    // A Secret from another namespace needs --use-file-namespace, even with -n given.
+    let other = opaque_secret("moved", Some("other"));
+    refused(
+        &import(&other, &[]),
+        "file namespace",
+        "--use-file-namespace",
+    );
+    refused(
+        &import(&other, &["-n", "mine"]),
+        "file namespace with -n",
+        "--use-file-namespace",
+    );
+    // The proxy's client namespace is never written by import or create, flag or not.
+    let clients = opaque_secret("alice", Some("proxy-clients"));
+    refused(
+        &import(&clients, &[]),
+        "proxy-clients",
+        "--use-file-namespace",
+    );
+    refused(
+        &import(&clients, &["--use-file-namespace"]),
+        "proxy-clients with the flag",
+        "reserved",
+    );
+    refused(
+        &import(&opaque_secret("alice", None), &["-n", "proxy-clients"]),
+        "-n proxy-clients",
+        "reserved",
+    );
+    refused(
+        &create(&env, "alice", &["-n", "proxy-clients"]),
+        "create -n proxy-clients",
+        "pullsecret proxy client add",
+    );
+
+    // Asked for, or the same namespace as the target: imported where the file says.
+    let out = import(&other, &["--use-file-namespace"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/moved imported into other\n");
+    let out = import(&opaque_secret("here", Some("default")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/here imported into default\n");
 }
