@@ -128,6 +128,36 @@ impl FileStore {
         }
     }
 
+    /// Fails when any namespace file was sealed with another master key than `key`. Files that
+    /// do not parse say nothing about the key and are left to the reads that need them.
+    fn check_key_matches(&self, key: &MasterKey) -> Result<(), StoreError> {
+        for ns in self.namespaces()? {
+            let path = self.ns_path(&ns);
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(file) = serde_json::from_slice::<NamespaceFile>(&text) else {
+                continue;
+            };
+            if file.key_id != key.id() {
+                return Err(StoreError::Decrypt {
+                    namespace: ns,
+                    path,
+                    reason: self.wrong_key_reason(&file.key_id, key),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn wrong_key_reason(&self, sealed_with: &str, key: &MasterKey) -> String {
+        format!(
+            "it was sealed with master key {sealed_with} but {} holds key {} (wrong master key)",
+            self.paths.key_file.display(),
+            key.id()
+        )
+    }
+
     fn read_ns(&self, namespace: &str, key: &MasterKey) -> Result<Option<Opened>, StoreError> {
         let path = self.ns_path(namespace);
         let text = match std::fs::read(&path) {
@@ -146,12 +176,7 @@ impl FileStore {
             return Err(decrypt_err("unexpected format or namespace"));
         }
         if file.key_id != key.id() {
-            return Err(decrypt_err(&format!(
-                "it was sealed with master key {} but {} holds key {} (wrong master key)",
-                file.key_id,
-                self.paths.key_file.display(),
-                key.id()
-            )));
+            return Err(decrypt_err(&self.wrong_key_reason(&file.key_id, key)));
         }
         let wrapped = B64
             .decode(&file.wrapped_key)
@@ -277,10 +302,14 @@ impl SecretStore for FileStore {
         };
         let (mut secrets, data_key) = match self.read_ns(namespace, &key)? {
             Some(found) => found,
-            None => (
-                Vec::new(),
-                Zeroizing::new(super::master_key::random_key()?.to_vec()),
-            ),
+            None => {
+                // A new namespace: a wrong key would seal it apart from the rest, splitting the store.
+                self.check_key_matches(&key)?;
+                (
+                    Vec::new(),
+                    Zeroizing::new(super::master_key::random_key()?.to_vec()),
+                )
+            }
         };
         let before = secrets.len();
         edit(&mut secrets)?;

@@ -133,6 +133,31 @@ fn wrong_or_missing_master_key_is_clear_and_changes_nothing() {
 }
 
 #[test]
+fn wrong_master_key_writes_no_new_namespace() {
+    let env = Env::new();
+    assert!(create(&env, "one", &["-n", "team-a"]).status.success());
+    let key = env.path("config/pullsecret/master.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").expect("write key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let before = env.store_snapshot();
+    let out = create(&env, "two", &["-n", "team-b"]);
+    assert!(
+        !out.status.success(),
+        "a new namespace was sealed with the wrong key"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("wrong master key") && err.contains("team-a"),
+        "{err}"
+    );
+    assert_eq!(env.store_snapshot(), before, "nothing may be written");
+    assert!(!env.path("data/pullsecret/secrets-v1/team-b.enc").exists());
+}
+
+#[test]
 fn limits_are_enforced_with_a_hint() {
     let mut env = Env::new();
     env.set("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "2");
