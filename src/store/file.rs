@@ -278,12 +278,35 @@ impl SecretStore for FileStore {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        if namespace.is_some() {
+            for ns in namespaces {
+                if let Some((secrets, _)) = self.read_ns(&ns, &key)? {
+                    out.extend(secrets);
+                }
+            }
+            return Ok(out);
+        }
+        // Across namespaces, one damaged file must not hide every other namespace: it is
+        // skipped with a warning. When none opens, the first error says why (a wrong key).
+        let mut first_err = None;
+        let mut opened = 0usize;
         for ns in namespaces {
-            if let Some((secrets, _)) = self.read_ns(&ns, &key)? {
-                out.extend(secrets);
+            match self.read_ns(&ns, &key) {
+                Ok(Some((secrets, _))) => {
+                    opened += 1;
+                    out.extend(secrets);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn_skipped(&ns, &self.ns_path(&ns), &e);
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        Ok(out)
+        match first_err {
+            Some(e) if opened == 0 => Err(e),
+            _ => Ok(out),
+        }
     }
 
     fn update(
@@ -315,6 +338,21 @@ impl SecretStore for FileStore {
         edit(&mut secrets)?;
         self.check_limits(namespace, before, &secrets)?;
         self.write_ns(namespace, &key, &data_key, &secrets)
+    }
+}
+
+/// Logs (once per file and process) that a namespace is left out of an all-namespaces read.
+/// The error names the file and the reason, never its contents.
+fn warn_skipped(namespace: &str, path: &Path, e: &StoreError) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    let first = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .map_or(true, |mut w| w.insert(path.to_path_buf()));
+    if first {
+        tracing::warn!("skipping namespace {namespace:?} in lookups across namespaces: {e}");
     }
 }
 

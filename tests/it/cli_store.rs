@@ -158,6 +158,72 @@ fn wrong_master_key_writes_no_new_namespace() {
 }
 
 #[test]
+fn a_damaged_namespace_is_skipped_across_namespaces_and_named() {
+    let env = Env::new();
+    assert!(create(&env, "good", &[]).status.success());
+    assert!(create(
+        &env,
+        "lost",
+        &["-n", "broken", "--docker-server=other.example"]
+    )
+    .status
+    .success());
+    let broken = env.path("data/pullsecret/secrets-v1/broken.enc");
+    let bytes = std::fs::read(&broken).expect("read");
+    let cut = &bytes[..bytes.len() / 2];
+    std::fs::write(&broken, cut).expect("truncate");
+    // No line of the damaged file may reach any output.
+    let check_no_contents = |what: &str, text: &str| {
+        for line in String::from_utf8_lossy(cut).lines() {
+            let line = line.trim();
+            if line.len() > 12 {
+                assert!(!text.contains(line), "{what} shows the file: {text}");
+            }
+        }
+    };
+    let one_warning = |what: &str, err: &str| {
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains("WARN") && err.contains("\"broken\"") && err.contains("broken.enc"),
+            "{what}: {err}"
+        );
+        check_no_contents(what, err);
+    };
+
+    let out = env
+        .pullsecret(&["secret", "list", "-A", "-o", "name"])
+        .output()
+        .expect("list");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/good\n");
+    one_warning("secret list -A", &stderr(&out));
+
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"reg.example:5000");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\"Username\":\"u\""),
+        "{}",
+        stdout(&out)
+    );
+    one_warning("helper get", &stderr(&out));
+
+    // The damaged namespace itself still fails, clearly.
+    let out = env
+        .pullsecret(&["secret", "list", "-n", "broken"])
+        .output()
+        .expect("list");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot decrypt namespace \"broken\"") && err.contains("broken.enc"),
+        "{err}"
+    );
+    check_no_contents("secret list -n broken", &err);
+}
+
+#[test]
 fn limits_are_enforced_with_a_hint() {
     let mut env = Env::new();
     env.set("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "2");
