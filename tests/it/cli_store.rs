@@ -806,3 +806,56 @@ fn import_and_create_refuse_reserved_and_unasked_namespaces() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "secret/here imported into default\n");
 }
+
+#[test]
+fn other_credential_helpers_time_out_naming_the_helper() {
+    let mut env = Env::new();
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    // A shell writes the script, so no writable fd of ours can leak into a concurrent fork
+    // (which would make exec fail with ETXTBSY).
+    let script = bin.join("docker-credential-slow");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\nexec sleep 30\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&script)
+        .status()
+        .expect("sh");
+    assert!(made.success());
+    std::fs::write(
+        env.path("docker/config.json"),
+        r#"{"credHelpers":{"slow.example":"slow"}}"#,
+    )
+    .expect("config");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    env.set("PATH", &path);
+    env.set("PULLSECRET_HELPER_TIMEOUT_MS", "300");
+
+    let started = std::time::Instant::now();
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"slow.example");
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "command \"docker-credential-slow\" did not finish within 300 ms and was killed\n"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+
+    env.set("PULLSECRET_HELPER_TIMEOUT_MS", "soon");
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"slow.example");
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("PULLSECRET_HELPER_TIMEOUT_MS=\"soon\""),
+        "{}",
+        stdout(&out)
+    );
+}
