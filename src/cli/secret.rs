@@ -253,7 +253,10 @@ fn create_docker_registry(ctx: &Ctx, a: &DockerRegistryArgs) -> Result<()> {
             SecretValue::Literal(read_password_stdin()?)
         } else if let Some(r) = &a.docker_password_ref {
             match crate::secret::SecretRef::parse(r)? {
-                Some(r) => SecretValue::Ref(r),
+                // A relative file:// is relative to here, not to wherever it is resolved later.
+                Some(r) => SecretValue::Ref(r.with_absolute_path(
+                    &std::env::current_dir().context("the current directory")?,
+                )?),
                 None => bail!("--docker-password-ref {r:?} is not a reference (env://, file://, cmd://, op://, vault://, secret://)"),
             }
         } else {

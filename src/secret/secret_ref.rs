@@ -201,6 +201,41 @@ impl SecretRef {
         }))
     }
 
+    /// This reference with a relative `file://` path made absolute against `cwd` (`.`
+    /// components dropped), so a stored reference does not depend on where it is resolved.
+    /// Other references are returned unchanged.
+    pub fn with_absolute_path(self, cwd: &std::path::Path) -> Result<Self, RefError> {
+        let Source::File(path) = &self.source else {
+            return Ok(self);
+        };
+        if path.is_absolute() {
+            return Ok(self);
+        }
+        let written = path.to_str().unwrap_or_default();
+        let query = self
+            .raw
+            .strip_prefix("file://")
+            .and_then(|r| r.strip_prefix(written))
+            .unwrap_or_default();
+        let abs: PathBuf = cwd
+            .join(path)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        let Some(abs_str) = abs.to_str() else {
+            return Err(RefError::Invalid(
+                self.raw.clone(),
+                "the current directory is not UTF-8; give an absolute file:// path",
+            ));
+        };
+        let raw = format!("file://{abs_str}{query}");
+        Ok(Self {
+            source: Source::File(abs),
+            cache_key: self.cache_key,
+            raw,
+        })
+    }
+
     /// The reference as written (it names where the value is, never the value).
     pub fn as_str(&self) -> &str {
         &self.raw
@@ -535,6 +570,23 @@ mod tests {
             parse("secret://team-a/regcred").source,
             Source::Stored { key: None, .. }
         ));
+    }
+
+    #[test]
+    fn relative_file_paths_become_absolute() {
+        let cwd = std::path::Path::new("/work/dir");
+        for (given, want) in [
+            ("file://pw.txt", "file:///work/dir/pw.txt"),
+            ("file://./sub/pw", "file:///work/dir/sub/pw"),
+            ("file://pw?cacheKey=k", "file:///work/dir/pw?cacheKey=k"),
+            ("file:///etc/pw", "file:///etc/pw"),
+            ("env://PW", "env://PW"),
+        ] {
+            let r = parse(given).with_absolute_path(cwd).unwrap();
+            assert_eq!(r.as_str(), want, "{given}");
+            // What is stored parses back to the same reference.
+            assert!(parse(r.as_str()) == r, "{given}");
+        }
     }
 
     #[test]

@@ -859,3 +859,41 @@ fn other_credential_helpers_time_out_naming_the_helper() {
         stdout(&out)
     );
 }
+
+#[test]
+fn relative_file_reference_is_stored_absolute() {
+    let env = Env::new();
+    let work = env.path("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("pw.txt"), "file-pw\n").expect("write");
+    let out = env
+        .pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "byfile",
+            "--docker-server=file.example",
+            "--docker-username=u",
+            "--docker-password-ref=file://./pw.txt",
+        ])
+        .current_dir(&work)
+        .output()
+        .expect("create");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(
+        &env.pullsecret(&["secret", "inspect", "byfile"])
+            .output()
+            .expect("inspect"),
+    );
+    let want = format!("\"password\": \"file://{}\"", work.join("pw.txt").display());
+    assert!(shown.contains(&want), "{shown}");
+
+    // Resolved from another directory, it still reads the same file.
+    let mut get = env.helper();
+    get.arg("get").current_dir("/");
+    let out = run_with_stdin(get, b"file.example");
+    assert_eq!(
+        stdout(&out),
+        "{\"ServerURL\":\"file.example\",\"Username\":\"u\",\"Secret\":\"file-pw\"}\n"
+    );
+}
