@@ -12,6 +12,15 @@ fn main() {
         .next()
         .unwrap_or_else(|| "docker-credential-pullsecret".into());
     let args: Vec<String> = argv.collect();
+    // Warnings (a damaged namespace file skipped) go to stderr, one line each; the protocol's
+    // answers and errors stay on stdout. No env filter: nothing here may slow `get` down.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .without_time()
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
     let mut stdout = std::io::stdout().lock();
     let fail = |stdout: &mut dyn Write, e: &dyn std::fmt::Display| -> ! {
         // The protocol puts every error on stdout with exit code 1.

@@ -446,6 +446,67 @@ fn vault_unreadable_cacert_is_named() {
 }
 
 #[test]
+fn vault_follows_a_same_origin_redirect_with_the_token() {
+    let vault = FakeVault::start();
+    let mut env = vault_env(Some(&vault.url()));
+    env.set("VAULT_TOKEN", fake_vault::TOKEN);
+    vault.redirect(
+        "/v1/secret/data/old/registry",
+        &format!("{}{REGISTRY_PATH}", vault.url()),
+    );
+
+    let value = RefResolver::default()
+        .resolve(&parse("vault://secret/old/registry.password"))
+        .expect("vault read through a same-origin redirect");
+    assert_eq!(value.expose_secret(), fake_vault::PASSWORD);
+    let reqs = vault.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].path, REGISTRY_PATH);
+    assert_eq!(reqs[1].header("X-Vault-Token"), Some(fake_vault::TOKEN));
+}
+
+#[test]
+fn vault_token_never_follows_a_redirect_to_another_origin() {
+    let vault = FakeVault::start();
+    // Another port on the same host is another origin.
+    let elsewhere = FakeVault::start();
+    let mut env = vault_env(Some(&vault.url()));
+    env.set("VAULT_TOKEN", fake_vault::TOKEN);
+    env.set("VAULT_NAMESPACE", "team-a/ci");
+    vault.redirect(
+        REGISTRY_PATH,
+        &format!("{}{REGISTRY_PATH}", elsewhere.url()),
+    );
+    vault.redirect(
+        "/v1/auth/approle/login",
+        &format!("{}/v1/auth/approle/login", elsewhere.url()),
+    );
+
+    let shown = vault_err(REGISTRY_REF).to_string();
+    assert!(shown.contains("307"), "{shown}");
+    assert!(shown.contains(&elsewhere.url()), "{shown}");
+    assert!(!shown.contains(fake_vault::TOKEN), "{shown}");
+
+    // AppRole login: the secret id is not sent on either.
+    env.remove("VAULT_TOKEN");
+    env.set("VAULT_APPROLE_ROLE_ID", fake_vault::ROLE_ID);
+    env.set("VAULT_APPROLE_SECRET_ID", fake_vault::SECRET_ID);
+    let shown = vault_err(REGISTRY_REF).to_string();
+    assert!(shown.contains("AppRole login"), "{shown}");
+    assert!(!shown.contains(fake_vault::SECRET_ID), "{shown}");
+
+    for req in elsewhere.requests() {
+        assert_eq!(req.header("X-Vault-Token"), None, "{req:?}");
+        assert_eq!(req.header("X-Vault-Namespace"), None, "{req:?}");
+        assert!(
+            !String::from_utf8_lossy(&req.body).contains(fake_vault::SECRET_ID),
+            "the secret id reached another origin"
+        );
+    }
+    assert_eq!(vault.requests().len(), 2);
+}
+
+#[test]
 fn vault_unreachable_names_url_and_cause() {
     // Bind then drop: the port is very likely free, so the connect is refused.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")

@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::output::{ago, out, outln, table};
 use super::Ctx;
+use crate::proxy::client_auth::CLIENTS_NAMESPACE;
 use crate::secret::{
     validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY,
 };
@@ -145,6 +146,10 @@ pub struct ImportArgs {
     /// Replace existing secrets of the same name.
     #[arg(long)]
     overwrite: bool,
+    /// Import each Kubernetes Secret into its own `metadata.namespace` (Secrets without one go
+    /// to -n or the default namespace). Without it, a Secret whose namespace differs is an error.
+    #[arg(long)]
+    use_file_namespace: bool,
 }
 
 #[derive(Args, Debug)]
@@ -248,7 +253,10 @@ fn create_docker_registry(ctx: &Ctx, a: &DockerRegistryArgs) -> Result<()> {
             SecretValue::Literal(read_password_stdin()?)
         } else if let Some(r) = &a.docker_password_ref {
             match crate::secret::SecretRef::parse(r)? {
-                Some(r) => SecretValue::Ref(r),
+                // A relative file:// is relative to here, not to wherever it is resolved later.
+                Some(r) => SecretValue::Ref(r.with_absolute_path(
+                    &std::env::current_dir().context("the current directory")?,
+                )?),
                 None => bail!("--docker-password-ref {r:?} is not a reference (env://, file://, cmd://, op://, vault://, secret://)"),
             }
         } else {
@@ -336,6 +344,7 @@ fn finish_create(ctx: &Ctx, name: &str, c: &Common, data: SecretData) -> Result<
     validate_name(name)?;
     let ns = ctx.namespace(c.namespace.as_deref());
     validate_namespace(&ns)?;
+    check_not_reserved(&ns)?;
     let scope = Scope::parse(&c.scope).ok_or_else(|| anyhow!("unknown scope {}", c.scope))?;
     let secret = StoredSecret {
         name: name.to_string(),
@@ -443,12 +452,21 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
         } else {
             read_utf8(Path::new(file))?
         };
+        let target = ctx.namespace(a.namespace.as_deref());
         for ks in kube::parse_secrets(&text).with_context(|| file.clone())? {
-            let ns = a
-                .namespace
-                .clone()
-                .or_else(|| ks.namespace.clone())
-                .unwrap_or_else(|| ctx.config.namespace());
+            let ns = match &ks.namespace {
+                Some(file_ns) if *file_ns != target => {
+                    if !a.use_file_namespace {
+                        bail!(
+                            "Secret {:?} has metadata.namespace {file_ns:?} but the import goes to {target:?}; \
+                             pass -n {file_ns}, or --use-file-namespace to import each Secret into its own namespace; nothing was imported",
+                            ks.name
+                        );
+                    }
+                    file_ns.clone()
+                }
+                _ => target.clone(),
+            };
             for s in from_kube(&ks, &ns, scope, now)? {
                 by_ns.entry(ns.clone()).or_default().push(s);
             }
@@ -512,6 +530,7 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
     }
     for (ns, secrets) in &by_ns {
         validate_namespace(ns)?;
+        check_not_reserved(ns)?;
         for s in secrets {
             validate_name(&s.name)?;
         }
@@ -826,6 +845,16 @@ fn read_password_stdin() -> Result<SecretString> {
 fn read_utf8(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
+}
+
+/// Namespaces only pullsecret itself writes: `secret create` and `secret import` refuse them.
+const RESERVED_NAMESPACES: &[(&str, &str)] = &[(CLIENTS_NAMESPACE, "pullsecret proxy client add")];
+
+fn check_not_reserved(ns: &str) -> Result<()> {
+    if let Some((_, by)) = RESERVED_NAMESPACES.iter().find(|(r, _)| *r == ns) {
+        bail!("namespace {ns:?} is reserved; only `{by}` writes there; nothing was stored");
+    }
+    Ok(())
 }
 
 /// Kubernetes Secret data keys: `[-._a-zA-Z0-9]+`.

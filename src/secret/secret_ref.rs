@@ -82,8 +82,8 @@ pub enum RefError {
     Spawn { cmd: String, source: std::io::Error },
     #[error("command {cmd:?} failed with {status}; its output is not shown because it may hold a secret")]
     CmdFailed { cmd: String, status: String },
-    #[error("command {cmd:?} did not finish within {secs} s and was killed")]
-    CmdTimeout { cmd: String, secs: u64 },
+    #[error("command {cmd:?} did not finish within {} and was killed", seconds_or_millis(*millis))]
+    CmdTimeout { cmd: String, millis: u64 },
     #[error("command {cmd:?} printed nothing on stdout")]
     CmdEmpty { cmd: String },
     #[error("vault: {0}")]
@@ -199,6 +199,41 @@ impl SecretRef {
             cache_key,
             raw: s.to_string(),
         }))
+    }
+
+    /// This reference with a relative `file://` path made absolute against `cwd` (`.`
+    /// components dropped), so a stored reference does not depend on where it is resolved.
+    /// Other references are returned unchanged.
+    pub fn with_absolute_path(self, cwd: &std::path::Path) -> Result<Self, RefError> {
+        let Source::File(path) = &self.source else {
+            return Ok(self);
+        };
+        if path.is_absolute() {
+            return Ok(self);
+        }
+        let written = path.to_str().unwrap_or_default();
+        let query = self
+            .raw
+            .strip_prefix("file://")
+            .and_then(|r| r.strip_prefix(written))
+            .unwrap_or_default();
+        let abs: PathBuf = cwd
+            .join(path)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        let Some(abs_str) = abs.to_str() else {
+            return Err(RefError::Invalid(
+                self.raw.clone(),
+                "the current directory is not UTF-8; give an absolute file:// path",
+            ));
+        };
+        let raw = format!("file://{abs_str}{query}");
+        Ok(Self {
+            source: Source::File(abs),
+            cache_key: self.cache_key,
+            raw,
+        })
     }
 
     /// The reference as written (it names where the value is, never the value).
@@ -334,50 +369,22 @@ impl<'a> RefResolver<'a> {
     }
 }
 
+/// `10 s`, or `300 ms` for a timeout that is not whole seconds.
+fn seconds_or_millis(millis: u64) -> String {
+    if millis.is_multiple_of(1000) {
+        format!("{} s", millis / 1000)
+    } else {
+        format!("{millis} ms")
+    }
+}
+
 /// Runs `cmd` with no stdin, captures stdout (trimmed) and drops stderr, which may echo secrets.
 fn run_capture(
     cmd: &mut Command,
     label: &str,
     timeout: Duration,
 ) -> Result<SecretString, RefError> {
-    use wait_timeout::ChildExt;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|source| RefError::Spawn {
-            cmd: label.to_string(),
-            source,
-        })?;
-    let mut stdout = child.stdout.take().ok_or_else(|| RefError::Spawn {
-        cmd: label.to_string(),
-        source: std::io::Error::other("no stdout pipe"),
-    })?;
-    // Read on a thread so a chatty command cannot block on a full pipe while we wait.
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let status = match child.wait_timeout(timeout) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(RefError::CmdTimeout {
-                cmd: label.to_string(),
-                secs: timeout.as_secs(),
-            });
-        }
-        Err(source) => {
-            return Err(RefError::Spawn {
-                cmd: label.to_string(),
-                source,
-            })
-        }
-    };
-    let out = zeroize::Zeroizing::new(reader.join().unwrap_or_default());
+    let (status, out) = run_with_timeout(cmd, label, None, timeout)?;
     if !status.success() {
         return Err(RefError::CmdFailed {
             cmd: label.to_string(),
@@ -392,6 +399,66 @@ fn run_capture(
         });
     }
     Ok(SecretString::from(value.to_string()))
+}
+
+/// Runs `cmd` with `input` (or nothing) on stdin, stderr dropped (it may echo secrets), and
+/// kills it when it has not finished within `timeout`. Returns its status and its stdout,
+/// which is wiped when dropped. Errors name `label`, never the output.
+pub(crate) fn run_with_timeout(
+    cmd: &mut Command,
+    label: &str,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, zeroize::Zeroizing<Vec<u8>>), RefError> {
+    use std::io::Write;
+    use wait_timeout::ChildExt;
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| RefError::Spawn {
+            cmd: label.to_string(),
+            source,
+        })?;
+    let mut stdout = child.stdout.take().ok_or_else(|| RefError::Spawn {
+        cmd: label.to_string(),
+        source: std::io::Error::other("no stdout pipe"),
+    })?;
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+        // Small input fits the pipe buffer; a command that exits without reading it is fine.
+        let _ = pipe.write_all(input);
+    }
+    // Read on a thread so a chatty command cannot block on a full pipe while we wait.
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let status = match child.wait_timeout(timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RefError::CmdTimeout {
+                cmd: label.to_string(),
+                millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        Err(source) => {
+            return Err(RefError::Spawn {
+                cmd: label.to_string(),
+                source,
+            })
+        }
+    };
+    let out = zeroize::Zeroizing::new(reader.join().unwrap_or_default());
+    Ok((status, out))
 }
 
 /// Splits a trailing `?k=v&k=v` off `rest` when every pair names a known parameter.
@@ -503,6 +570,23 @@ mod tests {
             parse("secret://team-a/regcred").source,
             Source::Stored { key: None, .. }
         ));
+    }
+
+    #[test]
+    fn relative_file_paths_become_absolute() {
+        let cwd = std::path::Path::new("/work/dir");
+        for (given, want) in [
+            ("file://pw.txt", "file:///work/dir/pw.txt"),
+            ("file://./sub/pw", "file:///work/dir/sub/pw"),
+            ("file://pw?cacheKey=k", "file:///work/dir/pw?cacheKey=k"),
+            ("file:///etc/pw", "file:///etc/pw"),
+            ("env://PW", "env://PW"),
+        ] {
+            let r = parse(given).with_absolute_path(cwd).unwrap();
+            assert_eq!(r.as_str(), want, "{given}");
+            // What is stored parses back to the same reference.
+            assert!(parse(r.as_str()) == r, "{given}");
+        }
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! config (`credHelpers`, `credsStore`, `auths`), containers auth.json, Kubernetes Secret files.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -361,25 +361,34 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
     Ok(best.map(|(_, s, p)| (s, p)))
 }
 
-/// Runs `docker-credential-<helper> get`; `Ok(None)` for its not-found answer.
+/// How long another credential helper may take, like `cmd://` references.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`HELPER_TIMEOUT`], or `PULLSECRET_HELPER_TIMEOUT_MS` when set.
+fn helper_timeout() -> Result<Duration, String> {
+    const VAR: &str = "PULLSECRET_HELPER_TIMEOUT_MS";
+    match std::env::var(VAR) {
+        Err(_) => Ok(HELPER_TIMEOUT),
+        Ok(v) => match v.parse::<u64>() {
+            Ok(ms) if ms >= 1 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!(
+                "{VAR}={v:?} is not a whole number of milliseconds of at least 1"
+            )),
+        },
+    }
+}
+
+/// Runs `docker-credential-<helper> get`; `Ok(None)` for its not-found answer. A helper that
+/// does not answer within the timeout is killed.
 fn run_helper_get(helper: &str, server: &str) -> Result<Option<RegistrySecret>, String> {
     let bin = format!("docker-credential-{helper}");
-    let mut child = Command::new(&bin)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run {bin}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{bin}: {e}"))?;
-    let stdout = zeroize::Zeroizing::new(out.stdout);
+    let mut cmd = Command::new(&bin);
+    cmd.arg("get");
+    let (status, stdout) =
+        crate::secret::run_with_timeout(&mut cmd, &bin, Some(server.as_bytes()), helper_timeout()?)
+            .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&stdout);
-    if !out.status.success() {
+    if !status.success() {
         if text.trim() == crate::helper::NOT_FOUND {
             return Ok(None);
         }

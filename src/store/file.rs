@@ -128,6 +128,36 @@ impl FileStore {
         }
     }
 
+    /// Fails when any namespace file was sealed with another master key than `key`. Files that
+    /// do not parse say nothing about the key and are left to the reads that need them.
+    fn check_key_matches(&self, key: &MasterKey) -> Result<(), StoreError> {
+        for ns in self.namespaces()? {
+            let path = self.ns_path(&ns);
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(file) = serde_json::from_slice::<NamespaceFile>(&text) else {
+                continue;
+            };
+            if file.key_id != key.id() {
+                return Err(StoreError::Decrypt {
+                    namespace: ns,
+                    path,
+                    reason: self.wrong_key_reason(&file.key_id, key),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn wrong_key_reason(&self, sealed_with: &str, key: &MasterKey) -> String {
+        format!(
+            "it was sealed with master key {sealed_with} but {} holds key {} (wrong master key)",
+            self.paths.key_file.display(),
+            key.id()
+        )
+    }
+
     fn read_ns(&self, namespace: &str, key: &MasterKey) -> Result<Option<Opened>, StoreError> {
         let path = self.ns_path(namespace);
         let text = match std::fs::read(&path) {
@@ -146,12 +176,7 @@ impl FileStore {
             return Err(decrypt_err("unexpected format or namespace"));
         }
         if file.key_id != key.id() {
-            return Err(decrypt_err(&format!(
-                "it was sealed with master key {} but {} holds key {} (wrong master key)",
-                file.key_id,
-                self.paths.key_file.display(),
-                key.id()
-            )));
+            return Err(decrypt_err(&self.wrong_key_reason(&file.key_id, key)));
         }
         let wrapped = B64
             .decode(&file.wrapped_key)
@@ -253,12 +278,35 @@ impl SecretStore for FileStore {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        if namespace.is_some() {
+            for ns in namespaces {
+                if let Some((secrets, _)) = self.read_ns(&ns, &key)? {
+                    out.extend(secrets);
+                }
+            }
+            return Ok(out);
+        }
+        // Across namespaces, one damaged file must not hide every other namespace: it is
+        // skipped with a warning. When none opens, the first error says why (a wrong key).
+        let mut first_err = None;
+        let mut opened = 0usize;
         for ns in namespaces {
-            if let Some((secrets, _)) = self.read_ns(&ns, &key)? {
-                out.extend(secrets);
+            match self.read_ns(&ns, &key) {
+                Ok(Some((secrets, _))) => {
+                    opened += 1;
+                    out.extend(secrets);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn_skipped(&ns, &self.ns_path(&ns), &e);
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        Ok(out)
+        match first_err {
+            Some(e) if opened == 0 => Err(e),
+            _ => Ok(out),
+        }
     }
 
     fn update(
@@ -277,15 +325,34 @@ impl SecretStore for FileStore {
         };
         let (mut secrets, data_key) = match self.read_ns(namespace, &key)? {
             Some(found) => found,
-            None => (
-                Vec::new(),
-                Zeroizing::new(super::master_key::random_key()?.to_vec()),
-            ),
+            None => {
+                // A new namespace: a wrong key would seal it apart from the rest, splitting the store.
+                self.check_key_matches(&key)?;
+                (
+                    Vec::new(),
+                    Zeroizing::new(super::master_key::random_key()?.to_vec()),
+                )
+            }
         };
         let before = secrets.len();
         edit(&mut secrets)?;
         self.check_limits(namespace, before, &secrets)?;
         self.write_ns(namespace, &key, &data_key, &secrets)
+    }
+}
+
+/// Logs (once per file and process) that a namespace is left out of an all-namespaces read.
+/// The error names the file and the reason, never its contents.
+fn warn_skipped(namespace: &str, path: &Path, e: &StoreError) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    let first = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .map_or(true, |mut w| w.insert(path.to_path_buf()));
+    if first {
+        tracing::warn!("skipping namespace {namespace:?} in lookups across namespaces: {e}");
     }
 }
 

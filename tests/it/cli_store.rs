@@ -133,6 +133,97 @@ fn wrong_or_missing_master_key_is_clear_and_changes_nothing() {
 }
 
 #[test]
+fn wrong_master_key_writes_no_new_namespace() {
+    let env = Env::new();
+    assert!(create(&env, "one", &["-n", "team-a"]).status.success());
+    let key = env.path("config/pullsecret/master.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").expect("write key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let before = env.store_snapshot();
+    let out = create(&env, "two", &["-n", "team-b"]);
+    assert!(
+        !out.status.success(),
+        "a new namespace was sealed with the wrong key"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("wrong master key") && err.contains("team-a"),
+        "{err}"
+    );
+    assert_eq!(env.store_snapshot(), before, "nothing may be written");
+    assert!(!env.path("data/pullsecret/secrets-v1/team-b.enc").exists());
+}
+
+#[test]
+fn a_damaged_namespace_is_skipped_across_namespaces_and_named() {
+    let env = Env::new();
+    assert!(create(&env, "good", &[]).status.success());
+    assert!(create(
+        &env,
+        "lost",
+        &["-n", "broken", "--docker-server=other.example"]
+    )
+    .status
+    .success());
+    let broken = env.path("data/pullsecret/secrets-v1/broken.enc");
+    let bytes = std::fs::read(&broken).expect("read");
+    let cut = &bytes[..bytes.len() / 2];
+    std::fs::write(&broken, cut).expect("truncate");
+    // No line of the damaged file may reach any output.
+    let check_no_contents = |what: &str, text: &str| {
+        for line in String::from_utf8_lossy(cut).lines() {
+            let line = line.trim();
+            if line.len() > 12 {
+                assert!(!text.contains(line), "{what} shows the file: {text}");
+            }
+        }
+    };
+    let one_warning = |what: &str, err: &str| {
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains("WARN") && err.contains("\"broken\"") && err.contains("broken.enc"),
+            "{what}: {err}"
+        );
+        check_no_contents(what, err);
+    };
+
+    let out = env
+        .pullsecret(&["secret", "list", "-A", "-o", "name"])
+        .output()
+        .expect("list");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/good\n");
+    one_warning("secret list -A", &stderr(&out));
+
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"reg.example:5000");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\"Username\":\"u\""),
+        "{}",
+        stdout(&out)
+    );
+    one_warning("helper get", &stderr(&out));
+
+    // The damaged namespace itself still fails, clearly.
+    let out = env
+        .pullsecret(&["secret", "list", "-n", "broken"])
+        .output()
+        .expect("list");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot decrypt namespace \"broken\"") && err.contains("broken.enc"),
+        "{err}"
+    );
+    check_no_contents("secret list -n broken", &err);
+}
+
+#[test]
 fn limits_are_enforced_with_a_hint() {
     let mut env = Env::new();
     env.set("PULLSECRET_MAX_SECRETS_PER_NAMESPACE", "2");
@@ -375,7 +466,7 @@ fn import_and_export_round_trip_through_every_format() {
        "stringData":{".dockerconfigjson":"{\"auths\":{\"quay.io\":{\"username\":\"robot\",\"password\":\"r-pw\"}}}"}},
       {"apiVersion":"v1","kind":"Secret","metadata":{"name":"opaque"},"type":"Opaque","data":{"token":"dG9rLTE="}}]}"#;
     let out = run_with_stdin(
-        env.pullsecret(&["secret", "import", "-f", "-"]),
+        env.pullsecret(&["secret", "import", "-f", "-", "--use-file-namespace"]),
         list.as_bytes(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -636,4 +727,173 @@ fn invalid_limit_env_values_are_errors_naming_the_variable() {
         assert!(!out.status.success());
         assert!(stdout(&out).contains(var), "{}", stdout(&out));
     }
+}
+
+/// A Kubernetes Secret of `kind: Secret` with one Opaque key, in `namespace` when given.
+fn opaque_secret(name: &str, namespace: Option<&str>) -> String {
+    let mut meta = serde_json::json!({ "name": name });
+    if let Some(ns) = namespace {
+        meta["namespace"] = ns.into();
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": meta,
+        "type": "Opaque", "data": {"token": "dG9r"},
+    })
+    .to_string()
+}
+
+#[test]
+fn import_and_create_refuse_reserved_and_unasked_namespaces() {
+    let env = Env::new();
+    assert!(create(&env, "keep", &[]).status.success());
+    let before = env.store_snapshot();
+    let import = |doc: &str, extra: &[&str]| {
+        let mut args = vec!["secret", "import", "-f", "-"];
+        args.extend_from_slice(extra);
+        run_with_stdin(env.pullsecret(&args), doc.as_bytes())
+    };
+    let refused = |out: &std::process::Output, what: &str, needle: &str| {
+        assert!(!out.status.success(), "{what} was accepted");
+        let err = stderr(out);
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{what}: {err}"
+        );
+        assert_eq!(env.store_snapshot(), before, "{what} changed the store");
+    };
+
+    // A Secret from another namespace needs --use-file-namespace, even with -n given.
+    let other = opaque_secret("moved", Some("other"));
+    refused(
+        &import(&other, &[]),
+        "file namespace",
+        "--use-file-namespace",
+    );
+    refused(
+        &import(&other, &["-n", "mine"]),
+        "file namespace with -n",
+        "--use-file-namespace",
+    );
+    // The proxy's client namespace is never written by import or create, flag or not.
+    let clients = opaque_secret("alice", Some("proxy-clients"));
+    refused(
+        &import(&clients, &[]),
+        "proxy-clients",
+        "--use-file-namespace",
+    );
+    refused(
+        &import(&clients, &["--use-file-namespace"]),
+        "proxy-clients with the flag",
+        "reserved",
+    );
+    refused(
+        &import(&opaque_secret("alice", None), &["-n", "proxy-clients"]),
+        "-n proxy-clients",
+        "reserved",
+    );
+    refused(
+        &create(&env, "alice", &["-n", "proxy-clients"]),
+        "create -n proxy-clients",
+        "pullsecret proxy client add",
+    );
+
+    // Asked for, or the same namespace as the target: imported where the file says.
+    let out = import(&other, &["--use-file-namespace"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/moved imported into other\n");
+    let out = import(&opaque_secret("here", Some("default")), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/here imported into default\n");
+}
+
+#[test]
+fn other_credential_helpers_time_out_naming_the_helper() {
+    let mut env = Env::new();
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    // A shell writes the script, so no writable fd of ours can leak into a concurrent fork
+    // (which would make exec fail with ETXTBSY).
+    let script = bin.join("docker-credential-slow");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '#!/bin/sh\\nexec sleep 30\\n' > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&script)
+        .status()
+        .expect("sh");
+    assert!(made.success());
+    std::fs::write(
+        env.path("docker/config.json"),
+        r#"{"credHelpers":{"slow.example":"slow"}}"#,
+    )
+    .expect("config");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    env.set("PATH", &path);
+    env.set("PULLSECRET_HELPER_TIMEOUT_MS", "300");
+
+    let started = std::time::Instant::now();
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"slow.example");
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "command \"docker-credential-slow\" did not finish within 300 ms and was killed\n"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+
+    env.set("PULLSECRET_HELPER_TIMEOUT_MS", "soon");
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"slow.example");
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("PULLSECRET_HELPER_TIMEOUT_MS=\"soon\""),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn relative_file_reference_is_stored_absolute() {
+    let env = Env::new();
+    let work = env.path("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("pw.txt"), "file-pw\n").expect("write");
+    let out = env
+        .pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "byfile",
+            "--docker-server=file.example",
+            "--docker-username=u",
+            "--docker-password-ref=file://./pw.txt",
+        ])
+        .current_dir(&work)
+        .output()
+        .expect("create");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(
+        &env.pullsecret(&["secret", "inspect", "byfile"])
+            .output()
+            .expect("inspect"),
+    );
+    let want = format!("\"password\": \"file://{}\"", work.join("pw.txt").display());
+    assert!(shown.contains(&want), "{shown}");
+
+    // Resolved from another directory, it still reads the same file.
+    let mut get = env.helper();
+    get.arg("get").current_dir("/");
+    let out = run_with_stdin(get, b"file.example");
+    assert_eq!(
+        stdout(&out),
+        "{\"ServerURL\":\"file.example\",\"Username\":\"u\",\"Secret\":\"file-pw\"}\n"
+    );
 }

@@ -47,6 +47,8 @@ struct State {
     requests: Vec<Recorded>,
     /// Tokens that authorize reads: the static one plus any issued by AppRole login.
     valid_tokens: HashSet<String>,
+    /// Paths answered with `307 Temporary Redirect` to a location (as a standby Vault does).
+    redirects: Vec<(String, String)>,
 }
 
 pub struct FakeVault {
@@ -63,6 +65,7 @@ impl FakeVault {
         let state = Arc::new(Mutex::new(State {
             requests: Vec::new(),
             valid_tokens: HashSet::from([TOKEN.to_string()]),
+            redirects: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -97,6 +100,14 @@ impl FakeVault {
 
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.state).requests.clone()
+    }
+
+    /// Answers requests for `path` with `307 Temporary Redirect` to `location` (an absolute
+    /// URL, possibly on another server), the way a standby Vault node sends clients on.
+    pub fn redirect(&self, path: &str, location: &str) {
+        lock(&self.state)
+            .redirects
+            .push((path.to_string(), location.to_string()));
     }
 }
 
@@ -155,9 +166,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         headers,
         body,
     };
-    let (status, json) = route(&req, state);
+    let location = lock(state)
+        .redirects
+        .iter()
+        .find(|(p, _)| *p == req.path)
+        .map(|(_, l)| l.clone());
+    let (status, json) = match &location {
+        Some(_) => (307, json!({})),
+        None => route(&req, state),
+    };
     lock(state).requests.push(req);
-    respond(stream, status, &json)
+    respond(stream, status, location.as_deref(), &json)
 }
 
 fn route(req: &Recorded, state: &Mutex<State>) -> (u16, Value) {
@@ -241,17 +260,27 @@ fn approle_login_response() -> Value {
     })
 }
 
-fn respond(mut stream: TcpStream, status: u16, json: &Value) -> std::io::Result<()> {
+fn respond(
+    mut stream: TcpStream,
+    status: u16,
+    location: Option<&str>,
+    json: &Value,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        307 => "Temporary Redirect",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         _ => "Unknown",
     };
     let body = json.to_string();
+    let location = location
+        .map(|l| format!("Location: {l}\r\n"))
+        .unwrap_or_default();
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\n\
+         {location}\
          Content-Type: application/json\r\n\
          Cache-Control: no-store\r\n\
          Content-Length: {}\r\n\

@@ -10,8 +10,9 @@ pub(super) fn read(path: &str, key: &str) -> Result<SecretString, RefError> {
     let err = |m: String| RefError::Vault(m);
     let addr = std::env::var("VAULT_ADDR").map_err(|_| err("VAULT_ADDR is not set".into()))?;
     let addr = addr.trim_end_matches('/');
-    let mut builder =
-        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10));
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(same_origin_redirects());
     if let Ok(ca) = std::env::var("VAULT_CACERT") {
         let pem =
             std::fs::read(&ca).map_err(|e| err(format!("cannot read VAULT_CACERT {ca}: {e}")))?;
@@ -52,6 +53,7 @@ pub(super) fn read(path: &str, key: &str) -> Result<SecretString, RefError> {
     let resp = req
         .send()
         .map_err(|e| err(format!("GET {url}: {}", without_url(&e))))?;
+    refuse_cross_origin(&resp, &format!("GET {url}"))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(err(format!("GET {url} answered {status}")));
@@ -90,6 +92,7 @@ fn approle_login(
     let resp = req
         .send()
         .map_err(|e| err(format!("POST {url}: {}", without_url(&e))))?;
+    refuse_cross_origin(&resp, &format!("AppRole login at {url}"))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(err(format!("AppRole login at {url} answered {status}")));
@@ -105,6 +108,47 @@ fn approle_login(
                 "AppRole login at {url}: no auth.client_token in the response"
             ))
         })
+}
+
+/// Follows redirects only while they stay on the origin (scheme, host, port) of the first
+/// request: `X-Vault-Token`, `X-Vault-Namespace` and an AppRole secret id go with a followed
+/// redirect, and reqwest strips only `Authorization` and cookies when the origin changes. A
+/// redirect elsewhere is not followed; [`refuse_cross_origin`] turns it into an error.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// A redirect the policy did not follow: it points at another origin.
+fn refuse_cross_origin(resp: &reqwest::blocking::Response, what: &str) -> Result<(), RefError> {
+    if !resp.status().is_redirection() {
+        return Ok(());
+    }
+    let target = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| resp.url().join(l).ok())
+        .map_or_else(
+            || "elsewhere".to_string(),
+            |u| u.origin().ascii_serialization(),
+        );
+    Err(RefError::Vault(format!(
+        "{what} answered {} to {target}, another origin; not followed, so the Vault token stays \
+         with VAULT_ADDR (set VAULT_ADDR to the server that answers)",
+        resp.status()
+    )))
 }
 
 /// reqwest errors carry the URL; we print our own, so drop theirs. The cause lives in
