@@ -1,22 +1,20 @@
 //! Blobs: the decision for one blob request (cached and linked, filling, needs confirmation,
 //! refused), fills and their queue, and streaming for hyper and the sendfile fast path.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
-use super::fill::{Download, Joined};
+use super::fill::{Download, Fill, Joined};
 use super::fill_queue::Ticket;
 use super::grants::Link;
-use super::metrics::RequestLabels;
 use super::response::{
-    blob_head, fill_error, fill_error_response, hv, oci_error, parse_range, queue_full,
-    range_not_satisfiable, serve_file, upstream_error, Body, QueueFull, CHUNK,
+    blob_head, echo_ns, fill_error, fill_error_response, hv, oci_error, parse_range, queue_full,
+    range_not_satisfiable, serve_file, upstream_error, BlobHead, Body, QueueFull, CHUNK,
 };
 use super::route::{route, Route};
 use super::server::Proxy;
@@ -61,25 +59,113 @@ pub(super) async fn stream_fill(
                 Err(e) => Some((Err(std::io::Error::other(e)), (reader, u64::MAX))),
             }
         });
-    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert("docker-content-digest", hv(digest.as_str()));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(e) = end {
-        h.insert(header::CONTENT_LENGTH, hv(&(e + 1 - start).to_string()));
+    BlobHead {
+        status,
+        digest,
+        length: end.map(|e| e + 1 - start),
+        content_range,
     }
-    if let Some(cr) = content_range {
-        h.insert(header::CONTENT_RANGE, hv(&cr));
-    }
-    resp
+    .response(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+/// Where a blob stands for one requester: the one decision both transports act on.
+pub enum BlobPlan {
+    /// In the cache and linked (fresh) to this requester.
+    Cached { file: std::fs::File, size: u64 },
+    /// In the cache, but this requester's link is missing or stale: the upstream must confirm.
+    Unconfirmed,
+    /// Being filled; `own` when the fill runs for this same requester (no confirmation needed).
+    Filling { fill: Arc<Fill>, own: bool },
+    /// Neither cached nor filling (when the caller did not ask to start a fill).
+    Missing,
+    /// Refused before the upstream: the fill queue is full, or the cache failed.
+    Refused(Response<Body>),
+}
+
+/// A blob the sendfile path sends, with the complete head hyper would send for it.
+pub struct FastHit {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub source: FastSource,
+    pub pin: super::evict::Pin,
+}
+
+/// Where the sendfile path's bytes come from.
+pub enum FastSource {
+    /// A verified blob in the cache, of this size.
+    Cached(std::fs::File, u64),
+    /// A blob being filled for this requester, of this size.
+    Filling(super::fill::FillReader, u64),
+    /// The fill this request led failed before a byte: the error body to send.
+    Failed(bytes::Bytes),
 }
 
 impl Proxy {
+    /// The blob decision: cached and linked, cached but unconfirmed, filling (and whose), or
+    /// missing; with `start_fill` a miss leads a new fill (or takes a place in the queue).
+    pub(super) fn plan_blob(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        picked: Option<&Picked>,
+        peer: std::net::IpAddr,
+        start_fill: bool,
+    ) -> BlobPlan {
+        let identity = picked.map_or("anonymous", |p| p.grant.as_str());
+        let owner = format!("{}|{repo}|{identity}", up.cfg.name);
+        // Twice at most: a fill may commit between the cache check and the join.
+        for _ in 0..2 {
+            if let Ok(file) = std::fs::File::open(self.store.blob_path(digest)) {
+                if self.grants.check(identity, &up.cfg.name, repo, digest) != Link::Fresh {
+                    return BlobPlan::Unconfirmed;
+                }
+                return match file.metadata() {
+                    Ok(m) => BlobPlan::Cached {
+                        size: m.len(),
+                        file,
+                    },
+                    Err(_) => BlobPlan::Unconfirmed,
+                };
+            }
+            if let Some(fill) = self.fills.get(digest) {
+                let own = fill.owner == owner;
+                return BlobPlan::Filling { fill, own };
+            }
+            if !start_fill {
+                return BlobPlan::Missing;
+            }
+            let ticket = match self.queue_place(digest, peer) {
+                Ok(t) => t,
+                Err(QueueFull) => return BlobPlan::Refused(queue_full()),
+            };
+            let creds = picked.map(|p| p.creds.clone());
+            match self.join_fill(up, repo, digest, creds, identity, &owner, ticket) {
+                Ok(Some((fill, leader))) => {
+                    let own = leader || fill.owner == owner;
+                    return BlobPlan::Filling { fill, own };
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "cache: cannot start a fill");
+                    return BlobPlan::Refused(oci_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "UNKNOWN",
+                        "cache write failed",
+                    ));
+                }
+            }
+        }
+        // Committed and evicted again in between: rare; the client retries.
+        BlobPlan::Refused(oci_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "blob left the cache while being requested; retry",
+        ))
+    }
+
+    /// hyper's blob path: acts on `plan_blob`, confirming with the upstream where the plan says
+    /// this requester's right to the bytes is not yet known.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn blob(
         self: &Arc<Self>,
@@ -100,91 +186,79 @@ impl Proxy {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let identity = picked
-            .as_ref()
-            .map_or("anonymous".to_string(), |p| p.grant.clone());
-        if let Some(r) = self
-            .serve_cached(&up, repo, digest, picked.as_ref(), range.as_deref(), head)
-            .await
-        {
-            return r;
-        }
-        let creds = picked.as_ref().map(|p| p.creds.clone());
-        if head {
-            // A HEAD for an uncached blob answers what the upstream says, without a fill.
-            self.count_upstream(&up.cfg.name);
-            return match up.client.head_blob(repo, digest, creds.as_ref()).await {
-                Ok(Some(size)) => blob_head(digest, size),
-                Ok(None) => oci_error(
-                    StatusCode::NOT_FOUND,
-                    "BLOB_UNKNOWN",
-                    "blob unknown to registry",
-                ),
-                Err(e) => upstream_error(&e),
-            };
-        }
-        self.miss("blob");
-        let owner = format!("{}|{repo}|{identity}", up.cfg.name);
-        let ticket = match self.queue_place(digest, peer) {
-            Ok(t) => t,
-            Err(QueueFull) => return queue_full(),
-        };
-        let fill = match self.join_fill(&up, repo, digest, creds, &identity, &owner, ticket) {
-            // A fill committed between the cache check and the join.
-            Ok(None) => {
-                return self
-                    .serve_cached(&up, repo, digest, picked.as_ref(), range.as_deref(), head)
+        // A HEAD never starts a fill.
+        match self.plan_blob(&up, repo, digest, picked.as_ref(), peer, !head) {
+            BlobPlan::Cached { size, .. } => {
+                self.serve_cached(digest, size, range.as_deref(), head)
                     .await
-                    .unwrap_or_else(|| {
-                        // Committed and evicted again in between: rare; the client retries.
-                        oci_error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "UNAVAILABLE",
-                            "blob left the cache while being requested; retry",
-                        )
-                    });
             }
-            Ok(Some((f, false))) if f.owner != owner => {
-                // Someone else's download: this requester must be entitled to it first.
+            BlobPlan::Unconfirmed => {
                 if let Err(r) = self
                     .confirm(&up, repo, digest, picked.as_ref(), false)
                     .await
                 {
                     return r;
                 }
-                f
+                match tokio::fs::metadata(self.store.blob_path(digest)).await {
+                    Ok(m) => {
+                        self.serve_cached(digest, m.len(), range.as_deref(), head)
+                            .await
+                    }
+                    Err(_) => oci_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        "blob left the cache while being requested; retry",
+                    ),
+                }
             }
-            Ok(Some((f, _))) => f,
-            Err(e) => {
-                return oci_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "UNKNOWN",
-                    &format!("cache: {e}"),
-                )
+            BlobPlan::Filling { .. } | BlobPlan::Missing if head => {
+                // A HEAD for an uncached blob answers what the upstream says.
+                self.count_upstream(&up.cfg.name);
+                let creds = picked.as_ref().map(|p| &p.creds);
+                match up.client.head_blob(repo, digest, creds).await {
+                    Ok(Some(size)) => blob_head(digest, size),
+                    Ok(None) => oci_error(
+                        StatusCode::NOT_FOUND,
+                        "BLOB_UNKNOWN",
+                        "blob unknown to registry",
+                    ),
+                    Err(e) => upstream_error(&e),
+                }
             }
-        };
-        stream_fill(fill.subscribe(), digest, range.as_deref()).await
+            BlobPlan::Filling { fill, own } => {
+                if !own {
+                    // Someone else's download: this requester must be entitled to it first.
+                    if let Err(r) = self
+                        .confirm(&up, repo, digest, picked.as_ref(), false)
+                        .await
+                    {
+                        return r;
+                    }
+                }
+                self.miss("blob");
+                stream_fill(fill.subscribe(), digest, range.as_deref()).await
+            }
+            // Only a HEAD leaves a miss without a fill, and it is answered above.
+            BlobPlan::Missing => oci_error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            ),
+            BlobPlan::Refused(r) => r,
+        }
     }
 
-    /// The cached blob for this requester (confirmed with the upstream unless already linked),
-    /// or `None` when it is not in the cache.
-    pub(super) async fn serve_cached(
+    /// Serves a cached blob this requester may see (from `plan_blob`, or confirmed).
+    async fn serve_cached(
         &self,
-        up: &Arc<Upstream>,
-        repo: &str,
         digest: &Digest,
-        picked: Option<&Picked>,
+        size: u64,
         range: Option<&str>,
         head: bool,
-    ) -> Option<Response<Body>> {
-        let path = self.store.blob_path(digest);
-        let len = tokio::fs::metadata(&path).await.ok()?.len();
-        if let Err(r) = self.confirm(up, repo, digest, picked, false).await {
-            return Some(r);
-        }
+    ) -> Response<Body> {
         self.hit("blob");
         let pin = self.lru.pin(digest);
-        let resp = serve_file(path, len, digest, range, head, pin).await;
+        let resp = serve_file(self.store.blob_path(digest), size, digest, range, head, pin).await;
         if !head {
             self.metrics.cache_hit_bytes.inc_by(
                 resp.headers()
@@ -194,7 +268,7 @@ impl Proxy {
                     .unwrap_or(0),
             );
         }
-        Some(resp)
+        resp
     }
 
     /// A place in the fill queue when a new fill for `digest` would have to wait for a slot;
@@ -303,15 +377,15 @@ impl Proxy {
         Ok(Some((fill, true)))
     }
 
-    /// The fast path's check, for a client with no credentials of its own (client auth off): a
-    /// cached blob linked (fresh) to the requester, or a miss whose fill this requester leads or
-    /// owns. Counts the request as served when it says yes.
+    /// The sendfile path's use of the same decision, for a client with no credentials of its
+    /// own (client auth off): a cached, linked blob, or a fill this requester leads or owns.
+    /// Anything else (`None`) is hyper's to answer. Logged and counted like hyper's requests.
     pub async fn fast_blob(
         self: &Arc<Self>,
         path: &str,
         query: Option<&str>,
         peer: std::net::IpAddr,
-    ) -> Option<super::fastpath::FastHit> {
+    ) -> Option<FastHit> {
         if self.settings.auth_enabled {
             return None;
         }
@@ -328,72 +402,51 @@ impl Proxy {
         let up = self.upstreams[upstream].clone();
         let who = self.requester(None);
         let picked = self.credentials(&up, &who, &repo).await.ok()?;
-        let identity = picked.as_ref().map_or("anonymous", |p| p.grant.as_str());
-        let owner = format!("{}|{repo}|{identity}", up.cfg.name);
         let pin = self.lru.pin(&digest);
-        let (source, size) = match std::fs::File::open(self.store.blob_path(&digest)) {
-            Ok(file)
-                if self.grants.check(identity, &up.cfg.name, &repo, &digest) == Link::Fresh =>
-            {
-                let size = file.metadata().ok()?.len();
-                self.hit("blob");
-                self.metrics.cache_hit_bytes.inc_by(size);
-                (super::fastpath::Source::Cached(file), size)
-            }
-            Ok(_) => return None,
-            // Not cached: lead the fill, or join one running for this same requester (others
-            // need a confirmation first, which hyper's path does).
-            Err(_) => {
-                let creds = picked.as_ref().map(|p| p.creds.clone());
-                // `None` (cached meanwhile): hyper's path serves it.
-                let (fill, leader) = self
-                    .join_fill(&up, &repo, &digest, creds, identity, &owner, {
-                        // A full queue is answered by hyper's path (503 with Retry-After).
-                        self.queue_place(&digest, peer).ok()?
-                    })
-                    .ok()??;
-                if !leader && fill.owner != owner {
-                    return None;
+        let (status, mut headers, source) =
+            match self.plan_blob(&up, &repo, &digest, picked.as_ref(), peer, true) {
+                BlobPlan::Cached { file, size } => {
+                    self.hit("blob");
+                    self.metrics.cache_hit_bytes.inc_by(size);
+                    (
+                        StatusCode::OK,
+                        BlobHead::full(&digest, size).headers(),
+                        FastSource::Cached(file, size),
+                    )
                 }
-                let mut reader = fill.subscribe();
-                let hit = match reader.started().await {
-                    Ok(Some(size)) => (super::fastpath::Source::Filling(reader), size),
-                    // No Content-Length: hyper streams it (joining this same fill).
-                    Ok(None) => return None,
-                    // The fill is over; answering here keeps a retry from fetching again.
-                    Err(e) => (super::fastpath::Source::Failed(fill_error_response(&e)), 0),
-                };
-                self.miss("blob");
-                hit
-            }
-        };
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let status = match &source {
-            super::fastpath::Source::Failed(r) => r.status().as_u16(),
-            _ => 200,
-        };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: "blob",
-                status,
-            })
-            .inc();
-        tracing::info!(
-            request_id,
-            method = "GET",
-            path,
-            query = query.unwrap_or(""),
+                BlobPlan::Filling { fill, own: true } => {
+                    let mut reader = fill.subscribe();
+                    let answer = match reader.started().await {
+                        Ok(Some(size)) => (
+                            StatusCode::OK,
+                            BlobHead::full(&digest, size).headers(),
+                            FastSource::Filling(reader, size),
+                        ),
+                        // No Content-Length: hyper streams it (joining this same fill).
+                        Ok(None) => return None,
+                        // The fill is over; answering here keeps a retry from fetching again.
+                        Err(e) => {
+                            let (parts, body) = fill_error_response(&e).into_parts();
+                            let body = body.collect().await.ok()?.to_bytes();
+                            let mut h = parts.headers;
+                            h.insert(header::CONTENT_LENGTH, hv(&body.len().to_string()));
+                            (parts.status, h, FastSource::Failed(body))
+                        }
+                    };
+                    self.miss("blob");
+                    answer
+                }
+                // Confirmation, someone else's fill, refusals: hyper's path.
+                _ => return None,
+            };
+        echo_ns(&mut headers, ns.as_deref());
+        let log = self.request_log("GET", path, query);
+        let sendfile = status == StatusCode::OK;
+        log.finish(self, &mut headers, "blob", status.as_u16(), sendfile);
+        Some(FastHit {
             status,
-            sendfile = status == 200,
-            "request"
-        );
-        Some(super::fastpath::FastHit {
+            headers,
             source,
-            size,
-            digest: digest.to_string(),
-            ns,
-            request_id,
             pin,
         })
     }

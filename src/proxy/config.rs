@@ -155,6 +155,8 @@ pub struct ProxyLimits {
     /// them the proxy answers 503 TOOMANYREQUESTS with Retry-After.
     pub max_queued_fills: usize,
     pub max_queued_fills_per_client: usize,
+    /// Serve plain-HTTP/1.1 blob GETs with sendfile(2) (the fast path); off: hyper serves all.
+    pub sendfile: bool,
 }
 
 impl Default for ProxyLimits {
@@ -170,6 +172,7 @@ impl Default for ProxyLimits {
             stall_secs: 10,
             max_queued_fills: 1024,
             max_queued_fills_per_client: 256,
+            sendfile: true,
         }
     }
 }

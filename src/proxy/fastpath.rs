@@ -9,6 +9,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use super::blobs::FastSource;
+use super::response::http1_head;
 use super::server::Proxy;
 
 /// Longest request head the fast path looks at; longer ones go to hyper (which may answer 431).
@@ -54,32 +56,15 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
         // Eligible: consume exactly this request's head and answer it.
         let mut consumed = vec![0u8; head_len];
         stream.read_exact(&mut consumed).await?;
-        if let Source::Failed(resp) = hit.source {
-            write_small(stream, resp, hit.request_id, close).await?;
-            if close {
-                return Ok(false);
-            }
-            continue;
-        }
-        let mut head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\ndocker-content-digest: {}\r\naccept-ranges: bytes\r\nx-request-id: {}\r\n",
-            hit.size, hit.digest, hit.request_id
-        );
-        if let Some(ns) = &hit.ns {
-            head.push_str(&format!("oci-namespace: {ns}\r\n"));
-        }
-        if close {
-            head.push_str("connection: close\r\n");
-        }
-        head.push_str("\r\n");
+        let head = http1_head(hit.status, &hit.headers, close);
         proxy
             .fast_in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let sent = async {
             stream.write_all(head.as_bytes()).await?;
             match hit.source {
-                Source::Cached(file) => send_file(stream, &file, 0, hit.size).await,
-                Source::Filling(mut reader) => {
+                FastSource::Cached(file, size) => send_file(stream, &file, 0, size).await,
+                FastSource::Filling(mut reader, size) => {
                     // Send what has landed, wait for more; a failed fill ends the connection short.
                     let mut offset = 0;
                     while let Some(available) = reader
@@ -90,12 +75,12 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
                         send_file(stream, reader.file(), offset, available).await?;
                         offset = available;
                     }
-                    if offset != hit.size {
+                    if offset != size {
                         return Err(std::io::Error::other("fill ended at an unexpected size"));
                     }
                     Ok(())
                 }
-                Source::Failed(_) => Ok(()),
+                FastSource::Failed(body) => stream.write_all(&body).await,
             }
         }
         .await;
@@ -108,58 +93,6 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
             return Ok(false);
         }
     }
-}
-
-/// Where the fast path's bytes come from.
-pub enum Source {
-    /// A verified blob in the cache.
-    Cached(std::fs::File),
-    /// A blob still being filled (for the requester the fill runs for).
-    Filling(super::fill::FillReader),
-    /// The fill this request led failed before sending a byte: the error to answer with.
-    Failed(hyper::Response<super::response::Body>),
-}
-
-/// Writes a small (error) response whose body is already in memory.
-async fn write_small(
-    stream: &mut TcpStream,
-    resp: hyper::Response<super::response::Body>,
-    request_id: u64,
-    close: bool,
-) -> std::io::Result<()> {
-    use http_body_util::BodyExt;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await?.to_bytes();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        parts.status.as_u16(),
-        parts.status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in &parts.headers {
-        if let Ok(v) = value.to_str() {
-            head.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nx-request-id: {request_id}\r\n",
-        body.len()
-    ));
-    if close {
-        head.push_str("connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&body).await
-}
-
-/// A blob the fast path may send.
-pub struct FastHit {
-    pub source: Source,
-    pub size: u64,
-    pub digest: String,
-    pub ns: Option<String>,
-    pub request_id: u64,
-    pub pin: super::evict::Pin,
 }
 
 pub struct Head<'a> {

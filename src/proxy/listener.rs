@@ -57,7 +57,12 @@ pub async fn serve(
                             let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                             let served = async move {
                                 // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
-                                if let Ok(true) = fastpath::serve(&fast, &mut stream).await {
+                                let to_hyper = if fast.settings.sendfile {
+                                    matches!(fastpath::serve(&fast, &mut stream).await, Ok(true))
+                                } else {
+                                    true
+                                };
+                                if to_hyper {
                                     let conn = connection_builder(&proxy_for_fast.settings)
                                         .serve_connection(TokioIo::new(stream), service)
                                         .into_owned();

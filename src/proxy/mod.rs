@@ -86,6 +86,7 @@ pub fn build(
         max_queued_fills: cfg.limits.max_queued_fills.max(1),
         max_queued_fills_per_client: cfg.limits.max_queued_fills_per_client.max(1),
         metrics_auth: cfg.metrics.auth.unwrap_or(cfg.auth.enabled),
+        sendfile: cfg.limits.sendfile,
     };
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| format!("cache: {e}"))?;

@@ -123,12 +123,82 @@ pub(super) fn accept_header(headers: &HeaderMap) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-pub(super) fn echo_ns(r: &mut Response<Body>, ns: Option<String>) {
-    if let Some(ns) = ns {
-        if let Ok(v) = HeaderValue::from_str(&ns) {
-            r.headers_mut().insert("oci-namespace", v);
+/// containerd's `?ns=` comes back as `OCI-Namespace`, on either transport.
+pub(super) fn echo_ns(h: &mut HeaderMap, ns: Option<&str>) {
+    if let Some(v) = ns.and_then(|ns| HeaderValue::from_str(ns).ok()) {
+        h.insert("oci-namespace", v);
+    }
+}
+
+/// The head of every blob answer (200, 206, HEAD), whichever transport sends it: hyper gets it
+/// as a `Response`, the sendfile path as HTTP/1.1 text from `http1_head`.
+pub struct BlobHead<'a> {
+    pub status: StatusCode,
+    pub digest: &'a Digest,
+    /// Content-Length; `None` while a fill's size is unknown (the body is then chunked).
+    pub length: Option<u64>,
+    /// `bytes a-b/total` for a 206.
+    pub content_range: Option<String>,
+}
+
+impl<'a> BlobHead<'a> {
+    /// A 200 for the whole blob.
+    pub fn full(digest: &'a Digest, size: u64) -> Self {
+        Self {
+            status: StatusCode::OK,
+            digest,
+            length: Some(size),
+            content_range: None,
         }
     }
+
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if let Some(n) = self.length {
+            h.insert(header::CONTENT_LENGTH, hv(&n.to_string()));
+        }
+        h.insert("docker-content-digest", hv(self.digest.as_str()));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(cr) = &self.content_range {
+            h.insert(header::CONTENT_RANGE, hv(cr));
+        }
+        h
+    }
+
+    pub fn response(&self, body: Body) -> Response<Body> {
+        let mut r = Response::new(body);
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers();
+        r
+    }
+}
+
+/// A response head as HTTP/1.1 text, with what hyper adds to its own (`date`, and
+/// `connection: close` when the client asked for it), for the sendfile path.
+pub fn http1_head(status: StatusCode, headers: &HeaderMap, close: bool) -> String {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in headers {
+        if let Ok(v) = value.to_str() {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    head.push_str(&format!(
+        "date: {}\r\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    ));
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head
 }
 
 pub(super) fn hv(s: &str) -> HeaderValue {
@@ -195,16 +265,13 @@ pub(super) fn manifest_response(
 }
 
 pub(super) fn blob_head(d: &Digest, size: u64) -> Response<Body> {
-    let mut r = Response::new(empty());
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, hv(&size.to_string()));
-    h.insert("docker-content-digest", hv(d.as_str()));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    r
+    BlobHead {
+        status: StatusCode::OK,
+        digest: d,
+        length: Some(size),
+        content_range: None,
+    }
+    .response(empty())
 }
 
 pub(super) fn range_not_satisfiable(total: u64) -> Response<Body> {
@@ -288,23 +355,14 @@ pub(super) async fn serve_file(
             }
         }
     };
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
-    h.insert("docker-content-digest", hv(d.as_str()));
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(
-            header::CONTENT_RANGE,
-            hv(&format!("bytes {start}-{end}/{size}")),
-        );
+    BlobHead {
+        status,
+        digest: d,
+        length: Some(len),
+        content_range: (status == StatusCode::PARTIAL_CONTENT)
+            .then(|| format!("bytes {start}-{end}/{size}")),
     }
-    r
+    .response(body)
 }
 
 /// Reads `r` in large chunks as body frames.

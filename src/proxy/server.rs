@@ -25,6 +25,44 @@ use super::upstream::Upstream;
 use crate::registry::digest::Digest;
 use crate::store::SecretStore;
 
+/// One request's log line, metric and `x-request-id`, finished the same way by hyper and by the
+/// sendfile path.
+pub struct RequestLog {
+    pub id: u64,
+    started: Instant,
+    method: String,
+    path: String,
+    query: String,
+}
+
+impl RequestLog {
+    pub fn finish(
+        self,
+        proxy: &Proxy,
+        headers: &mut HeaderMap,
+        route: &'static str,
+        status: u16,
+        sendfile: bool,
+    ) {
+        proxy
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        headers.insert("x-request-id", hv(&self.id.to_string()));
+        tracing::info!(
+            request_id = self.id,
+            method = %self.method,
+            path = %self.path,
+            query = %self.query,
+            status,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            sendfile,
+            "request"
+        );
+    }
+}
+
 /// Settings of a running proxy besides its upstreams.
 pub struct Settings {
     pub namespace: String,
@@ -45,6 +83,8 @@ pub struct Settings {
     pub max_queued_fills_per_client: usize,
     /// `/metrics` needs an authenticated client.
     pub metrics_auth: bool,
+    /// The sendfile fast path is on.
+    pub sendfile: bool,
 }
 
 /// Shared state of a running proxy.
@@ -120,12 +160,11 @@ impl Proxy {
         req: Request<hyper::body::Incoming>,
         peer: std::net::IpAddr,
     ) -> Response<Body> {
-        let started = Instant::now();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
         let headers = req.headers().clone();
+        let log = self.request_log(method.as_str(), &path, query.as_deref());
         let body = if method == Method::POST && path == "/token" {
             match http_body_util::Limited::new(req.into_body(), 64 * 1024)
                 .collect()
@@ -141,25 +180,19 @@ impl Proxy {
             .dispatch(&method, &path, query.as_deref(), &headers, &body, peer)
             .await;
         let status = resp.status().as_u16();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: route_label,
-                status,
-            })
-            .inc();
-        resp.headers_mut()
-            .insert("x-request-id", hv(&id.to_string()));
-        tracing::info!(
-            request_id = id,
-            %method,
-            %path,
-            query = query.as_deref().unwrap_or(""),
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        log.finish(&self, resp.headers_mut(), route_label, status, false);
         resp
+    }
+
+    /// Starts the log line and metric of one request (either transport).
+    pub fn request_log(&self, method: &str, path: &str, query: Option<&str>) -> RequestLog {
+        RequestLog {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            started: Instant::now(),
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.unwrap_or("").to_string(),
+        }
     }
 
     pub(super) async fn dispatch(
@@ -279,7 +312,7 @@ impl Proxy {
                     .manifest(upstream, &repo, &reference, headers, head, &who)
                     .await;
                 self.challenge_on_401(&mut r, headers);
-                echo_ns(&mut r, ns);
+                echo_ns(r.headers_mut(), ns.as_deref());
                 ("manifest", r)
             }
             Ok(Route::Blob {
@@ -293,7 +326,7 @@ impl Proxy {
                     .blob(upstream, &repo, &digest, headers, head, &who, peer)
                     .await;
                 self.challenge_on_401(&mut r, headers);
-                echo_ns(&mut r, ns);
+                echo_ns(r.headers_mut(), ns.as_deref());
                 ("blob", r)
             }
             Err(e) => (

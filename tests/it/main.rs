@@ -23,4 +23,5 @@ mod security;
 mod slots;
 mod stress;
 mod support;
+mod transports;
 mod warm;

@@ -100,14 +100,37 @@ fn abandoned_cold_requests_release_their_sockets_and_the_queue_is_bounded() {
     }
     // Cold requests queue up to this client's share; the next is told to come back.
     let fake = |i: usize| format!("sha256:{i:064x}");
-    let queued: Vec<TcpStream> = (0..16).map(|i| request(&fake(i))).collect();
-    let mut over = request(&fake(1000));
+    // 17 cold requests from one address: the proxy may take them in any order, so exactly one
+    // of them (whichever came last) is told to come back, the other 16 wait in the queue.
+    let mut queued: Vec<TcpStream> = (0..17).map(|i| request(&fake(i))).collect();
+    for s in &queued {
+        s.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let over = loop {
+        let answered = queued
+            .iter_mut()
+            .position(|s| matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0));
+        if let Some(i) = answered {
+            break queued.remove(i);
+        }
+        assert!(Instant::now() < deadline, "no request was refused");
+    };
+    let mut over = over;
     let (_, got) = read_until_closed(&mut over, Duration::from_secs(10));
     let text = String::from_utf8_lossy(&got);
     assert!(
         text.starts_with("HTTP/1.1 503") && text.to_ascii_lowercase().contains("retry-after: 1"),
         "{text}"
     );
+    for s in &queued {
+        let mut b = [0u8; 1];
+        assert!(
+            !matches!(s.peek(&mut b), Ok(n) if n > 0),
+            "a second request was answered while 16 fit the queue"
+        );
+    }
     assert!(text.contains("TOOMANYREQUESTS"), "{text}");
 
     // 2,000 clients send a cold request and leave (bounded in count and time).
