@@ -1,7 +1,7 @@
 //! `pull`: copies an image from a registry into an OCI image layout, verifying every blob's
 //! size and sha256 before it is renamed into place, resuming partial blobs and reusing present ones.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,39 @@ const MAX_INDEX_DEPTH: usize = 4;
 /// Large writes amortize the blocking-pool hop tokio's file I/O takes per write.
 const WRITE_BUFFER: usize = 1 << 20;
 
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Docker media types of image content and their OCI equivalents (the blobs' bytes are the same).
+const DOCKER_TO_OCI: [(&str, &str); 5] = [
+    ("application/vnd.docker.container.image.v1+json", OCI_CONFIG),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.oci.image.layer.v1.tar",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ),
+];
+
+/// How manifests are written into the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Docker v2s2 manifests and manifest lists are rewritten with OCI media types (new
+    /// digests; config and layer bytes unchanged), so every OCI layout reader finds them.
+    #[default]
+    Oci,
+    /// The registry's manifest bytes and digests, Docker media types included.
+    Preserve,
+}
+
 /// Which manifests of a multi-platform index to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
@@ -51,6 +84,7 @@ pub struct PullOptions {
     pub verify_existing: bool,
     /// Tries per blob when a transfer breaks off; each one resumes where the last stopped.
     pub attempts: u32,
+    pub format: Format,
 }
 
 impl Default for PullOptions {
@@ -60,6 +94,7 @@ impl Default for PullOptions {
             concurrency: 4,
             verify_existing: false,
             attempts: 3,
+            format: Format::Oci,
         }
     }
 }
@@ -69,6 +104,8 @@ impl Default for PullOptions {
 pub struct Pulled {
     /// The manifest (or, with `All`, index) that index.json now names.
     pub digest: Digest,
+    /// Its digest at the registry; differs from `digest` when it was converted to OCI.
+    pub source_digest: Digest,
     pub media_type: String,
     pub size: u64,
     /// The `org.opencontainers.image.ref.name` it is filed under.
@@ -189,18 +226,16 @@ pub async fn pull(
         )
         .await?;
     let what = format!("{}/{}", client.host(), reference.repository());
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        format: opts.format,
+        ..Plan::default()
+    };
     let (chosen, platform) = match &opts.platform {
-        PlatformChoice::All => {
-            src.gather(&top, &what, &mut plan, 0).await?;
-            (top, None)
-        }
+        PlatformChoice::All => (top, None),
         PlatformChoice::Host => src.resolve(top, &Platform::host(), reference).await?,
         PlatformChoice::One(p) => src.resolve(top, p, reference).await?,
     };
-    if !matches!(opts.platform, PlatformChoice::All) {
-        src.gather(&chosen, &what, &mut plan, 0).await?;
-    }
+    let landed = src.gather(&chosen, &what, &mut plan, 0).await?;
 
     // Only now touch DIR: a pull that fails to resolve leaves no empty layout behind.
     let layout = Layout::open(dir)?;
@@ -216,12 +251,13 @@ pub async fn pull(
         .buffer_unordered(opts.concurrency.max(1))
         .try_collect()
         .await?;
-    // Manifests land after the blobs they name, so a layout never refers to a missing blob.
-    for (digest, bytes) in plan.manifests.iter().rev() {
+    // Manifests land after the blobs they name (children before their index), so a layout
+    // never refers to a missing blob.
+    for (digest, bytes) in &plan.manifests {
         layout.write_small_blob(digest, bytes)?;
     }
 
-    let media_type = media_type_of(&chosen)?;
+    let media_type = landed.media_type;
     let ref_name = match (reference.tag(), reference.digest()) {
         (Some(tag), _) => Some(tag.to_string()),
         (None, Some(_)) => None,
@@ -229,8 +265,8 @@ pub async fn pull(
     };
     let mut desc = json!({
         "mediaType": media_type,
-        "digest": chosen.digest.as_str(),
-        "size": chosen.bytes.len(),
+        "digest": landed.digest.as_str(),
+        "size": landed.bytes.len(),
     });
     if let Some(p) = &platform {
         desc["platform"] = platform_json(p);
@@ -238,23 +274,36 @@ pub async fn pull(
     if let Some(name) = &ref_name {
         desc["annotations"] = json!({ REF_NAME: name });
     }
-    layout.file_in_index(desc, ref_name.as_deref(), &chosen.digest)?;
+    layout.file_in_index(desc, ref_name.as_deref(), &landed.digest)?;
     Ok(Pulled {
-        digest: chosen.digest.clone(),
+        digest: landed.digest,
+        source_digest: chosen.digest,
         media_type,
-        size: chosen.bytes.len() as u64,
+        size: landed.bytes.len() as u64,
         ref_name,
         blobs_fetched: outcomes.iter().filter(|o| **o != Fetched::Reused).count(),
         blobs_reused: outcomes.iter().filter(|o| **o == Fetched::Reused).count(),
     })
 }
 
-/// What one pull writes: manifest bytes (verified already) and the blobs they name.
+/// What one pull writes: manifest bytes (verified already, or converted from verified ones),
+/// children before the index naming them, and the blobs they name.
 #[derive(Default)]
 struct Plan {
+    format: Format,
     manifests: Vec<(Digest, bytes::Bytes)>,
+    /// Each gathered manifest, by its registry digest, as it lands in the layout.
+    landed: HashMap<Digest, Landed>,
     blobs: Vec<BlobRef>,
     seen: HashSet<Digest>,
+}
+
+/// A manifest as written into the layout.
+#[derive(Clone)]
+struct Landed {
+    digest: Digest,
+    media_type: String,
+    bytes: bytes::Bytes,
 }
 
 impl Plan {
@@ -327,20 +376,22 @@ impl Source<'_> {
     }
 
     /// Records `m` and everything it refers to: child manifests of an index (fetched now)
-    /// and the config and layers of an image manifest.
+    /// and the config and layers of an image manifest. Returns `m` as it lands in the layout:
+    /// converted to OCI when the plan asks for it, with an index's entries following its children.
     async fn gather(
         &self,
         m: &Manifest,
         what: &str,
         plan: &mut Plan,
         depth: usize,
-    ) -> Result<(), PullError> {
+    ) -> Result<Landed, PullError> {
+        if let Some(landed) = plan.landed.get(&m.digest) {
+            return Ok(landed.clone());
+        }
         let media_type = media_type_of(m)?;
         let whole = format!("{what}@{}", m.digest);
-        if plan.seen.insert(m.digest.clone()) {
-            plan.manifests.push((m.digest.clone(), m.bytes.clone()));
-        }
-        if manifest::is_index(&media_type) {
+        let convert = plan.format == Format::Oci;
+        let landed = if manifest::is_index(&media_type) {
             if depth >= MAX_INDEX_DEPTH {
                 return Err(PullError::BadManifest {
                     what: whole,
@@ -348,18 +399,59 @@ impl Source<'_> {
                 });
             }
             let index: ImageIndex = parse_json(m, self.client.host())?;
+            let mut children = Vec::with_capacity(index.manifests.len());
             for entry in &index.manifests {
                 let child = self.child(entry).await?;
-                Box::pin(self.gather(&child, what, plan, depth + 1)).await?;
+                children.push(Box::pin(self.gather(&child, what, plan, depth + 1)).await?);
             }
-            return Ok(());
+            let to_oci = convert && media_type == DOCKER_LIST;
+            let unchanged =
+                !to_oci
+                    && index.manifests.iter().zip(&children).all(|(e, c)| {
+                        e.digest == c.digest.as_str() && e.media_type == c.media_type
+                    });
+            if unchanged {
+                Landed {
+                    digest: m.digest.clone(),
+                    media_type,
+                    bytes: m.bytes.clone(),
+                }
+            } else {
+                let media_type = if to_oci { OCI_INDEX.into() } else { media_type };
+                let bytes = rewrite_index(m, &whole, &media_type, &children)?;
+                Landed {
+                    digest: Digest::of_bytes(&bytes),
+                    media_type,
+                    bytes,
+                }
+            }
+        } else {
+            let image: ImageManifest = parse_json(m, self.client.host())?;
+            for d in std::iter::once(&image.config).chain(&image.layers) {
+                let digest = descriptor_digest(d, &whole)?;
+                plan.add_blob(digest, d.size);
+            }
+            if convert && media_type == DOCKER_MANIFEST {
+                let bytes = manifest_to_oci(m, &whole)?;
+                Landed {
+                    digest: Digest::of_bytes(&bytes),
+                    media_type: OCI_MANIFEST.into(),
+                    bytes,
+                }
+            } else {
+                Landed {
+                    digest: m.digest.clone(),
+                    media_type,
+                    bytes: m.bytes.clone(),
+                }
+            }
+        };
+        if plan.seen.insert(landed.digest.clone()) {
+            plan.manifests
+                .push((landed.digest.clone(), landed.bytes.clone()));
         }
-        let image: ImageManifest = parse_json(m, self.client.host())?;
-        for d in std::iter::once(&image.config).chain(&image.layers) {
-            let digest = descriptor_digest(d, &whole)?;
-            plan.add_blob(digest, d.size);
-        }
-        Ok(())
+        plan.landed.insert(m.digest.clone(), landed.clone());
+        Ok(landed)
     }
 
     /// Fetches the manifest an index entry names (the client verifies its digest) and checks its size.
@@ -695,6 +787,77 @@ fn descriptor_digest(d: &Descriptor, what: &str) -> Result<Digest, PullError> {
         what: what.to_string(),
         reason: format!("descriptor digest: {e}"),
     })
+}
+
+/// A Docker v2s2 manifest with OCI media types: the manifest's own, its config's and its layers'.
+/// Descriptors already of OCI (or other) types are kept; a Docker type without an OCI
+/// equivalent (a plugin config, say) is refused rather than mislabelled.
+fn manifest_to_oci(m: &Manifest, what: &str) -> Result<bytes::Bytes, PullError> {
+    let bad = |reason: String| PullError::BadManifest {
+        what: what.to_string(),
+        reason,
+    };
+    let mut v: Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let convert = |d: &mut Value| -> Result<(), PullError> {
+        let Some(t) = d.get("mediaType").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        if let Some((_, oci)) = DOCKER_TO_OCI.iter().find(|(docker, _)| *docker == t) {
+            d["mediaType"] = json!(oci);
+        } else if t.starts_with("application/vnd.docker.") {
+            return Err(bad(format!(
+                "{t} has no OCI equivalent (pull with --format preserve to keep it)"
+            )));
+        }
+        Ok(())
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return Err(bad("not a JSON object".into()));
+    };
+    obj.insert("mediaType".into(), json!(OCI_MANIFEST));
+    if let Some(config) = obj.get_mut("config") {
+        convert(config)?;
+    }
+    if let Some(layers) = obj.get_mut("layers").and_then(Value::as_array_mut) {
+        for l in layers {
+            convert(l)?;
+        }
+    }
+    serde_json::to_vec(&v)
+        .map(bytes::Bytes::from)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// An index whose entries name `children` as they landed (digest, size, media type), under
+/// `media_type`; other fields (platforms, annotations) are kept.
+fn rewrite_index(
+    m: &Manifest,
+    what: &str,
+    media_type: &str,
+    children: &[Landed],
+) -> Result<bytes::Bytes, PullError> {
+    let bad = |reason: String| PullError::BadManifest {
+        what: what.to_string(),
+        reason,
+    };
+    let mut v: Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(bad("not a JSON object".into()));
+    };
+    obj.insert("mediaType".into(), json!(media_type));
+    let Some(entries) = obj.get_mut("manifests").and_then(Value::as_array_mut) else {
+        return Err(bad("no manifests array".into()));
+    };
+    for (entry, child) in entries.iter_mut().zip(children) {
+        entry["mediaType"] = json!(child.media_type);
+        entry["digest"] = json!(child.digest.as_str());
+        entry["size"] = json!(child.bytes.len());
+    }
+    serde_json::to_vec(&v)
+        .map(bytes::Bytes::from)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// The manifest's media type: the Content-Type the registry sent, else its own `mediaType`

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use super::output::outln;
 use super::Ctx;
-use crate::pull::{self, Fetched, PlatformChoice, Progress, PullOptions, Silent};
+use crate::pull::{self, Fetched, Format, PlatformChoice, Progress, PullOptions, Silent};
 use crate::registry::auth::{Credentials, TokenCache};
 use crate::registry::client::{Client, UpstreamOptions};
 use crate::registry::digest::Digest;
@@ -57,6 +57,16 @@ pub struct PullArgs {
     /// Re-hash blobs already in the layout instead of trusting their size.
     #[arg(long)]
     verify_existing: bool,
+    /// `oci`: Docker manifests are rewritten with OCI media types (new digests, same blobs),
+    /// so every OCI layout reader finds them by tag; `preserve`: the registry's bytes as they are.
+    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
+    format: FormatArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Oci,
+    Preserve,
 }
 
 pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
@@ -83,6 +93,10 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         platform,
         concurrency: usize::from(a.concurrency),
         verify_existing: a.verify_existing,
+        format: match a.format {
+            FormatArg::Oci => Format::Oci,
+            FormatArg::Preserve => Format::Preserve,
+        },
         ..Default::default()
     };
     let progress: Box<dyn Progress> = if a.quiet {
@@ -108,6 +122,12 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         .map_err(|e| with_hint(e, a.insecure))?;
     drop(progress);
     if !a.quiet {
+        if pulled.source_digest != pulled.digest {
+            eprintln!(
+                "converted {} to OCI {} (--format preserve keeps the registry's bytes)",
+                pulled.source_digest, pulled.digest
+            );
+        }
         eprintln!(
             "{} → {}{} ({} fetched, {} already present)",
             reference,

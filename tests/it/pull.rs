@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::pull_support::{push_docker_image, push_docker_list, DOCKER_MANIFEST};
 use crate::registry_support::{
     push_image, push_index, sha256_digest, skopeo, ImageInfo, Registry, RegistryAuth,
     TokenIssuerConfig, OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST,
@@ -905,4 +906,140 @@ fn serve_fake(
         }
         let _ = out.write_all(part);
     }
+}
+
+#[test]
+fn docker_v2s2_image_lands_as_oci_that_skopeo_finds_by_tag() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_docker_image(
+        reg.addr(),
+        "dock/app",
+        "v1",
+        "amd64",
+        &[noise(100, 200_000), noise(101, 3_000)],
+    );
+    let env = Env::new();
+    let dir = env.path("oci");
+    let out = pull(&env, &format!("{}/dock/app:v1", reg.addr()), &dir, &[]);
+    assert_ok(&out, "pull of a docker image");
+    let (name, digest, media_type) = entries(&dir).pop().expect("one entry");
+    assert_eq!((name.as_str(), media_type.as_str()), ("v1", OCI_MANIFEST));
+    assert_ne!(digest, img.manifest_digest, "the manifest was converted");
+    assert_eq!(stdout(&out).trim(), digest);
+    assert!(
+        stderr(&out).contains(&format!(
+            "converted {} to OCI {digest}",
+            img.manifest_digest
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(&dir, &digest)).expect("manifest"))
+            .expect("manifest JSON");
+    assert_eq!(manifest["mediaType"], OCI_MANIFEST);
+    assert_eq!(manifest["config"]["mediaType"], OCI_CONFIG);
+    assert_eq!(manifest["config"]["digest"], img.config_digest.as_str());
+    for (l, (d, data)) in manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .zip(&img.layers)
+    {
+        assert_eq!(l["mediaType"], OCI_LAYER_TAR);
+        assert_eq!(l["digest"], d.as_str());
+        assert_eq!(std::fs::read(blob_path(&dir, d)).expect("layer"), *data);
+    }
+    assert_eq!(
+        std::fs::read(blob_path(&dir, &img.config_digest)).expect("config"),
+        img.config
+    );
+    assert_skopeo_accepts(&dir, "v1");
+
+    // --format preserve: the registry's bytes and digest, filed under their Docker media type.
+    let dir = env.path("preserve");
+    let out = pull(
+        &env,
+        &format!("{}/dock/app:v1", reg.addr()),
+        &dir,
+        &["--format", "preserve"],
+    );
+    assert_ok(&out, "pull --format preserve");
+    assert_eq!(stdout(&out).trim(), img.manifest_digest);
+    assert_eq!(
+        entries(&dir),
+        [(
+            "v1".to_string(),
+            img.manifest_digest.clone(),
+            DOCKER_MANIFEST.to_string()
+        )]
+    );
+    assert_eq!(
+        std::fs::read(blob_path(&dir, &img.manifest_digest)).expect("manifest"),
+        img.manifest
+    );
+    // skopeo 1.9 (containers/image 5.23) skips non-OCI index.json entries when it looks up a
+    // tag, but reads a layout's only image without one.
+    let skopeo_env = Env::new();
+    let by_tag = skopeo(
+        &skopeo_env,
+        &["inspect", &format!("oci:{}:v1", dir.display())],
+    );
+    assert!(
+        stderr(&by_tag).contains("no descriptor found for reference") || by_tag.status.success(),
+        "{}",
+        stderr(&by_tag)
+    );
+    let only = format!("oci:{}", dir.display());
+    let out = skopeo(&skopeo_env, &["inspect", "--raw", &only]);
+    assert!(
+        out.status.success(),
+        "skopeo inspect {only}: {}",
+        stderr(&out)
+    );
+    assert_eq!(out.stdout, img.manifest);
+
+    // A manifest list becomes an OCI index naming the converted manifests.
+    let arm = push_docker_image(reg.addr(), "dock/app", "", "arm64", &[noise(102, 5_000)]);
+    let (list_digest, _) = push_docker_list(
+        reg.addr(),
+        "dock/app",
+        "multi",
+        &[img.descriptor("amd64"), arm.descriptor("arm64")],
+    );
+    let dir = env.path("all");
+    let out = pull(
+        &env,
+        &format!("{}/dock/app:multi", reg.addr()),
+        &dir,
+        &["--all-platforms"],
+    );
+    assert_ok(&out, "pull --all-platforms of a manifest list");
+    let (_, index_digest, media_type) = entries(&dir).pop().expect("one entry");
+    assert_eq!(media_type, OCI_INDEX);
+    assert!(
+        stderr(&out).contains(&format!("converted {list_digest} to OCI {index_digest}")),
+        "{}",
+        stderr(&out)
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(&dir, &index_digest)).expect("index"))
+            .expect("index JSON");
+    assert_eq!(index["mediaType"], OCI_INDEX);
+    for (entry, arch) in index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .zip(["amd64", "arm64"])
+    {
+        assert_eq!(entry["mediaType"], OCI_MANIFEST);
+        assert_eq!(entry["platform"]["architecture"], arch);
+        let d = entry["digest"].as_str().expect("digest");
+        let bytes = std::fs::read(blob_path(&dir, d)).expect("child manifest");
+        assert_eq!(sha256_digest(&bytes), d);
+        assert_eq!(entry["size"], bytes.len());
+    }
+    assert_skopeo_accepts(&dir, "multi");
 }
