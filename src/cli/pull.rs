@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -20,7 +21,7 @@ use crate::registry::manifest::Platform;
 use crate::registry::reference::Reference;
 use crate::registry::RegistryError;
 use crate::secret::{RefResolver, RegistrySecret, ServerKey};
-use crate::store::chain::Chain;
+use crate::store::chain::{Chain, Source};
 use crate::store::StoreRefs;
 
 #[derive(Args, Debug)]
@@ -80,7 +81,10 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         ),
         (None, false) => PlatformChoice::Host,
     };
-    let creds = credentials(ctx, a, &reference)?;
+    let (creds, creds_from) = match credentials(ctx, a, &reference)? {
+        Some((c, from)) => (Some(c), Some(from)),
+        None => (None, None),
+    };
     let client = Client::new(
         UpstreamOptions {
             host: pull::api_host(&reference).to_string(),
@@ -104,7 +108,7 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(Lines)
+        Box::new(Lines::default())
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -119,7 +123,7 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
             &opts,
             progress.as_ref(),
         ))
-        .map_err(|e| with_hint(e, a.insecure))?;
+        .map_err(|e| with_hint(e, a.insecure, creds_from.as_deref()))?;
     drop(progress);
     if !a.quiet {
         if pulled.source_digest != pulled.digest {
@@ -145,23 +149,35 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// A TLS handshake answered with plain HTTP fails with an opaque rustls message; say what it means.
-fn with_hint(e: pull::PullError, insecure: bool) -> anyhow::Error {
+/// Says what an opaque failure means: a TLS handshake answered with plain HTTP, or credentials
+/// the registry refused (naming where they came from, so the user knows which one to fix).
+fn with_hint(e: pull::PullError, insecure: bool, creds_from: Option<&str>) -> anyhow::Error {
     let plain_http = matches!(
         &e,
         pull::PullError::Registry(RegistryError::Network { reason, .. })
             if reason.contains("InvalidContentType")
     );
     if plain_http && !insecure {
-        anyhow!(e)
-            .context("the registry seems to speak plain HTTP (use --insecure if that is expected)")
-    } else {
-        anyhow!(e)
+        return anyhow!(e).context(
+            "the registry seems to speak plain HTTP (use --insecure if that is expected)",
+        );
     }
+    if let (pull::PullError::Registry(RegistryError::Unauthorized { registry, .. }), Some(from)) =
+        (&e, creds_from)
+    {
+        let msg = format!("credentials from {from} were rejected by {registry}");
+        return anyhow!(e).context(msg);
+    }
+    anyhow!(e)
 }
 
-/// `--creds`, else `--secret`, else the lookup chain for the image's repository; `None` is anonymous.
-fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<Credentials>> {
+/// `--creds`, else `--secret`, else the lookup chain for the image's repository, each with a
+/// description of where it came from (never the value); `None` is anonymous.
+fn credentials(
+    ctx: &Ctx,
+    a: &PullArgs,
+    reference: &Reference,
+) -> Result<Option<(Credentials, String)>> {
     if let Some(c) = &a.creds {
         // Never echo the value: it holds the password.
         let Some((user, password)) = c.split_once(':') else {
@@ -170,9 +186,18 @@ fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<
         if user.is_empty() {
             bail!("--creds has an empty user name");
         }
-        return Ok(Some(Credentials::new(
-            user.to_string(),
-            SecretString::from(password.to_string()),
+        // clap fills --creds from the environment too; say which one the user has to fix.
+        let on_command_line = std::env::args_os()
+            .skip(1)
+            .any(|arg| arg == "--creds" || arg.to_string_lossy().starts_with("--creds="));
+        let from = if on_command_line {
+            "--creds"
+        } else {
+            "PULLSECRET_PULL_CREDS"
+        };
+        return Ok(Some((
+            Credentials::new(user.to_string(), SecretString::from(password.to_string())),
+            from.to_string(),
         )));
     }
     let namespace = ctx.namespace(a.namespace.as_deref());
@@ -193,7 +218,10 @@ fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<
                 )
             })?;
         warn_if_other_registry(&secret, reference, name);
-        return Ok(Some(to_credentials(secret)));
+        return Ok(Some((
+            to_credentials(secret),
+            format!("secret {namespace}/{name}"),
+        )));
     }
     let chain = Chain {
         store: ctx.store.as_ref(),
@@ -203,7 +231,13 @@ fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<
     // The repository path lets namespaced secrets (`quay.io/org`) win over host-wide ones.
     let server = format!("{}/{}", reference.registry(), reference.repository());
     match chain.lookup(&server) {
-        Ok(found) => Ok(found.map(|(secret, _)| to_credentials(secret))),
+        Ok(found) => Ok(found.map(|(secret, source)| {
+            let from = match source {
+                Source::Store { namespace, name } => format!("secret {namespace}/{name}"),
+                other => other.to_string(),
+            };
+            (to_credentials(secret), from)
+        })),
         Err(e) => {
             // A broken source must not block a public pull; the registry will say if auth was needed.
             eprintln!("warning: credential lookup for {server} failed ({e}); pulling anonymously");
@@ -238,17 +272,91 @@ fn short(d: &Digest) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-/// Plain lines on stderr, for logs and pipes.
-struct Lines;
+/// Plain lines on stderr, for logs and pipes: a blob's progress at every tenth of it (or every
+/// few seconds when it is slow), where it resumed, and when it is done.
+#[derive(Default)]
+struct Lines {
+    blobs: Mutex<HashMap<Digest, LineState>>,
+}
+
+/// How far a blob has come and when that was last reported.
+struct LineState {
+    size: u64,
+    have: u64,
+    /// The tenth of `size` whose crossing prints the next line.
+    next_tenth: u64,
+    printed: Instant,
+}
+
+/// A slow blob reports at least this often, even between tenths.
+const LINE_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Lines {
+    fn state(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, LineState>> {
+        // A panic elsewhere while holding this lock leaves a plain map; keep reporting.
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn tenth(have: u64, size: u64) -> u64 {
+    if size == 0 {
+        10
+    } else {
+        (u128::from(have) * 10 / u128::from(size)) as u64
+    }
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.1}", n as f64 / (1024.0 * 1024.0))
+}
 
 impl Progress for Lines {
-    fn blob_start(&self, digest: &Digest, _size: u64, from: u64) {
+    fn blob_start(&self, digest: &Digest, size: u64, from: u64) {
+        self.state().insert(
+            digest.clone(),
+            LineState {
+                size,
+                have: from,
+                next_tenth: tenth(from, size) + 1,
+                printed: Instant::now(),
+            },
+        );
         if from > 0 {
-            eprintln!("{}: resuming at {}", short(digest), HumanBytes(from));
+            eprintln!(
+                "{}: resumed at {from} bytes ({})",
+                short(digest),
+                HumanBytes(from)
+            );
+        }
+    }
+
+    fn blob_bytes(&self, digest: &Digest, n: u64) {
+        let mut blobs = self.state();
+        let Some(st) = blobs.get_mut(digest) else {
+            return;
+        };
+        st.have += n;
+        let now = tenth(st.have, st.size);
+        // The last tenth is the done line's.
+        let crossed = now >= st.next_tenth && now < 10;
+        if crossed || (st.have < st.size && st.printed.elapsed() >= LINE_INTERVAL) {
+            st.next_tenth = now + 1;
+            st.printed = Instant::now();
+            eprintln!(
+                "{}: {}/{} MiB ({}%)",
+                short(digest),
+                mib(st.have),
+                mib(st.size),
+                u128::from(st.have) * 100 / u128::from(st.size.max(1))
+            );
         }
     }
 
     fn blob_restart(&self, digest: &Digest, from: u64, why: &str) {
+        if let Some(st) = self.state().get_mut(digest) {
+            st.have = from;
+            st.next_tenth = tenth(from, st.size) + 1;
+        }
         eprintln!(
             "{}: {why}; continuing at {}",
             short(digest),
@@ -257,6 +365,7 @@ impl Progress for Lines {
     }
 
     fn blob_done(&self, digest: &Digest, size: u64, how: Fetched) {
+        self.state().remove(digest);
         let verb = match how {
             Fetched::Reused => "exists",
             Fetched::Downloaded | Fetched::Resumed { .. } => "done",

@@ -331,32 +331,42 @@ fn wrong_password_is_an_unauthorized_error_naming_the_registry() {
         Some(("alice", "right-pw")),
         &[noise(21, 1000)],
     );
-    let env = Env::new();
     for reg in [&basic, &token] {
-        let dir = env.path("out");
-        let out = pull(
-            &env,
-            &format!("{}/team/app:v1", reg.addr()),
-            &dir,
-            &["--creds", &format!("alice:{canary}")],
-        );
-        let err = stderr(&out);
-        assert!(
-            !out.status.success(),
-            "wrong password accepted by {}",
-            reg.addr()
-        );
-        assert!(err.contains("unauthorized"), "{err}");
-        assert!(
-            err.contains(reg.addr()),
-            "error does not name {}: {err}",
-            reg.addr()
-        );
-        assert!(
-            !err.contains(canary) && !stdout(&out).contains(canary),
-            "password leaked: {err}"
-        );
-        assert!(!dir.join("index.json").exists());
+        let mut env = Env::new();
+        store_secret(&env, "regcred", reg.addr(), "alice", canary);
+        let image = format!("{}/team/app:v1", reg.addr());
+        let creds = format!("alice:{canary}");
+        // (extra arguments, the source the error must name)
+        let cases: [(&[&str], &str); 3] = [
+            (&["--creds", &creds], "--creds"),
+            (&["--secret", "regcred"], "secret default/regcred"),
+            (&[], "secret default/regcred"),
+        ];
+        let mut outs: Vec<(Output, &str)> = cases
+            .iter()
+            .map(|(extra, from)| (pull(&env, &image, &env.path("out"), extra), *from))
+            .collect();
+        env.set("PULLSECRET_PULL_CREDS", &creds);
+        outs.push((
+            pull(&env, &image, &env.path("out"), &[]),
+            "PULLSECRET_PULL_CREDS",
+        ));
+        for (out, from) in &outs {
+            let err = stderr(out);
+            assert!(
+                !out.status.success(),
+                "wrong password from {from} accepted by {}",
+                reg.addr()
+            );
+            assert!(err.contains("unauthorized"), "{err}");
+            let want = format!("credentials from {from} were rejected by {}", reg.addr());
+            assert!(err.contains(&want), "no {want:?} in: {err}");
+            assert!(
+                !err.contains(canary) && !stdout(out).contains(canary),
+                "password leaked: {err}"
+            );
+            assert!(!env.path("out").join("index.json").exists());
+        }
     }
 }
 
@@ -577,7 +587,9 @@ fn a_partial_blob_is_resumed_with_range() {
 
     let out = pull(&env, &format!("{}/resume/app:v1", reg.addr()), &dir, &[]);
     assert_ok(&out, "resumed pull");
-    assert!(stderr(&out).contains("resuming at"), "{}", stderr(&out));
+    let short = &layer.digest["sha256:".len()..][..12];
+    let resumed = format!("{short}: resumed at {half} bytes");
+    assert!(stderr(&out).contains(&resumed), "{}", stderr(&out));
     assert_holds(&dir, &img, "v1");
     assert!(!partial_path(&dir, &layer.digest).exists());
     assert_eq!(blob_get_statuses(&reg, &layer.digest), [206]);
@@ -1042,4 +1054,53 @@ fn docker_v2s2_image_lands_as_oci_that_skopeo_finds_by_tag() {
         assert_eq!(entry["size"], bytes.len());
     }
     assert_skopeo_accepts(&dir, "multi");
+}
+
+#[test]
+fn non_tty_pull_prints_progress_lines_then_the_summary_on_its_own_line() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(reg.addr(), "prog/app", "v1", None, &[noise(110, 3 << 20)]);
+    let layer = &img.layers[0];
+    let short = &layer.digest["sha256:".len()..][..12];
+    let env = Env::new();
+    let dir = env.path("out");
+    let out = pull(&env, &format!("{}/prog/app:v1", reg.addr()), &dir, &[]);
+    assert_ok(&out, "pull");
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    // `<short>: 1.2/3.0 MiB (40%)`, at each tenth crossed, rising, then the done line.
+    let progress: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("{short}: ")))
+        .filter(|l| l.contains(" MiB ("))
+        .map(|l| {
+            assert!(l.contains("/3.0 MiB ("), "{l}");
+            l.rsplit('(')
+                .next()
+                .and_then(|p| p.strip_suffix("%)"))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("bad progress line {l:?}"))
+        })
+        .collect();
+    assert!(progress.len() >= 5, "too few progress lines:\n{err}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert!(progress.iter().all(|p| *p < 100), "{progress:?}");
+    let done = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{short}: done ")))
+        .expect("done line");
+    let last_progress = lines
+        .iter()
+        .rposition(|l| l.starts_with(&format!("{short}: ")) && l.contains(" MiB ("))
+        .expect("progress line");
+    assert!(last_progress < done, "{err}");
+    // The summary is a line of its own, the last one.
+    let summary = lines.last().expect("summary");
+    assert!(
+        summary.starts_with(&format!("{}/prog/app:v1 → ", reg.addr())),
+        "{err}"
+    );
+    assert!(err.ends_with('\n'), "{err:?}");
 }
