@@ -134,6 +134,9 @@ pub trait Progress: Send + Sync {
     /// The transfer goes on from `from` (0: from scratch) because of `why`.
     fn blob_restart(&self, _digest: &Digest, _from: u64, _why: &str) {}
     fn blob_done(&self, _digest: &Digest, _size: u64, _how: Fetched) {}
+    /// The pull is over (done or failed): whatever was drawn must be settled, so lines printed
+    /// next start on a line of their own.
+    fn finish(&self) {}
 }
 
 /// Progress that reports nothing.
@@ -224,7 +227,8 @@ pub async fn pull(
             None,
             creds,
         )
-        .await?;
+        .await
+        .map_err(|e| at_digest(e, reference.repository(), reference.reference_str()))?;
     let what = format!("{}/{}", client.host(), reference.repository());
     let mut plan = Plan {
         format: opts.format,
@@ -336,6 +340,11 @@ struct Job<'a> {
 }
 
 impl Source<'_> {
+    /// `host/repository`, as messages name it.
+    fn name(&self) -> String {
+        format!("{}/{}", self.client.host(), self.repo)
+    }
+
     /// Follows indexes down to the manifest for `want`, returning it and the platform it serves.
     async fn resolve(
         &self,
@@ -348,7 +357,7 @@ impl Source<'_> {
             if !manifest::is_index(&media_type_of(&current)?) {
                 return Ok((current, platform));
             }
-            let index: ImageIndex = parse_json(&current, self.client.host())?;
+            let index: ImageIndex = parse_json(&current, &self.name())?;
             let Some(entry) = manifest::select(&index, want) else {
                 let mut available: Vec<String> = index
                     .manifests
@@ -370,7 +379,7 @@ impl Source<'_> {
             current = self.child(entry).await?;
         }
         Err(PullError::BadManifest {
-            what: format!("{} {}", self.client.host(), current.digest),
+            what: format!("{}/{}@{}", self.client.host(), self.repo, current.digest),
             reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
         })
     }
@@ -398,7 +407,7 @@ impl Source<'_> {
                     reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
                 });
             }
-            let index: ImageIndex = parse_json(m, self.client.host())?;
+            let index: ImageIndex = parse_json(m, what)?;
             let mut children = Vec::with_capacity(index.manifests.len());
             for entry in &index.manifests {
                 let child = self.child(entry).await?;
@@ -426,7 +435,7 @@ impl Source<'_> {
                 }
             }
         } else {
-            let image: ImageManifest = parse_json(m, self.client.host())?;
+            let image: ImageManifest = parse_json(m, what)?;
             for d in std::iter::once(&image.config).chain(&image.layers) {
                 let digest = descriptor_digest(d, &whole)?;
                 plan.add_blob(digest, d.size);
@@ -461,7 +470,8 @@ impl Source<'_> {
         let m = self
             .client
             .get_manifest(self.repo, digest.as_str(), None, self.creds)
-            .await?;
+            .await
+            .map_err(|e| at_digest(e, self.repo, digest.as_str()))?;
         if m.bytes.len() as u64 != entry.size {
             return Err(PullError::ManifestSize {
                 what,
@@ -782,6 +792,25 @@ async fn hash_file(path: &Path) -> Result<Digest, PullError> {
     }
 }
 
+/// The client names a manifest `repo:reference` in its errors; a digest reads `repo@digest`,
+/// as everywhere else.
+fn at_digest(mut e: RegistryError, repo: &str, reference: &str) -> RegistryError {
+    if !reference.contains(':') {
+        return e;
+    }
+    let (wrong, right) = (format!("{repo}:{reference}"), format!("{repo}@{reference}"));
+    match &mut e {
+        RegistryError::Unauthorized { what, .. }
+        | RegistryError::NotFound { what, .. }
+        | RegistryError::Status { what, .. }
+        | RegistryError::Network { what, .. }
+        | RegistryError::DigestMismatch { what, .. }
+        | RegistryError::TooLarge { what, .. } => *what = what.replace(&wrong, &right),
+        _ => {}
+    }
+    e
+}
+
 fn descriptor_digest(d: &Descriptor, what: &str) -> Result<Digest, PullError> {
     Digest::parse(&d.digest).map_err(|e| PullError::BadManifest {
         what: what.to_string(),
@@ -895,9 +924,10 @@ fn media_type_of(m: &Manifest) -> Result<String, PullError> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(m: &Manifest, host: &str) -> Result<T, PullError> {
+/// Parses manifest `m` of `repo` (`host/repository`).
+fn parse_json<T: serde::de::DeserializeOwned>(m: &Manifest, repo: &str) -> Result<T, PullError> {
     serde_json::from_slice(&m.bytes).map_err(|e| PullError::BadManifest {
-        what: format!("{host} {}", m.digest),
+        what: format!("{repo}@{}", m.digest),
         reason: e.to_string(),
     })
 }

@@ -114,17 +114,18 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let pulled = rt
-        .block_on(pull::pull(
-            &client,
-            creds.as_ref(),
-            &reference,
-            &a.output,
-            &opts,
-            progress.as_ref(),
-        ))
-        .map_err(|e| with_hint(e, a.insecure, creds_from.as_deref()))?;
+    let result = rt.block_on(pull::pull(
+        &client,
+        creds.as_ref(),
+        &reference,
+        &a.output,
+        &opts,
+        progress.as_ref(),
+    ));
+    // Bars are settled before anything else is printed, so no redraw lands on the summary.
+    progress.finish();
     drop(progress);
+    let pulled = result.map_err(|e| with_hint(e, a.insecure, creds_from.as_deref()))?;
     if !a.quiet {
         if pulled.source_digest != pulled.digest {
             eprintln!(
@@ -374,10 +375,13 @@ impl Progress for Lines {
     }
 }
 
-/// One indicatif bar per blob on a terminal.
+/// One indicatif bar per blob on a terminal; when the pull is over they give way to one plain
+/// line per blob, so what follows is printed below them, never over them.
 struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
+    /// Blobs in the order they finished, with how.
+    done: Mutex<Vec<(Digest, u64, Fetched)>>,
     style: ProgressStyle,
 }
 
@@ -391,6 +395,7 @@ impl Bars {
         Self {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),
+            done: Mutex::new(Vec::new()),
             style,
         }
     }
@@ -443,5 +448,39 @@ impl Progress for Bars {
             Fetched::Reused => "exists",
             Fetched::Downloaded | Fetched::Resumed { .. } => "done",
         });
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.push((digest.clone(), size, how));
+    }
+
+    fn finish(&self) {
+        let bars: Vec<(Digest, ProgressBar)> = {
+            let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+            bars.drain().collect()
+        };
+        let mut stopped = Vec::new();
+        for (digest, bar) in bars {
+            if !bar.is_finished() {
+                stopped.push((digest, bar.position(), bar.length().unwrap_or(0)));
+                bar.abandon();
+            }
+        }
+        // Dropped bars leave lines behind that clear() wipes with the rest.
+        let _ = self.multi.clear();
+        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for (digest, size, how) in done {
+            let verb = match how {
+                Fetched::Reused => "exists",
+                Fetched::Downloaded | Fetched::Resumed { .. } => "done",
+            };
+            eprintln!("{}: {verb} {}", short(&digest), HumanBytes(size));
+        }
+        for (digest, at, size) in stopped {
+            eprintln!(
+                "{}: stopped at {}/{}",
+                short(&digest),
+                HumanBytes(at),
+                HumanBytes(size)
+            );
+        }
     }
 }

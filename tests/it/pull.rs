@@ -1104,3 +1104,69 @@ fn non_tty_pull_prints_progress_lines_then_the_summary_on_its_own_line() {
     );
     assert!(err.ends_with('\n'), "{err:?}");
 }
+
+/// Runs `pullsecret ARGS` with stdin, stdout and stderr on a pseudo-terminal (Python's `pty`),
+/// returning everything it wrote there, raw.
+fn pull_on_a_tty(env: &Env, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let script =
+        "import os, pty, sys\nsys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))";
+    let mut cmd = env.cmd("python3");
+    cmd.args(["-c", script, env!("CARGO_BIN_EXE_pullsecret")])
+        .args(args)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("run pullsecret on a pty");
+    (out.status, String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[test]
+fn tty_bars_give_way_before_the_summary_and_digest_references_print_with_at() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "tty/app",
+        "v1",
+        None,
+        &[noise(120, 2 << 20), noise(121, 100)],
+    );
+    let env = Env::new();
+    let dir = env.path("out").display().to_string();
+    let by_digest = format!("{}/tty/app@{}", reg.addr(), img.manifest_digest);
+    let (status, raw) = pull_on_a_tty(&env, &["pull", &by_digest, "--insecure", "--output", &dir]);
+    assert!(status.success(), "{raw:?}");
+    assert!(raw.contains('\u{1b}'), "no bars were drawn: {raw:?}");
+    let summary = format!("{by_digest} → {dir} (");
+    let at = raw
+        .find(&summary)
+        .unwrap_or_else(|| panic!("no summary: {raw:?}"));
+    // Nothing is drawn after the summary, and it starts a line of its own.
+    assert!(!raw[at..].contains('\u{1b}'), "{raw:?}");
+    assert!(raw[..at].ends_with('\n'), "summary shares a line: {raw:?}");
+    // The bars gave way to one plain line per blob, after the last drawing.
+    let last_escape = raw.rfind('\u{1b}').expect("escape");
+    for l in &img.layers {
+        let line = format!("{}: done ", &l.digest["sha256:".len()..][..12]);
+        let pos = raw
+            .rfind(&line)
+            .unwrap_or_else(|| panic!("no {line:?}: {raw:?}"));
+        assert!(pos > last_escape, "{raw:?}");
+    }
+
+    // A digest that is not there: the error names it as repo@digest too.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let out = pull(
+        &env,
+        &format!("{}/tty/app@{missing}", reg.addr()),
+        &env.path("none"),
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("tty/app@{missing}"))
+            && !stderr(&out).contains(&format!("tty/app:{missing}")),
+        "{}",
+        stderr(&out)
+    );
+}
