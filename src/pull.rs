@@ -548,7 +548,8 @@ impl Job<'_> {
     /// A file of the wrong size or content is removed, since its name promises content it lacks.
     async fn reusable(&self, blob: &BlobRef) -> Result<bool, PullError> {
         let path = self.layout.blob_path(&blob.digest);
-        let meta = match tokio::fs::metadata(&path).await {
+        // A link is never followed: its target is not content this layout verified.
+        let meta = match tokio::fs::symlink_metadata(&path).await {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_err(&path)(e)),
@@ -556,7 +557,8 @@ impl Job<'_> {
         let good = meta.is_file()
             && meta.len() == blob.size
             && (!self.opts.verify_existing || hash_file(&path).await? == blob.digest);
-        if !good && meta.is_file() {
+        if !good && (meta.is_file() || meta.file_type().is_symlink()) {
+            // Removes the link itself, never what it points to.
             tokio::fs::remove_file(&path).await.map_err(io_err(&path))?;
         }
         Ok(good)
@@ -755,13 +757,29 @@ async fn lock_partial(path: &Path) -> Result<File, PullError> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<File, PullError> {
         loop {
-            let file = OpenOptions::new()
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&owned)
-                .map_err(io_err(&owned))?;
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&owned);
+            let file = match opened {
+                Ok(f) => f,
+                // A link planted where our partial goes: remove the link, not its target.
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    std::fs::remove_file(&owned).map_err(io_err(&owned))?;
+                    continue;
+                }
+                Err(e) => return Err(io_err(&owned)(e)),
+            };
+            if !file.metadata().map_err(io_err(&owned))?.is_file() {
+                return Err(PullError::Layout {
+                    path: owned.clone(),
+                    reason: "a partial download's name is taken by something not a file".into(),
+                });
+            }
             file.lock().map_err(io_err(&owned))?;
             // A holder that finished renamed or deleted the file we locked; lock the new one.
             use std::os::unix::fs::MetadataExt as _;
@@ -951,9 +969,15 @@ impl Layout {
     /// whose `oci-layout` says it is something else.
     pub fn open(root: &Path) -> Result<Self, PullError> {
         let blobs = root.join("blobs").join("sha256");
+        // create_dir_all would follow a planted link and fill a directory outside the layout.
+        for dir in [root.join("blobs"), blobs.clone()] {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(not_following(&dir));
+            }
+        }
         std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
         let marker = root.join(LAYOUT_FILE);
-        match std::fs::read(&marker) {
+        match read_nofollow(&marker) {
             Ok(bytes) => {
                 let v: Value = serde_json::from_slice(&bytes).map_err(|e| PullError::Layout {
                     path: marker.clone(),
@@ -974,6 +998,7 @@ impl Layout {
                 let text = json!({ "imageLayoutVersion": LAYOUT_VERSION }).to_string();
                 write_public_atomic(&marker, text.as_bytes())?;
             }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_following(&marker)),
             Err(e) => return Err(io_err(&marker)(e)),
         }
         Ok(Self {
@@ -993,7 +1018,10 @@ impl Layout {
     /// Writes a blob held in memory (a manifest, already verified), unless present.
     fn write_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
         let path = self.blob_path(digest);
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+        // A link is not the blob, whatever its target holds; the rename below replaces it.
+        if std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        {
             return Ok(());
         }
         write_public_atomic(&path, bytes)
@@ -1011,7 +1039,7 @@ impl Layout {
         let dir = File::open(&self.root).map_err(io_err(&self.root))?;
         dir.lock().map_err(io_err(&self.root))?;
         let path = self.root.join("index.json");
-        let mut index = match std::fs::read(&path) {
+        let mut index = match read_nofollow(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<Value>(&bytes).map_err(|e| PullError::Layout {
                     path: path.clone(),
@@ -1021,6 +1049,7 @@ impl Layout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
             }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_following(&path)),
             Err(e) => return Err(io_err(&path)(e)),
         };
         let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) else {
@@ -1052,6 +1081,26 @@ impl Layout {
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.blobs))?;
         dir.sync_all().map_err(io_err(&self.root))
+    }
+}
+
+/// Reads `path` unless it is a symbolic link (ELOOP is reported as refusing to follow it).
+fn read_nofollow(path: &Path) -> Result<Vec<u8>, io::Error> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn not_following(path: &Path) -> PullError {
+    PullError::Layout {
+        path: path.to_path_buf(),
+        reason: "it is a symbolic link; pull does not follow links it did not create".into(),
     }
 }
 

@@ -1170,3 +1170,89 @@ fn tty_bars_give_way_before_the_summary_and_digest_references_print_with_at() {
         stderr(&out)
     );
 }
+
+#[test]
+fn planted_symlinks_in_the_layout_are_never_written_through() {
+    use std::os::unix::fs::symlink;
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "link/app",
+        "v1",
+        None,
+        &[noise(130, 300_000), noise(131, 200_000)],
+    );
+    let image = format!("{}/link/app:v1", reg.addr());
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir outside");
+    // Files outside the layout, each the size of what its link pretends to be.
+    let plant = |dir: &Path, name: &str, size: usize, seed: u64| -> (PathBuf, Vec<u8>) {
+        let target = outside.join(format!("{seed}"));
+        let bytes = noise(seed, size);
+        std::fs::write(&target, &bytes).expect("outside file");
+        symlink(&target, dir.join("blobs/sha256").join(name)).expect("plant link");
+        (target, bytes)
+    };
+    let dir = env.path("out");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+    let (l0, l1) = (&img.layers[0], &img.layers[1]);
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let planted = [
+        // A final blob path: its size matches, so trusting the link would "reuse" foreign bytes.
+        plant(&dir, &hex(&l0.digest), l0.data.len(), 132),
+        // A partial: half a layer, which a resume would append to (and truncate when wrong).
+        plant(
+            &dir,
+            &format!(".partial-{}", hex(&l1.digest)),
+            l1.data.len() / 2,
+            133,
+        ),
+        plant(&dir, &hex(&img.manifest_digest), img.manifest.len(), 134),
+    ];
+    let out = pull(&env, &image, &dir, &[]);
+    assert_ok(&out, "pull over planted links");
+    for (target, bytes) in &planted {
+        assert_eq!(
+            &std::fs::read(target).expect("outside file"),
+            bytes,
+            "{target:?} changed"
+        );
+    }
+    assert_holds(&dir, &img, "v1");
+    for d in [&l0.digest, &l1.digest, &img.manifest_digest] {
+        let meta = std::fs::symlink_metadata(blob_path(&dir, d)).expect("blob");
+        assert!(meta.is_file(), "{d} is still a link");
+    }
+
+    // index.json, oci-layout and the blob directory: the pull refuses, naming the link.
+    for name in ["index.json", "oci-layout", "blobs"] {
+        let dir = env.path(&format!("refuse-{name}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let target = outside.join(format!("target-{name}"));
+        let before: &[u8] = br#"{"outside":true}"#;
+        if name == "blobs" {
+            std::fs::create_dir_all(&target).expect("outside dir");
+        } else {
+            std::fs::write(&target, before).expect("outside file");
+        }
+        symlink(&target, dir.join(name)).expect("plant link");
+        let out = pull(&env, &image, &dir, &[]);
+        assert!(!out.status.success(), "pull followed {name}");
+        assert!(
+            stderr(&out).contains(&format!(
+                "{name}: not an OCI image layout: it is a symbolic link"
+            )),
+            "{}",
+            stderr(&out)
+        );
+        if name == "blobs" {
+            let entries = std::fs::read_dir(&target).expect("outside dir").count();
+            assert_eq!(entries, 0, "the pull wrote into the linked directory");
+        } else {
+            assert_eq!(std::fs::read(&target).expect("outside file"), before);
+        }
+    }
+}
