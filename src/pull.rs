@@ -308,6 +308,8 @@ struct Landed {
     digest: Digest,
     media_type: String,
     bytes: bytes::Bytes,
+    /// Its size at the registry (before any conversion).
+    source_size: u64,
 }
 
 impl Plan {
@@ -410,6 +412,19 @@ impl Source<'_> {
             let index: ImageIndex = parse_json(m, what)?;
             let mut children = Vec::with_capacity(index.manifests.len());
             for entry in &index.manifests {
+                // An index may list a manifest twice; it is fetched and written once.
+                let digest = descriptor_digest(entry, &whole)?;
+                if let Some(landed) = plan.landed.get(&digest) {
+                    if landed.source_size != entry.size {
+                        return Err(PullError::ManifestSize {
+                            what: format!("{what}@{digest}"),
+                            expected: entry.size,
+                            actual: landed.source_size,
+                        });
+                    }
+                    children.push(landed.clone());
+                    continue;
+                }
                 let child = self.child(entry).await?;
                 children.push(Box::pin(self.gather(&child, what, plan, depth + 1)).await?);
             }
@@ -424,6 +439,7 @@ impl Source<'_> {
                     digest: m.digest.clone(),
                     media_type,
                     bytes: m.bytes.clone(),
+                    source_size: m.bytes.len() as u64,
                 }
             } else {
                 let media_type = if to_oci { OCI_INDEX.into() } else { media_type };
@@ -432,6 +448,7 @@ impl Source<'_> {
                     digest: Digest::of_bytes(&bytes),
                     media_type,
                     bytes,
+                    source_size: m.bytes.len() as u64,
                 }
             }
         } else {
@@ -446,12 +463,14 @@ impl Source<'_> {
                     digest: Digest::of_bytes(&bytes),
                     media_type: OCI_MANIFEST.into(),
                     bytes,
+                    source_size: m.bytes.len() as u64,
                 }
             } else {
                 Landed {
                     digest: m.digest.clone(),
                     media_type,
                     bytes: m.bytes.clone(),
+                    source_size: m.bytes.len() as u64,
                 }
             }
         };

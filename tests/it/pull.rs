@@ -1256,3 +1256,69 @@ fn planted_symlinks_in_the_layout_are_never_written_through() {
         }
     }
 }
+
+#[test]
+fn duplicate_index_entries_and_shared_layers_are_fetched_once() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let shared = noise(140, 100_000);
+    let amd = push_docker_image(
+        reg.addr(),
+        "dup/app",
+        "",
+        "amd64",
+        &[shared.clone(), noise(141, 1_000)],
+    );
+    let arm = push_docker_image(
+        reg.addr(),
+        "dup/app",
+        "",
+        "arm64",
+        &[shared, noise(142, 1_000)],
+    );
+    assert_eq!(
+        amd.layers[0].0, arm.layers[0].0,
+        "the first layer is shared"
+    );
+    // The amd64 manifest is listed twice.
+    let list = [
+        amd.descriptor("amd64"),
+        amd.descriptor("amd64"),
+        arm.descriptor("arm64"),
+    ];
+    push_docker_list(reg.addr(), "dup/app", "v1", &list);
+    let env = Env::new();
+    for format in ["oci", "preserve"] {
+        let dir = env.path(format);
+        let (manifests, blobs) = (
+            reg.count_requests("GET", "/manifests/"),
+            reg.count_requests("GET", "/blobs/"),
+        );
+        let out = pull(
+            &env,
+            &format!("{}/dup/app:v1", reg.addr()),
+            &dir,
+            &["--all-platforms", "--format", format],
+        );
+        assert_ok(&out, "pull --all-platforms");
+        // The list, then each distinct manifest once.
+        assert_eq!(
+            reg.count_requests("GET", "/manifests/") - manifests,
+            3,
+            "{format}"
+        );
+        // Shared layer, two own layers, two configs.
+        assert_eq!(reg.count_requests("GET", "/blobs/") - blobs, 5, "{format}");
+    }
+    // The converted index keeps both entries, naming the one converted manifest.
+    let index_digest = entries(&env.path("oci")).pop().expect("entry").1;
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(blob_path(&env.path("oci"), &index_digest)).expect("index"),
+    )
+    .expect("index JSON");
+    let listed = index["manifests"].as_array().expect("manifests");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0]["digest"], listed[1]["digest"]);
+    assert_skopeo_accepts(&env.path("oci"), "v1");
+}
