@@ -1,7 +1,7 @@
 //! `pull`: copies an image from a registry into an OCI image layout, verifying every blob's
 //! size and sha256 before it is renamed into place, resuming partial blobs and reusing present ones.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,39 @@ const MAX_INDEX_DEPTH: usize = 4;
 /// Large writes amortize the blocking-pool hop tokio's file I/O takes per write.
 const WRITE_BUFFER: usize = 1 << 20;
 
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Docker media types of image content and their OCI equivalents (the blobs' bytes are the same).
+const DOCKER_TO_OCI: [(&str, &str); 5] = [
+    ("application/vnd.docker.container.image.v1+json", OCI_CONFIG),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.oci.image.layer.v1.tar",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ),
+];
+
+/// How manifests are written into the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Docker v2s2 manifests and manifest lists are rewritten with OCI media types (new
+    /// digests; config and layer bytes unchanged), so every OCI layout reader finds them.
+    #[default]
+    Oci,
+    /// The registry's manifest bytes and digests, Docker media types included.
+    Preserve,
+}
+
 /// Which manifests of a multi-platform index to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
@@ -51,6 +84,7 @@ pub struct PullOptions {
     pub verify_existing: bool,
     /// Tries per blob when a transfer breaks off; each one resumes where the last stopped.
     pub attempts: u32,
+    pub format: Format,
 }
 
 impl Default for PullOptions {
@@ -60,6 +94,7 @@ impl Default for PullOptions {
             concurrency: 4,
             verify_existing: false,
             attempts: 3,
+            format: Format::Oci,
         }
     }
 }
@@ -69,6 +104,8 @@ impl Default for PullOptions {
 pub struct Pulled {
     /// The manifest (or, with `All`, index) that index.json now names.
     pub digest: Digest,
+    /// Its digest at the registry; differs from `digest` when it was converted to OCI.
+    pub source_digest: Digest,
     pub media_type: String,
     pub size: u64,
     /// The `org.opencontainers.image.ref.name` it is filed under.
@@ -97,6 +134,9 @@ pub trait Progress: Send + Sync {
     /// The transfer goes on from `from` (0: from scratch) because of `why`.
     fn blob_restart(&self, _digest: &Digest, _from: u64, _why: &str) {}
     fn blob_done(&self, _digest: &Digest, _size: u64, _how: Fetched) {}
+    /// The pull is over (done or failed): whatever was drawn must be settled, so lines printed
+    /// next start on a line of their own.
+    fn finish(&self) {}
 }
 
 /// Progress that reports nothing.
@@ -187,20 +227,19 @@ pub async fn pull(
             None,
             creds,
         )
-        .await?;
+        .await
+        .map_err(|e| at_digest(e, reference.repository(), reference.reference_str()))?;
     let what = format!("{}/{}", client.host(), reference.repository());
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        format: opts.format,
+        ..Plan::default()
+    };
     let (chosen, platform) = match &opts.platform {
-        PlatformChoice::All => {
-            src.gather(&top, &what, &mut plan, 0).await?;
-            (top, None)
-        }
+        PlatformChoice::All => (top, None),
         PlatformChoice::Host => src.resolve(top, &Platform::host(), reference).await?,
         PlatformChoice::One(p) => src.resolve(top, p, reference).await?,
     };
-    if !matches!(opts.platform, PlatformChoice::All) {
-        src.gather(&chosen, &what, &mut plan, 0).await?;
-    }
+    let landed = src.gather(&chosen, &what, &mut plan, 0).await?;
 
     // Only now touch DIR: a pull that fails to resolve leaves no empty layout behind.
     let layout = Layout::open(dir)?;
@@ -216,12 +255,13 @@ pub async fn pull(
         .buffer_unordered(opts.concurrency.max(1))
         .try_collect()
         .await?;
-    // Manifests land after the blobs they name, so a layout never refers to a missing blob.
-    for (digest, bytes) in plan.manifests.iter().rev() {
+    // Manifests land after the blobs they name (children before their index), so a layout
+    // never refers to a missing blob.
+    for (digest, bytes) in &plan.manifests {
         layout.write_small_blob(digest, bytes)?;
     }
 
-    let media_type = media_type_of(&chosen)?;
+    let media_type = landed.media_type;
     let ref_name = match (reference.tag(), reference.digest()) {
         (Some(tag), _) => Some(tag.to_string()),
         (None, Some(_)) => None,
@@ -229,8 +269,8 @@ pub async fn pull(
     };
     let mut desc = json!({
         "mediaType": media_type,
-        "digest": chosen.digest.as_str(),
-        "size": chosen.bytes.len(),
+        "digest": landed.digest.as_str(),
+        "size": landed.bytes.len(),
     });
     if let Some(p) = &platform {
         desc["platform"] = platform_json(p);
@@ -238,23 +278,38 @@ pub async fn pull(
     if let Some(name) = &ref_name {
         desc["annotations"] = json!({ REF_NAME: name });
     }
-    layout.file_in_index(desc, ref_name.as_deref(), &chosen.digest)?;
+    layout.file_in_index(desc, ref_name.as_deref(), &landed.digest)?;
     Ok(Pulled {
-        digest: chosen.digest.clone(),
+        digest: landed.digest,
+        source_digest: chosen.digest,
         media_type,
-        size: chosen.bytes.len() as u64,
+        size: landed.bytes.len() as u64,
         ref_name,
         blobs_fetched: outcomes.iter().filter(|o| **o != Fetched::Reused).count(),
         blobs_reused: outcomes.iter().filter(|o| **o == Fetched::Reused).count(),
     })
 }
 
-/// What one pull writes: manifest bytes (verified already) and the blobs they name.
+/// What one pull writes: manifest bytes (verified already, or converted from verified ones),
+/// children before the index naming them, and the blobs they name.
 #[derive(Default)]
 struct Plan {
+    format: Format,
     manifests: Vec<(Digest, bytes::Bytes)>,
+    /// Each gathered manifest, by its registry digest, as it lands in the layout.
+    landed: HashMap<Digest, Landed>,
     blobs: Vec<BlobRef>,
     seen: HashSet<Digest>,
+}
+
+/// A manifest as written into the layout.
+#[derive(Clone)]
+struct Landed {
+    digest: Digest,
+    media_type: String,
+    bytes: bytes::Bytes,
+    /// Its size at the registry (before any conversion).
+    source_size: u64,
 }
 
 impl Plan {
@@ -287,6 +342,11 @@ struct Job<'a> {
 }
 
 impl Source<'_> {
+    /// `host/repository`, as messages name it.
+    fn name(&self) -> String {
+        format!("{}/{}", self.client.host(), self.repo)
+    }
+
     /// Follows indexes down to the manifest for `want`, returning it and the platform it serves.
     async fn resolve(
         &self,
@@ -299,7 +359,7 @@ impl Source<'_> {
             if !manifest::is_index(&media_type_of(&current)?) {
                 return Ok((current, platform));
             }
-            let index: ImageIndex = parse_json(&current, self.client.host())?;
+            let index: ImageIndex = parse_json(&current, &self.name())?;
             let Some(entry) = manifest::select(&index, want) else {
                 let mut available: Vec<String> = index
                     .manifests
@@ -321,45 +381,105 @@ impl Source<'_> {
             current = self.child(entry).await?;
         }
         Err(PullError::BadManifest {
-            what: format!("{} {}", self.client.host(), current.digest),
+            what: format!("{}/{}@{}", self.client.host(), self.repo, current.digest),
             reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
         })
     }
 
     /// Records `m` and everything it refers to: child manifests of an index (fetched now)
-    /// and the config and layers of an image manifest.
+    /// and the config and layers of an image manifest. Returns `m` as it lands in the layout:
+    /// converted to OCI when the plan asks for it, with an index's entries following its children.
     async fn gather(
         &self,
         m: &Manifest,
         what: &str,
         plan: &mut Plan,
         depth: usize,
-    ) -> Result<(), PullError> {
+    ) -> Result<Landed, PullError> {
+        if let Some(landed) = plan.landed.get(&m.digest) {
+            return Ok(landed.clone());
+        }
         let media_type = media_type_of(m)?;
         let whole = format!("{what}@{}", m.digest);
-        if plan.seen.insert(m.digest.clone()) {
-            plan.manifests.push((m.digest.clone(), m.bytes.clone()));
-        }
-        if manifest::is_index(&media_type) {
+        let convert = plan.format == Format::Oci;
+        let landed = if manifest::is_index(&media_type) {
             if depth >= MAX_INDEX_DEPTH {
                 return Err(PullError::BadManifest {
                     what: whole,
                     reason: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
                 });
             }
-            let index: ImageIndex = parse_json(m, self.client.host())?;
+            let index: ImageIndex = parse_json(m, what)?;
+            let mut children = Vec::with_capacity(index.manifests.len());
             for entry in &index.manifests {
+                // An index may list a manifest twice; it is fetched and written once.
+                let digest = descriptor_digest(entry, &whole)?;
+                if let Some(landed) = plan.landed.get(&digest) {
+                    if landed.source_size != entry.size {
+                        return Err(PullError::ManifestSize {
+                            what: format!("{what}@{digest}"),
+                            expected: entry.size,
+                            actual: landed.source_size,
+                        });
+                    }
+                    children.push(landed.clone());
+                    continue;
+                }
                 let child = self.child(entry).await?;
-                Box::pin(self.gather(&child, what, plan, depth + 1)).await?;
+                children.push(Box::pin(self.gather(&child, what, plan, depth + 1)).await?);
             }
-            return Ok(());
+            let to_oci = convert && media_type == DOCKER_LIST;
+            let unchanged =
+                !to_oci
+                    && index.manifests.iter().zip(&children).all(|(e, c)| {
+                        e.digest == c.digest.as_str() && e.media_type == c.media_type
+                    });
+            if unchanged {
+                Landed {
+                    digest: m.digest.clone(),
+                    media_type,
+                    bytes: m.bytes.clone(),
+                    source_size: m.bytes.len() as u64,
+                }
+            } else {
+                let media_type = if to_oci { OCI_INDEX.into() } else { media_type };
+                let bytes = rewrite_index(m, &whole, &media_type, &children)?;
+                Landed {
+                    digest: Digest::of_bytes(&bytes),
+                    media_type,
+                    bytes,
+                    source_size: m.bytes.len() as u64,
+                }
+            }
+        } else {
+            let image: ImageManifest = parse_json(m, what)?;
+            for d in std::iter::once(&image.config).chain(&image.layers) {
+                let digest = descriptor_digest(d, &whole)?;
+                plan.add_blob(digest, d.size);
+            }
+            if convert && media_type == DOCKER_MANIFEST {
+                let bytes = manifest_to_oci(m, &whole)?;
+                Landed {
+                    digest: Digest::of_bytes(&bytes),
+                    media_type: OCI_MANIFEST.into(),
+                    bytes,
+                    source_size: m.bytes.len() as u64,
+                }
+            } else {
+                Landed {
+                    digest: m.digest.clone(),
+                    media_type,
+                    bytes: m.bytes.clone(),
+                    source_size: m.bytes.len() as u64,
+                }
+            }
+        };
+        if plan.seen.insert(landed.digest.clone()) {
+            plan.manifests
+                .push((landed.digest.clone(), landed.bytes.clone()));
         }
-        let image: ImageManifest = parse_json(m, self.client.host())?;
-        for d in std::iter::once(&image.config).chain(&image.layers) {
-            let digest = descriptor_digest(d, &whole)?;
-            plan.add_blob(digest, d.size);
-        }
-        Ok(())
+        plan.landed.insert(m.digest.clone(), landed.clone());
+        Ok(landed)
     }
 
     /// Fetches the manifest an index entry names (the client verifies its digest) and checks its size.
@@ -369,7 +489,8 @@ impl Source<'_> {
         let m = self
             .client
             .get_manifest(self.repo, digest.as_str(), None, self.creds)
-            .await?;
+            .await
+            .map_err(|e| at_digest(e, self.repo, digest.as_str()))?;
         if m.bytes.len() as u64 != entry.size {
             return Err(PullError::ManifestSize {
                 what,
@@ -446,7 +567,8 @@ impl Job<'_> {
     /// A file of the wrong size or content is removed, since its name promises content it lacks.
     async fn reusable(&self, blob: &BlobRef) -> Result<bool, PullError> {
         let path = self.layout.blob_path(&blob.digest);
-        let meta = match tokio::fs::metadata(&path).await {
+        // A link is never followed: its target is not content this layout verified.
+        let meta = match tokio::fs::symlink_metadata(&path).await {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_err(&path)(e)),
@@ -454,7 +576,8 @@ impl Job<'_> {
         let good = meta.is_file()
             && meta.len() == blob.size
             && (!self.opts.verify_existing || hash_file(&path).await? == blob.digest);
-        if !good && meta.is_file() {
+        if !good && (meta.is_file() || meta.file_type().is_symlink()) {
+            // Removes the link itself, never what it points to.
             tokio::fs::remove_file(&path).await.map_err(io_err(&path))?;
         }
         Ok(good)
@@ -653,13 +776,29 @@ async fn lock_partial(path: &Path) -> Result<File, PullError> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<File, PullError> {
         loop {
-            let file = OpenOptions::new()
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&owned)
-                .map_err(io_err(&owned))?;
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&owned);
+            let file = match opened {
+                Ok(f) => f,
+                // A link planted where our partial goes: remove the link, not its target.
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    std::fs::remove_file(&owned).map_err(io_err(&owned))?;
+                    continue;
+                }
+                Err(e) => return Err(io_err(&owned)(e)),
+            };
+            if !file.metadata().map_err(io_err(&owned))?.is_file() {
+                return Err(PullError::Layout {
+                    path: owned.clone(),
+                    reason: "a partial download's name is taken by something not a file".into(),
+                });
+            }
             file.lock().map_err(io_err(&owned))?;
             // A holder that finished renamed or deleted the file we locked; lock the new one.
             use std::os::unix::fs::MetadataExt as _;
@@ -690,11 +829,101 @@ async fn hash_file(path: &Path) -> Result<Digest, PullError> {
     }
 }
 
+/// The client names a manifest `repo:reference` in its errors; a digest reads `repo@digest`,
+/// as everywhere else.
+fn at_digest(mut e: RegistryError, repo: &str, reference: &str) -> RegistryError {
+    if !reference.contains(':') {
+        return e;
+    }
+    let (wrong, right) = (format!("{repo}:{reference}"), format!("{repo}@{reference}"));
+    match &mut e {
+        RegistryError::Unauthorized { what, .. }
+        | RegistryError::NotFound { what, .. }
+        | RegistryError::Status { what, .. }
+        | RegistryError::Network { what, .. }
+        | RegistryError::DigestMismatch { what, .. }
+        | RegistryError::TooLarge { what, .. } => *what = what.replace(&wrong, &right),
+        _ => {}
+    }
+    e
+}
+
 fn descriptor_digest(d: &Descriptor, what: &str) -> Result<Digest, PullError> {
     Digest::parse(&d.digest).map_err(|e| PullError::BadManifest {
         what: what.to_string(),
         reason: format!("descriptor digest: {e}"),
     })
+}
+
+/// A Docker v2s2 manifest with OCI media types: the manifest's own, its config's and its layers'.
+/// Descriptors already of OCI (or other) types are kept; a Docker type without an OCI
+/// equivalent (a plugin config, say) is refused rather than mislabelled.
+fn manifest_to_oci(m: &Manifest, what: &str) -> Result<bytes::Bytes, PullError> {
+    let bad = |reason: String| PullError::BadManifest {
+        what: what.to_string(),
+        reason,
+    };
+    let mut v: Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let convert = |d: &mut Value| -> Result<(), PullError> {
+        let Some(t) = d.get("mediaType").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        if let Some((_, oci)) = DOCKER_TO_OCI.iter().find(|(docker, _)| *docker == t) {
+            d["mediaType"] = json!(oci);
+        } else if t.starts_with("application/vnd.docker.") {
+            return Err(bad(format!(
+                "{t} has no OCI equivalent (pull with --format preserve to keep it)"
+            )));
+        }
+        Ok(())
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return Err(bad("not a JSON object".into()));
+    };
+    obj.insert("mediaType".into(), json!(OCI_MANIFEST));
+    if let Some(config) = obj.get_mut("config") {
+        convert(config)?;
+    }
+    if let Some(layers) = obj.get_mut("layers").and_then(Value::as_array_mut) {
+        for l in layers {
+            convert(l)?;
+        }
+    }
+    serde_json::to_vec(&v)
+        .map(bytes::Bytes::from)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// An index whose entries name `children` as they landed (digest, size, media type), under
+/// `media_type`; other fields (platforms, annotations) are kept.
+fn rewrite_index(
+    m: &Manifest,
+    what: &str,
+    media_type: &str,
+    children: &[Landed],
+) -> Result<bytes::Bytes, PullError> {
+    let bad = |reason: String| PullError::BadManifest {
+        what: what.to_string(),
+        reason,
+    };
+    let mut v: Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(bad("not a JSON object".into()));
+    };
+    obj.insert("mediaType".into(), json!(media_type));
+    let Some(entries) = obj.get_mut("manifests").and_then(Value::as_array_mut) else {
+        return Err(bad("no manifests array".into()));
+    };
+    for (entry, child) in entries.iter_mut().zip(children) {
+        entry["mediaType"] = json!(child.media_type);
+        entry["digest"] = json!(child.digest.as_str());
+        entry["size"] = json!(child.bytes.len());
+    }
+    serde_json::to_vec(&v)
+        .map(bytes::Bytes::from)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// The manifest's media type: the Content-Type the registry sent, else its own `mediaType`
@@ -732,9 +961,10 @@ fn media_type_of(m: &Manifest) -> Result<String, PullError> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(m: &Manifest, host: &str) -> Result<T, PullError> {
+/// Parses manifest `m` of `repo` (`host/repository`).
+fn parse_json<T: serde::de::DeserializeOwned>(m: &Manifest, repo: &str) -> Result<T, PullError> {
     serde_json::from_slice(&m.bytes).map_err(|e| PullError::BadManifest {
-        what: format!("{host} {}", m.digest),
+        what: format!("{repo}@{}", m.digest),
         reason: e.to_string(),
     })
 }
@@ -758,9 +988,15 @@ impl Layout {
     /// whose `oci-layout` says it is something else.
     pub fn open(root: &Path) -> Result<Self, PullError> {
         let blobs = root.join("blobs").join("sha256");
+        // create_dir_all would follow a planted link and fill a directory outside the layout.
+        for dir in [root.join("blobs"), blobs.clone()] {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(not_following(&dir));
+            }
+        }
         std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
         let marker = root.join(LAYOUT_FILE);
-        match std::fs::read(&marker) {
+        match read_nofollow(&marker) {
             Ok(bytes) => {
                 let v: Value = serde_json::from_slice(&bytes).map_err(|e| PullError::Layout {
                     path: marker.clone(),
@@ -781,6 +1017,7 @@ impl Layout {
                 let text = json!({ "imageLayoutVersion": LAYOUT_VERSION }).to_string();
                 write_public_atomic(&marker, text.as_bytes())?;
             }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_following(&marker)),
             Err(e) => return Err(io_err(&marker)(e)),
         }
         Ok(Self {
@@ -800,7 +1037,10 @@ impl Layout {
     /// Writes a blob held in memory (a manifest, already verified), unless present.
     fn write_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
         let path = self.blob_path(digest);
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+        // A link is not the blob, whatever its target holds; the rename below replaces it.
+        if std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        {
             return Ok(());
         }
         write_public_atomic(&path, bytes)
@@ -818,7 +1058,7 @@ impl Layout {
         let dir = File::open(&self.root).map_err(io_err(&self.root))?;
         dir.lock().map_err(io_err(&self.root))?;
         let path = self.root.join("index.json");
-        let mut index = match std::fs::read(&path) {
+        let mut index = match read_nofollow(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<Value>(&bytes).map_err(|e| PullError::Layout {
                     path: path.clone(),
@@ -828,6 +1068,7 @@ impl Layout {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
             }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_following(&path)),
             Err(e) => return Err(io_err(&path)(e)),
         };
         let Some(manifests) = index.get_mut("manifests").and_then(Value::as_array_mut) else {
@@ -859,6 +1100,26 @@ impl Layout {
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.blobs))?;
         dir.sync_all().map_err(io_err(&self.root))
+    }
+}
+
+/// Reads `path` unless it is a symbolic link (ELOOP is reported as refusing to follow it).
+fn read_nofollow(path: &Path) -> Result<Vec<u8>, io::Error> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn not_following(path: &Path) -> PullError {
+    PullError::Layout {
+        path: path.to_path_buf(),
+        reason: "it is a symbolic link; pull does not follow links it did not create".into(),
     }
 }
 

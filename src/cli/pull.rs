@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -12,7 +13,7 @@ use secrecy::SecretString;
 
 use super::output::outln;
 use super::Ctx;
-use crate::pull::{self, Fetched, PlatformChoice, Progress, PullOptions, Silent};
+use crate::pull::{self, Fetched, Format, PlatformChoice, Progress, PullOptions, Silent};
 use crate::registry::auth::{Credentials, TokenCache};
 use crate::registry::client::{Client, UpstreamOptions};
 use crate::registry::digest::Digest;
@@ -20,7 +21,7 @@ use crate::registry::manifest::Platform;
 use crate::registry::reference::Reference;
 use crate::registry::RegistryError;
 use crate::secret::{RefResolver, RegistrySecret, ServerKey};
-use crate::store::chain::Chain;
+use crate::store::chain::{Chain, Source};
 use crate::store::StoreRefs;
 
 #[derive(Args, Debug)]
@@ -57,6 +58,16 @@ pub struct PullArgs {
     /// Re-hash blobs already in the layout instead of trusting their size.
     #[arg(long)]
     verify_existing: bool,
+    /// `oci`: Docker manifests are rewritten with OCI media types (new digests, same blobs),
+    /// so every OCI layout reader finds them by tag; `preserve`: the registry's bytes as they are.
+    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
+    format: FormatArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Oci,
+    Preserve,
 }
 
 pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
@@ -70,7 +81,10 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         ),
         (None, false) => PlatformChoice::Host,
     };
-    let creds = credentials(ctx, a, &reference)?;
+    let (creds, creds_from) = match credentials(ctx, a, &reference)? {
+        Some((c, from)) => (Some(c), Some(from)),
+        None => (None, None),
+    };
     let client = Client::new(
         UpstreamOptions {
             host: pull::api_host(&reference).to_string(),
@@ -83,6 +97,10 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
         platform,
         concurrency: usize::from(a.concurrency),
         verify_existing: a.verify_existing,
+        format: match a.format {
+            FormatArg::Oci => Format::Oci,
+            FormatArg::Preserve => Format::Preserve,
+        },
         ..Default::default()
     };
     let progress: Box<dyn Progress> = if a.quiet {
@@ -90,24 +108,31 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(Lines)
+        Box::new(Lines::default())
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let pulled = rt
-        .block_on(pull::pull(
-            &client,
-            creds.as_ref(),
-            &reference,
-            &a.output,
-            &opts,
-            progress.as_ref(),
-        ))
-        .map_err(|e| with_hint(e, a.insecure))?;
+    let result = rt.block_on(pull::pull(
+        &client,
+        creds.as_ref(),
+        &reference,
+        &a.output,
+        &opts,
+        progress.as_ref(),
+    ));
+    // Bars are settled before anything else is printed, so no redraw lands on the summary.
+    progress.finish();
     drop(progress);
+    let pulled = result.map_err(|e| with_hint(e, a.insecure, creds_from.as_deref()))?;
     if !a.quiet {
+        if pulled.source_digest != pulled.digest {
+            eprintln!(
+                "converted {} to OCI {} (--format preserve keeps the registry's bytes)",
+                pulled.source_digest, pulled.digest
+            );
+        }
         eprintln!(
             "{} → {}{} ({} fetched, {} already present)",
             reference,
@@ -125,23 +150,35 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// A TLS handshake answered with plain HTTP fails with an opaque rustls message; say what it means.
-fn with_hint(e: pull::PullError, insecure: bool) -> anyhow::Error {
+/// Says what an opaque failure means: a TLS handshake answered with plain HTTP, or credentials
+/// the registry refused (naming where they came from, so the user knows which one to fix).
+fn with_hint(e: pull::PullError, insecure: bool, creds_from: Option<&str>) -> anyhow::Error {
     let plain_http = matches!(
         &e,
         pull::PullError::Registry(RegistryError::Network { reason, .. })
             if reason.contains("InvalidContentType")
     );
     if plain_http && !insecure {
-        anyhow!(e)
-            .context("the registry seems to speak plain HTTP (use --insecure if that is expected)")
-    } else {
-        anyhow!(e)
+        return anyhow!(e).context(
+            "the registry seems to speak plain HTTP (use --insecure if that is expected)",
+        );
     }
+    if let (pull::PullError::Registry(RegistryError::Unauthorized { registry, .. }), Some(from)) =
+        (&e, creds_from)
+    {
+        let msg = format!("credentials from {from} were rejected by {registry}");
+        return anyhow!(e).context(msg);
+    }
+    anyhow!(e)
 }
 
-/// `--creds`, else `--secret`, else the lookup chain for the image's repository; `None` is anonymous.
-fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<Credentials>> {
+/// `--creds`, else `--secret`, else the lookup chain for the image's repository, each with a
+/// description of where it came from (never the value); `None` is anonymous.
+fn credentials(
+    ctx: &Ctx,
+    a: &PullArgs,
+    reference: &Reference,
+) -> Result<Option<(Credentials, String)>> {
     if let Some(c) = &a.creds {
         // Never echo the value: it holds the password.
         let Some((user, password)) = c.split_once(':') else {
@@ -150,9 +187,18 @@ fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<
         if user.is_empty() {
             bail!("--creds has an empty user name");
         }
-        return Ok(Some(Credentials::new(
-            user.to_string(),
-            SecretString::from(password.to_string()),
+        // clap fills --creds from the environment too; say which one the user has to fix.
+        let on_command_line = std::env::args_os()
+            .skip(1)
+            .any(|arg| arg == "--creds" || arg.to_string_lossy().starts_with("--creds="));
+        let from = if on_command_line {
+            "--creds"
+        } else {
+            "PULLSECRET_PULL_CREDS"
+        };
+        return Ok(Some((
+            Credentials::new(user.to_string(), SecretString::from(password.to_string())),
+            from.to_string(),
         )));
     }
     let namespace = ctx.namespace(a.namespace.as_deref());
@@ -173,7 +219,10 @@ fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<
                 )
             })?;
         warn_if_other_registry(&secret, reference, name);
-        return Ok(Some(to_credentials(secret)));
+        return Ok(Some((
+            to_credentials(secret),
+            format!("secret {namespace}/{name}"),
+        )));
     }
     let chain = Chain {
         store: ctx.store.as_ref(),
@@ -183,7 +232,13 @@ fn credentials(ctx: &Ctx, a: &PullArgs, reference: &Reference) -> Result<Option<
     // The repository path lets namespaced secrets (`quay.io/org`) win over host-wide ones.
     let server = format!("{}/{}", reference.registry(), reference.repository());
     match chain.lookup(&server) {
-        Ok(found) => Ok(found.map(|(secret, _)| to_credentials(secret))),
+        Ok(found) => Ok(found.map(|(secret, source)| {
+            let from = match source {
+                Source::Store { namespace, name } => format!("secret {namespace}/{name}"),
+                other => other.to_string(),
+            };
+            (to_credentials(secret), from)
+        })),
         Err(e) => {
             // A broken source must not block a public pull; the registry will say if auth was needed.
             eprintln!("warning: credential lookup for {server} failed ({e}); pulling anonymously");
@@ -218,17 +273,91 @@ fn short(d: &Digest) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-/// Plain lines on stderr, for logs and pipes.
-struct Lines;
+/// Plain lines on stderr, for logs and pipes: a blob's progress at every tenth of it (or every
+/// few seconds when it is slow), where it resumed, and when it is done.
+#[derive(Default)]
+struct Lines {
+    blobs: Mutex<HashMap<Digest, LineState>>,
+}
+
+/// How far a blob has come and when that was last reported.
+struct LineState {
+    size: u64,
+    have: u64,
+    /// The tenth of `size` whose crossing prints the next line.
+    next_tenth: u64,
+    printed: Instant,
+}
+
+/// A slow blob reports at least this often, even between tenths.
+const LINE_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Lines {
+    fn state(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, LineState>> {
+        // A panic elsewhere while holding this lock leaves a plain map; keep reporting.
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn tenth(have: u64, size: u64) -> u64 {
+    if size == 0 {
+        10
+    } else {
+        (u128::from(have) * 10 / u128::from(size)) as u64
+    }
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.1}", n as f64 / (1024.0 * 1024.0))
+}
 
 impl Progress for Lines {
-    fn blob_start(&self, digest: &Digest, _size: u64, from: u64) {
+    fn blob_start(&self, digest: &Digest, size: u64, from: u64) {
+        self.state().insert(
+            digest.clone(),
+            LineState {
+                size,
+                have: from,
+                next_tenth: tenth(from, size) + 1,
+                printed: Instant::now(),
+            },
+        );
         if from > 0 {
-            eprintln!("{}: resuming at {}", short(digest), HumanBytes(from));
+            eprintln!(
+                "{}: resumed at {from} bytes ({})",
+                short(digest),
+                HumanBytes(from)
+            );
+        }
+    }
+
+    fn blob_bytes(&self, digest: &Digest, n: u64) {
+        let mut blobs = self.state();
+        let Some(st) = blobs.get_mut(digest) else {
+            return;
+        };
+        st.have += n;
+        let now = tenth(st.have, st.size);
+        // The last tenth is the done line's.
+        let crossed = now >= st.next_tenth && now < 10;
+        if crossed || (st.have < st.size && st.printed.elapsed() >= LINE_INTERVAL) {
+            st.next_tenth = now + 1;
+            st.printed = Instant::now();
+            eprintln!(
+                "{}: {}/{} MiB ({}%)",
+                short(digest),
+                mib(st.have),
+                mib(st.size),
+                u128::from(st.have) * 100 / u128::from(st.size.max(1))
+            );
         }
     }
 
     fn blob_restart(&self, digest: &Digest, from: u64, why: &str) {
+        if let Some(st) = self.state().get_mut(digest) {
+            st.have = from;
+            st.next_tenth = tenth(from, st.size) + 1;
+        }
         eprintln!(
             "{}: {why}; continuing at {}",
             short(digest),
@@ -237,6 +366,7 @@ impl Progress for Lines {
     }
 
     fn blob_done(&self, digest: &Digest, size: u64, how: Fetched) {
+        self.state().remove(digest);
         let verb = match how {
             Fetched::Reused => "exists",
             Fetched::Downloaded | Fetched::Resumed { .. } => "done",
@@ -245,10 +375,13 @@ impl Progress for Lines {
     }
 }
 
-/// One indicatif bar per blob on a terminal.
+/// One indicatif bar per blob on a terminal; when the pull is over they give way to one plain
+/// line per blob, so what follows is printed below them, never over them.
 struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
+    /// Blobs in the order they finished, with how.
+    done: Mutex<Vec<(Digest, u64, Fetched)>>,
     style: ProgressStyle,
 }
 
@@ -262,6 +395,7 @@ impl Bars {
         Self {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),
+            done: Mutex::new(Vec::new()),
             style,
         }
     }
@@ -314,5 +448,39 @@ impl Progress for Bars {
             Fetched::Reused => "exists",
             Fetched::Downloaded | Fetched::Resumed { .. } => "done",
         });
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.push((digest.clone(), size, how));
+    }
+
+    fn finish(&self) {
+        let bars: Vec<(Digest, ProgressBar)> = {
+            let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+            bars.drain().collect()
+        };
+        let mut stopped = Vec::new();
+        for (digest, bar) in bars {
+            if !bar.is_finished() {
+                stopped.push((digest, bar.position(), bar.length().unwrap_or(0)));
+                bar.abandon();
+            }
+        }
+        // Dropped bars leave lines behind that clear() wipes with the rest.
+        let _ = self.multi.clear();
+        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        for (digest, size, how) in done {
+            let verb = match how {
+                Fetched::Reused => "exists",
+                Fetched::Downloaded | Fetched::Resumed { .. } => "done",
+            };
+            eprintln!("{}: {verb} {}", short(&digest), HumanBytes(size));
+        }
+        for (digest, at, size) in stopped {
+            eprintln!(
+                "{}: stopped at {}/{}",
+                short(&digest),
+                HumanBytes(at),
+                HumanBytes(size)
+            );
+        }
     }
 }

@@ -16,6 +16,7 @@ mod proxy_server;
 mod proxy_support;
 mod proxy_teams;
 mod pull;
+mod pull_support;
 mod registry_smoke;
 mod registry_support;
 mod restart;

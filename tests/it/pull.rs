@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::pull_support::{push_docker_image, push_docker_list, DOCKER_MANIFEST};
 use crate::registry_support::{
     push_image, push_index, sha256_digest, skopeo, ImageInfo, Registry, RegistryAuth,
     TokenIssuerConfig, OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST,
@@ -330,32 +331,42 @@ fn wrong_password_is_an_unauthorized_error_naming_the_registry() {
         Some(("alice", "right-pw")),
         &[noise(21, 1000)],
     );
-    let env = Env::new();
     for reg in [&basic, &token] {
-        let dir = env.path("out");
-        let out = pull(
-            &env,
-            &format!("{}/team/app:v1", reg.addr()),
-            &dir,
-            &["--creds", &format!("alice:{canary}")],
-        );
-        let err = stderr(&out);
-        assert!(
-            !out.status.success(),
-            "wrong password accepted by {}",
-            reg.addr()
-        );
-        assert!(err.contains("unauthorized"), "{err}");
-        assert!(
-            err.contains(reg.addr()),
-            "error does not name {}: {err}",
-            reg.addr()
-        );
-        assert!(
-            !err.contains(canary) && !stdout(&out).contains(canary),
-            "password leaked: {err}"
-        );
-        assert!(!dir.join("index.json").exists());
+        let mut env = Env::new();
+        store_secret(&env, "regcred", reg.addr(), "alice", canary);
+        let image = format!("{}/team/app:v1", reg.addr());
+        let creds = format!("alice:{canary}");
+        // (extra arguments, the source the error must name)
+        let cases: [(&[&str], &str); 3] = [
+            (&["--creds", &creds], "--creds"),
+            (&["--secret", "regcred"], "secret default/regcred"),
+            (&[], "secret default/regcred"),
+        ];
+        let mut outs: Vec<(Output, &str)> = cases
+            .iter()
+            .map(|(extra, from)| (pull(&env, &image, &env.path("out"), extra), *from))
+            .collect();
+        env.set("PULLSECRET_PULL_CREDS", &creds);
+        outs.push((
+            pull(&env, &image, &env.path("out"), &[]),
+            "PULLSECRET_PULL_CREDS",
+        ));
+        for (out, from) in &outs {
+            let err = stderr(out);
+            assert!(
+                !out.status.success(),
+                "wrong password from {from} accepted by {}",
+                reg.addr()
+            );
+            assert!(err.contains("unauthorized"), "{err}");
+            let want = format!("credentials from {from} were rejected by {}", reg.addr());
+            assert!(err.contains(&want), "no {want:?} in: {err}");
+            assert!(
+                !err.contains(canary) && !stdout(out).contains(canary),
+                "password leaked: {err}"
+            );
+            assert!(!env.path("out").join("index.json").exists());
+        }
     }
 }
 
@@ -576,7 +587,9 @@ fn a_partial_blob_is_resumed_with_range() {
 
     let out = pull(&env, &format!("{}/resume/app:v1", reg.addr()), &dir, &[]);
     assert_ok(&out, "resumed pull");
-    assert!(stderr(&out).contains("resuming at"), "{}", stderr(&out));
+    let short = &layer.digest["sha256:".len()..][..12];
+    let resumed = format!("{short}: resumed at {half} bytes");
+    assert!(stderr(&out).contains(&resumed), "{}", stderr(&out));
     assert_holds(&dir, &img, "v1");
     assert!(!partial_path(&dir, &layer.digest).exists());
     assert_eq!(blob_get_statuses(&reg, &layer.digest), [206]);
@@ -905,4 +918,407 @@ fn serve_fake(
         }
         let _ = out.write_all(part);
     }
+}
+
+#[test]
+fn docker_v2s2_image_lands_as_oci_that_skopeo_finds_by_tag() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_docker_image(
+        reg.addr(),
+        "dock/app",
+        "v1",
+        "amd64",
+        &[noise(100, 200_000), noise(101, 3_000)],
+    );
+    let env = Env::new();
+    let dir = env.path("oci");
+    let out = pull(&env, &format!("{}/dock/app:v1", reg.addr()), &dir, &[]);
+    assert_ok(&out, "pull of a docker image");
+    let (name, digest, media_type) = entries(&dir).pop().expect("one entry");
+    assert_eq!((name.as_str(), media_type.as_str()), ("v1", OCI_MANIFEST));
+    assert_ne!(digest, img.manifest_digest, "the manifest was converted");
+    assert_eq!(stdout(&out).trim(), digest);
+    assert!(
+        stderr(&out).contains(&format!(
+            "converted {} to OCI {digest}",
+            img.manifest_digest
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(&dir, &digest)).expect("manifest"))
+            .expect("manifest JSON");
+    assert_eq!(manifest["mediaType"], OCI_MANIFEST);
+    assert_eq!(manifest["config"]["mediaType"], OCI_CONFIG);
+    assert_eq!(manifest["config"]["digest"], img.config_digest.as_str());
+    for (l, (d, data)) in manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .zip(&img.layers)
+    {
+        assert_eq!(l["mediaType"], OCI_LAYER_TAR);
+        assert_eq!(l["digest"], d.as_str());
+        assert_eq!(std::fs::read(blob_path(&dir, d)).expect("layer"), *data);
+    }
+    assert_eq!(
+        std::fs::read(blob_path(&dir, &img.config_digest)).expect("config"),
+        img.config
+    );
+    assert_skopeo_accepts(&dir, "v1");
+
+    // --format preserve: the registry's bytes and digest, filed under their Docker media type.
+    let dir = env.path("preserve");
+    let out = pull(
+        &env,
+        &format!("{}/dock/app:v1", reg.addr()),
+        &dir,
+        &["--format", "preserve"],
+    );
+    assert_ok(&out, "pull --format preserve");
+    assert_eq!(stdout(&out).trim(), img.manifest_digest);
+    assert_eq!(
+        entries(&dir),
+        [(
+            "v1".to_string(),
+            img.manifest_digest.clone(),
+            DOCKER_MANIFEST.to_string()
+        )]
+    );
+    assert_eq!(
+        std::fs::read(blob_path(&dir, &img.manifest_digest)).expect("manifest"),
+        img.manifest
+    );
+    // skopeo 1.9 (containers/image 5.23) skips non-OCI index.json entries when it looks up a
+    // tag, but reads a layout's only image without one.
+    let skopeo_env = Env::new();
+    let by_tag = skopeo(
+        &skopeo_env,
+        &["inspect", &format!("oci:{}:v1", dir.display())],
+    );
+    assert!(
+        stderr(&by_tag).contains("no descriptor found for reference") || by_tag.status.success(),
+        "{}",
+        stderr(&by_tag)
+    );
+    let only = format!("oci:{}", dir.display());
+    let out = skopeo(&skopeo_env, &["inspect", "--raw", &only]);
+    assert!(
+        out.status.success(),
+        "skopeo inspect {only}: {}",
+        stderr(&out)
+    );
+    assert_eq!(out.stdout, img.manifest);
+
+    // A manifest list becomes an OCI index naming the converted manifests.
+    let arm = push_docker_image(reg.addr(), "dock/app", "", "arm64", &[noise(102, 5_000)]);
+    let (list_digest, _) = push_docker_list(
+        reg.addr(),
+        "dock/app",
+        "multi",
+        &[img.descriptor("amd64"), arm.descriptor("arm64")],
+    );
+    let dir = env.path("all");
+    let out = pull(
+        &env,
+        &format!("{}/dock/app:multi", reg.addr()),
+        &dir,
+        &["--all-platforms"],
+    );
+    assert_ok(&out, "pull --all-platforms of a manifest list");
+    let (_, index_digest, media_type) = entries(&dir).pop().expect("one entry");
+    assert_eq!(media_type, OCI_INDEX);
+    assert!(
+        stderr(&out).contains(&format!("converted {list_digest} to OCI {index_digest}")),
+        "{}",
+        stderr(&out)
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(&dir, &index_digest)).expect("index"))
+            .expect("index JSON");
+    assert_eq!(index["mediaType"], OCI_INDEX);
+    for (entry, arch) in index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .zip(["amd64", "arm64"])
+    {
+        assert_eq!(entry["mediaType"], OCI_MANIFEST);
+        assert_eq!(entry["platform"]["architecture"], arch);
+        let d = entry["digest"].as_str().expect("digest");
+        let bytes = std::fs::read(blob_path(&dir, d)).expect("child manifest");
+        assert_eq!(sha256_digest(&bytes), d);
+        assert_eq!(entry["size"], bytes.len());
+    }
+    assert_skopeo_accepts(&dir, "multi");
+}
+
+#[test]
+fn non_tty_pull_prints_progress_lines_then_the_summary_on_its_own_line() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(reg.addr(), "prog/app", "v1", None, &[noise(110, 3 << 20)]);
+    let layer = &img.layers[0];
+    let short = &layer.digest["sha256:".len()..][..12];
+    let env = Env::new();
+    let dir = env.path("out");
+    let out = pull(&env, &format!("{}/prog/app:v1", reg.addr()), &dir, &[]);
+    assert_ok(&out, "pull");
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    // `<short>: 1.2/3.0 MiB (40%)`, at each tenth crossed, rising, then the done line.
+    let progress: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("{short}: ")))
+        .filter(|l| l.contains(" MiB ("))
+        .map(|l| {
+            assert!(l.contains("/3.0 MiB ("), "{l}");
+            l.rsplit('(')
+                .next()
+                .and_then(|p| p.strip_suffix("%)"))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("bad progress line {l:?}"))
+        })
+        .collect();
+    assert!(progress.len() >= 5, "too few progress lines:\n{err}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert!(progress.iter().all(|p| *p < 100), "{progress:?}");
+    let done = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{short}: done ")))
+        .expect("done line");
+    let last_progress = lines
+        .iter()
+        .rposition(|l| l.starts_with(&format!("{short}: ")) && l.contains(" MiB ("))
+        .expect("progress line");
+    assert!(last_progress < done, "{err}");
+    // The summary is a line of its own, the last one.
+    let summary = lines.last().expect("summary");
+    assert!(
+        summary.starts_with(&format!("{}/prog/app:v1 → ", reg.addr())),
+        "{err}"
+    );
+    assert!(err.ends_with('\n'), "{err:?}");
+}
+
+/// Runs `pullsecret ARGS` with stdin, stdout and stderr on a pseudo-terminal (Python's `pty`),
+/// returning everything it wrote there, raw.
+fn pull_on_a_tty(env: &Env, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let script =
+        "import os, pty, sys\nsys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))";
+    let mut cmd = env.cmd("python3");
+    cmd.args(["-c", script, env!("CARGO_BIN_EXE_pullsecret")])
+        .args(args)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("run pullsecret on a pty");
+    (out.status, String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[test]
+fn tty_bars_give_way_before_the_summary_and_digest_references_print_with_at() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "tty/app",
+        "v1",
+        None,
+        &[noise(120, 2 << 20), noise(121, 100)],
+    );
+    let env = Env::new();
+    let dir = env.path("out").display().to_string();
+    let by_digest = format!("{}/tty/app@{}", reg.addr(), img.manifest_digest);
+    let (status, raw) = pull_on_a_tty(&env, &["pull", &by_digest, "--insecure", "--output", &dir]);
+    assert!(status.success(), "{raw:?}");
+    assert!(raw.contains('\u{1b}'), "no bars were drawn: {raw:?}");
+    let summary = format!("{by_digest} → {dir} (");
+    let at = raw
+        .find(&summary)
+        .unwrap_or_else(|| panic!("no summary: {raw:?}"));
+    // Nothing is drawn after the summary, and it starts a line of its own.
+    assert!(!raw[at..].contains('\u{1b}'), "{raw:?}");
+    assert!(raw[..at].ends_with('\n'), "summary shares a line: {raw:?}");
+    // The bars gave way to one plain line per blob, after the last drawing.
+    let last_escape = raw.rfind('\u{1b}').expect("escape");
+    for l in &img.layers {
+        let line = format!("{}: done ", &l.digest["sha256:".len()..][..12]);
+        let pos = raw
+            .rfind(&line)
+            .unwrap_or_else(|| panic!("no {line:?}: {raw:?}"));
+        assert!(pos > last_escape, "{raw:?}");
+    }
+
+    // A digest that is not there: the error names it as repo@digest too.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let out = pull(
+        &env,
+        &format!("{}/tty/app@{missing}", reg.addr()),
+        &env.path("none"),
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("tty/app@{missing}"))
+            && !stderr(&out).contains(&format!("tty/app:{missing}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn planted_symlinks_in_the_layout_are_never_written_through() {
+    use std::os::unix::fs::symlink;
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let img = push_image(
+        reg.addr(),
+        "link/app",
+        "v1",
+        None,
+        &[noise(130, 300_000), noise(131, 200_000)],
+    );
+    let image = format!("{}/link/app:v1", reg.addr());
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir outside");
+    // Files outside the layout, each the size of what its link pretends to be.
+    let plant = |dir: &Path, name: &str, size: usize, seed: u64| -> (PathBuf, Vec<u8>) {
+        let target = outside.join(format!("{seed}"));
+        let bytes = noise(seed, size);
+        std::fs::write(&target, &bytes).expect("outside file");
+        symlink(&target, dir.join("blobs/sha256").join(name)).expect("plant link");
+        (target, bytes)
+    };
+    let dir = env.path("out");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir");
+    let (l0, l1) = (&img.layers[0], &img.layers[1]);
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let planted = [
+        // A final blob path: its size matches, so trusting the link would "reuse" foreign bytes.
+        plant(&dir, &hex(&l0.digest), l0.data.len(), 132),
+        // A partial: half a layer, which a resume would append to (and truncate when wrong).
+        plant(
+            &dir,
+            &format!(".partial-{}", hex(&l1.digest)),
+            l1.data.len() / 2,
+            133,
+        ),
+        plant(&dir, &hex(&img.manifest_digest), img.manifest.len(), 134),
+    ];
+    let out = pull(&env, &image, &dir, &[]);
+    assert_ok(&out, "pull over planted links");
+    for (target, bytes) in &planted {
+        assert_eq!(
+            &std::fs::read(target).expect("outside file"),
+            bytes,
+            "{target:?} changed"
+        );
+    }
+    assert_holds(&dir, &img, "v1");
+    for d in [&l0.digest, &l1.digest, &img.manifest_digest] {
+        let meta = std::fs::symlink_metadata(blob_path(&dir, d)).expect("blob");
+        assert!(meta.is_file(), "{d} is still a link");
+    }
+
+    // index.json, oci-layout and the blob directory: the pull refuses, naming the link.
+    for name in ["index.json", "oci-layout", "blobs"] {
+        let dir = env.path(&format!("refuse-{name}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let target = outside.join(format!("target-{name}"));
+        let before: &[u8] = br#"{"outside":true}"#;
+        if name == "blobs" {
+            std::fs::create_dir_all(&target).expect("outside dir");
+        } else {
+            std::fs::write(&target, before).expect("outside file");
+        }
+        symlink(&target, dir.join(name)).expect("plant link");
+        let out = pull(&env, &image, &dir, &[]);
+        assert!(!out.status.success(), "pull followed {name}");
+        assert!(
+            stderr(&out).contains(&format!(
+                "{name}: not an OCI image layout: it is a symbolic link"
+            )),
+            "{}",
+            stderr(&out)
+        );
+        if name == "blobs" {
+            let entries = std::fs::read_dir(&target).expect("outside dir").count();
+            assert_eq!(entries, 0, "the pull wrote into the linked directory");
+        } else {
+            assert_eq!(std::fs::read(&target).expect("outside file"), before);
+        }
+    }
+}
+
+#[test]
+fn duplicate_index_entries_and_shared_layers_are_fetched_once() {
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let shared = noise(140, 100_000);
+    let amd = push_docker_image(
+        reg.addr(),
+        "dup/app",
+        "",
+        "amd64",
+        &[shared.clone(), noise(141, 1_000)],
+    );
+    let arm = push_docker_image(
+        reg.addr(),
+        "dup/app",
+        "",
+        "arm64",
+        &[shared, noise(142, 1_000)],
+    );
+    assert_eq!(
+        amd.layers[0].0, arm.layers[0].0,
+        "the first layer is shared"
+    );
+    // The amd64 manifest is listed twice.
+    let list = [
+        amd.descriptor("amd64"),
+        amd.descriptor("amd64"),
+        arm.descriptor("arm64"),
+    ];
+    push_docker_list(reg.addr(), "dup/app", "v1", &list);
+    let env = Env::new();
+    for format in ["oci", "preserve"] {
+        let dir = env.path(format);
+        let (manifests, blobs) = (
+            reg.count_requests("GET", "/manifests/"),
+            reg.count_requests("GET", "/blobs/"),
+        );
+        let out = pull(
+            &env,
+            &format!("{}/dup/app:v1", reg.addr()),
+            &dir,
+            &["--all-platforms", "--format", format],
+        );
+        assert_ok(&out, "pull --all-platforms");
+        // The list, then each distinct manifest once.
+        assert_eq!(
+            reg.count_requests("GET", "/manifests/") - manifests,
+            3,
+            "{format}"
+        );
+        // Shared layer, two own layers, two configs.
+        assert_eq!(reg.count_requests("GET", "/blobs/") - blobs, 5, "{format}");
+    }
+    // The converted index keeps both entries, naming the one converted manifest.
+    let index_digest = entries(&env.path("oci")).pop().expect("entry").1;
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(blob_path(&env.path("oci"), &index_digest)).expect("index"),
+    )
+    .expect("index JSON");
+    let listed = index["manifests"].as_array().expect("manifests");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0]["digest"], listed[1]["digest"]);
+    assert_skopeo_accepts(&env.path("oci"), "v1");
 }
