@@ -9,11 +9,12 @@ use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
+use super::error::FillError;
 use super::fill::{Download, Fill, Joined};
 use super::fill_queue::Ticket;
 use super::grants::Link;
 use super::response::{
-    blob_head, echo_ns, fill_error, fill_error_response, hv, oci_error, parse_range, queue_full,
+    blob_head, echo_ns, error_response, hv, oci_error, parse_range, queue_full,
     range_not_satisfiable, serve_file, upstream_error, BlobHead, Body, QueueFull, CHUNK,
 };
 use super::route::{route, Route};
@@ -29,7 +30,7 @@ pub(super) async fn stream_fill(
 ) -> Response<Body> {
     let total = match reader.started().await {
         Ok(t) => t,
-        Err(e) => return fill_error_response(&e),
+        Err(e) => return error_response(&e),
     };
     let (status, start, end, content_range) =
         match (range.and_then(|r| parse_range(r, total)), total) {
@@ -222,7 +223,7 @@ impl Proxy {
                         "BLOB_UNKNOWN",
                         "blob unknown to registry",
                     ),
-                    Err(e) => upstream_error(&e),
+                    Err(e) => upstream_error(&e, "BLOB_UNKNOWN"),
                 }
             }
             BlobPlan::Filling { fill, own } => {
@@ -329,7 +330,7 @@ impl Proxy {
                         // A queued fill whose clients all left is not worth its place.
                         if queued && driver.abandoned() {
                             tracing::debug!(%digest, "queued fill abandoned by its clients; not started");
-                            let gone = Err("every client left before the download started".to_string());
+                            let gone = Err(FillError::transfer("every client left before the download started"));
                             let _ = this.fills.drive(driver, gone, final_path, || {}, |_| {}).await;
                             return;
                         }
@@ -350,13 +351,15 @@ impl Proxy {
                     total: resp.content_length(),
                     chunks: resp
                         .bytes_stream()
-                        .map_err(|e| crate::registry::client::describe_reqwest(&e))
+                        .map_err(|e| {
+                            FillError::transfer(crate::registry::client::describe_reqwest(&e))
+                        })
                         .inspect_ok(move |b| {
                             bytes_counter.inc_by(b.len() as u64);
                         })
                         .boxed(),
                 }),
-                Err(e) => Err(fill_error(&e)),
+                Err(e) => Err(FillError::upstream(&e, "BLOB_UNKNOWN")),
             };
             // The upstream served these verified bytes to this requester: link it before the
             // file appears, so the next request finds both.
@@ -426,7 +429,7 @@ impl Proxy {
                         Ok(None) => return None,
                         // The fill is over; answering here keeps a retry from fetching again.
                         Err(e) => {
-                            let (parts, body) = fill_error_response(&e).into_parts();
+                            let (parts, body) = error_response(&e).into_parts();
                             let body = body.collect().await.ok()?.to_bytes();
                             let mut h = parts.headers;
                             h.insert(header::CONTENT_LENGTH, hv(&body.len().to_string()));

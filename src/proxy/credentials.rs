@@ -146,7 +146,14 @@ impl Proxy {
                     .upstream_errors
                     .get_or_create(&self.metrics.upstream(&up.cfg.name))
                     .inc();
-                Err(upstream_error(&e))
+                Err(upstream_error(
+                    &e,
+                    if manifest {
+                        "MANIFEST_UNKNOWN"
+                    } else {
+                        "BLOB_UNKNOWN"
+                    },
+                ))
             }
         }
     }

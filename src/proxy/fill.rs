@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::error::FillError;
 use crate::registry::digest::{Digest, Verifier};
 
 /// Progress of one fill, broadcast to its readers.
@@ -22,7 +23,7 @@ pub struct FillState {
     /// Whether the upstream answered (size known or not).
     pub started: bool,
     /// `Some(Ok)` once verified and in the cache; `Some(Err)` when it failed.
-    pub done: Option<Result<(), String>>,
+    pub done: Option<Result<(), FillError>>,
     /// The fill is over: committed to the cache (and accounted for) or failed.
     pub settled: bool,
 }
@@ -60,7 +61,7 @@ impl FillReader {
 
     /// Waits until more than `offset` bytes may be read; the readable length (the last byte
     /// held back until the digest verifies), or `Ok(None)` once a verified fill ends at `offset`.
-    pub async fn available_after(&mut self, offset: u64) -> Result<Option<u64>, String> {
+    pub async fn available_after(&mut self, offset: u64) -> Result<Option<u64>, FillError> {
         loop {
             let (written, done) = {
                 let s = self.state.borrow_and_update();
@@ -79,7 +80,7 @@ impl FillReader {
                 Some(Err(e)) => return Err(e),
                 None => {
                     if self.state.changed().await.is_err() {
-                        return Err("fill abandoned".into());
+                        return Err(FillError::transfer("fill abandoned"));
                     }
                 }
             }
@@ -96,7 +97,7 @@ impl FillReader {
     }
 
     /// Waits until the upstream answered; returns the size if known, or the failure.
-    pub async fn started(&mut self) -> Result<Option<u64>, String> {
+    pub async fn started(&mut self) -> Result<Option<u64>, FillError> {
         loop {
             {
                 let s = self.state.borrow_and_update();
@@ -112,14 +113,14 @@ impl FillReader {
                 }
             }
             if self.state.changed().await.is_err() {
-                return Err("fill abandoned".into());
+                return Err(FillError::transfer("fill abandoned"));
             }
         }
     }
 
     /// The next chunk at `offset` (at most `max` bytes): `Ok(None)` at the end of a verified
     /// blob, `Err` when the fill failed, so the response is cut short, never completed.
-    pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Option<Bytes>, String> {
+    pub async fn read_at(&mut self, offset: u64, max: usize) -> Result<Option<Bytes>, FillError> {
         let Some(available) = self.available_after(offset).await? else {
             return Ok(None);
         };
@@ -131,15 +132,15 @@ impl FillReader {
                 .map(|_| Some(Bytes::from(buf)))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| FillError::transfer(format!("reading the cache: {e}")))?
+        .map_err(|e| FillError::transfer(format!("reading the cache: {e}")))
     }
 }
 
 /// The source of a fill's bytes: a stream of chunks and the size the upstream announced.
 pub struct Download {
     pub total: Option<u64>,
-    pub chunks: futures_util::stream::BoxStream<'static, Result<Bytes, String>>,
+    pub chunks: futures_util::stream::BoxStream<'static, Result<Bytes, FillError>>,
 }
 
 /// All fills in flight, by digest.
@@ -239,11 +240,11 @@ impl Fills {
     pub async fn drive(
         self: &Arc<Self>,
         driver: FillDriver,
-        download: Result<Download, String>,
+        download: Result<Download, FillError>,
         final_path: PathBuf,
         verified: impl FnOnce(),
         committed: impl FnOnce(u64),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, FillError> {
         let result = match drive_inner(&driver, download).await {
             Ok(n) => {
                 verified();
@@ -304,7 +305,7 @@ fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
 
 /// Makes a verified temp file the cache entry: fsync, rename, fsync the directory, so a crash
 /// never leaves a named blob with unsynced contents.
-async fn commit(driver: &FillDriver, final_path: &std::path::Path) -> Result<(), String> {
+async fn commit(driver: &FillDriver, final_path: &std::path::Path) -> Result<(), FillError> {
     let file = driver.file.clone();
     let tmp = driver.tmp.clone();
     let dest = final_path.to_path_buf();
@@ -317,15 +318,15 @@ async fn commit(driver: &FillDriver, final_path: &std::path::Path) -> Result<(),
         Ok(())
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("storing the blob: {e}"))
+    .map_err(|e| FillError::transfer(format!("storing the blob: {e}")))?
+    .map_err(|e| FillError::transfer(format!("storing the blob: {e}")))
 }
 
 /// Downloads, writes and verifies; `Ok(size)` once every byte is in the temp file and matches.
 async fn drive_inner(
     driver: &FillDriver,
-    download: Result<Download, String>,
-) -> Result<u64, String> {
+    download: Result<Download, FillError>,
+) -> Result<u64, FillError> {
     use futures_util::StreamExt;
     let mut download = download?;
     driver.tx.send_modify(|s| {
@@ -336,8 +337,10 @@ async fn drive_inner(
         let file = driver.file.clone();
         tokio::task::spawn_blocking(move || reserve(&file, total))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reserving {total} bytes in the cache: {e}"))?;
+            .map_err(|e| FillError::transfer(format!("reserving {total} bytes in the cache: {e}")))?
+            .map_err(|e| {
+                FillError::transfer(format!("reserving {total} bytes in the cache: {e}"))
+            })?;
     }
     let mut verifier = Verifier::new();
     let mut written: u64 = 0;
@@ -352,9 +355,9 @@ async fn drive_inner(
             pending.extend_from_slice(&chunk);
             if let Some(total) = download.total {
                 if written + pending.len() as u64 > total {
-                    return Err(format!(
+                    return Err(FillError::transfer(format!(
                         "upstream sent more than the {total} bytes it announced"
-                    ));
+                    )));
                 }
             }
         }
@@ -364,8 +367,8 @@ async fn drive_inner(
             let len = buf.len() as u64;
             let buf = tokio::task::spawn_blocking(move || (&*file).write_all(&buf).map(|_| buf))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("writing the cache: {e}"))?;
+                .map_err(|e| FillError::transfer(format!("writing the cache: {e}")))?
+                .map_err(|e| FillError::transfer(format!("writing the cache: {e}")))?;
             pending = buf;
             pending.clear();
             written += len;
@@ -377,15 +380,17 @@ async fn drive_inner(
     }
     if let Some(total) = download.total {
         if written != total {
-            return Err(format!("upstream sent {written} of {total} bytes"));
+            return Err(FillError::transfer(format!(
+                "upstream sent {written} of {total} bytes"
+            )));
         }
     }
     let actual = verifier.finish();
     if actual != driver.digest {
-        return Err(format!(
+        return Err(FillError::transfer(format!(
             "digest mismatch: expected {}, got {actual}",
             driver.digest
-        ));
+        )));
     }
     Ok(written)
 }

@@ -67,7 +67,7 @@ impl Proxy {
                             .upstream_errors
                             .get_or_create(&self.metrics.upstream(&up.cfg.name))
                             .inc();
-                        upstream_error(&e)
+                        upstream_error(&e, "MANIFEST_UNKNOWN")
                     }
                 }
             }
@@ -224,7 +224,7 @@ impl Proxy {
                 }
             }
         }
-        upstream_error(e)
+        upstream_error(e, "MANIFEST_UNKNOWN")
     }
 
     pub(super) fn cached_manifest(&self, d: &Digest, head: bool) -> Option<Response<Body>> {

@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod client_gate;
 pub mod config;
 pub mod credentials;
+pub mod error;
 pub mod evict;
 pub mod fastpath;
 pub mod fill;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use self::blob_store::BlobStore;
 use self::config::ProxyConfig;
+use self::error::SetupError;
 pub use self::listener::serve;
 use self::server::Proxy;
 use self::upstream::Upstream;
@@ -39,9 +41,10 @@ pub fn build(
     cfg: &ProxyConfig,
     secrets: Arc<dyn SecretStore + Send + Sync>,
     namespace: String,
-) -> Result<Arc<Proxy>, String> {
+) -> Result<Arc<Proxy>, SetupError> {
     let cache = cfg.cache_dir();
-    let store = BlobStore::open(&cache).map_err(|e| format!("cache {}: {e}", cache.display()))?;
+    let store = BlobStore::open(&cache)
+        .map_err(|e| SetupError::new(format!("cache {}", cache.display()), e))?;
     let tokens = Arc::new(TokenCache::default());
     let timeout = Duration::from_secs(cfg.limits.upstream_timeout_secs.max(1));
     let mut upstreams = Vec::new();
@@ -64,7 +67,10 @@ pub fn build(
     };
     let max_cache_bytes = match cfg.cache.max_size.as_deref() {
         Some(text) => Some(evict::parse_size(text).ok_or_else(|| {
-            format!("cache.max_size {text:?}: expected a size such as 50GiB or 800MB")
+            SetupError::new(
+                format!("cache.max_size {text:?}"),
+                "expected a size such as 50GiB or 800MB",
+            )
         })?),
         None => default_max_size(&cache),
     };
@@ -89,7 +95,7 @@ pub fn build(
         sendfile: cfg.limits.sendfile,
     };
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
-        .map_err(|e| format!("cache: {e}"))?;
+        .map_err(|e| SetupError::new("cache", e))?;
     Ok(Arc::new(proxy))
 }
 
@@ -166,19 +172,24 @@ fn default_max_size(cache: &std::path::Path) -> Option<u64> {
 }
 
 /// Certificate and key PEM from a stored `tls` secret, for mutual TLS to an upstream.
-fn client_tls_pem(store: &dyn SecretStore, spec: &str, namespace: &str) -> Result<Vec<u8>, String> {
+fn client_tls_pem(
+    store: &dyn SecretStore,
+    spec: &str,
+    namespace: &str,
+) -> Result<Vec<u8>, SetupError> {
     use secrecy::ExposeSecret;
     let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec));
+    let what = format!("client_tls_secret {ns}/{name}");
     let s = store
         .get(ns, name)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("client_tls_secret {ns}/{name} does not exist"))?;
+        .map_err(|e| SetupError::new(&what, e))?
+        .ok_or_else(|| SetupError::new(&what, "does not exist"))?;
     let crate::store::SecretData::Tls { cert, key } = &s.data else {
-        return Err(format!("client_tls_secret {ns}/{name} is not a tls secret"));
+        return Err(SetupError::new(&what, "is not a tls secret"));
     };
     let refs = crate::store::StoreRefs(store);
     let key = crate::secret::RefResolver::with_store(&refs)
         .resolve_value(key)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupError::new(&what, e))?;
     Ok(format!("{cert}\n{}", key.expose_secret()).into_bytes())
 }

@@ -6,6 +6,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 
+use super::error::ProxyError;
 use crate::registry::digest::Digest;
 use crate::registry::RegistryError;
 
@@ -29,87 +30,25 @@ pub(super) fn queue_full() -> Response<Body> {
     r
 }
 
-/// Fill failures carry the status to answer as a prefix: `404|message`.
-pub(super) fn fill_error(e: &RegistryError) -> String {
-    let retry = match e {
-        RegistryError::Status {
-            retry_after: Some(s),
-            ..
-        } => *s,
-        _ => 0,
-    };
-    format!("{}|{retry}|{e}", e.status())
-}
-
-pub(super) fn fill_error_response(e: &str) -> Response<Body> {
-    let mut parts = e.splitn(3, '|');
-    let (status, retry, msg) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(s), Some(r), Some(m)) if s.len() == 3 => (
-            s.parse::<u16>().unwrap_or(502),
-            r.parse::<u64>().unwrap_or(0),
-            m,
-        ),
-        _ => (502, 0, e),
-    };
-    let code = match status {
-        401 => "UNAUTHORIZED",
-        404 => "BLOB_UNKNOWN",
-        429 => "TOOMANYREQUESTS",
-        _ => "UNAVAILABLE",
-    };
-    let mut r = oci_error(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-        code,
-        msg,
-    );
-    if retry > 0 {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, hv(&retry.to_string()));
-    }
-    r
-}
-
-pub(super) fn upstream_error(e: &RegistryError) -> Response<Body> {
-    // 401/403, unreachable, timed out, refused realms: the operator sees each (names, never values).
-    if !matches!(e, RegistryError::NotFound { .. }) {
-        tracing::warn!(error = %e, "upstream request failed");
-    }
-    let (status, code) = match e {
-        RegistryError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-        RegistryError::NotFound { code, .. } => (
-            StatusCode::NOT_FOUND,
-            if code.is_empty() {
-                "MANIFEST_UNKNOWN"
-            } else {
-                leak_code(code)
-            },
-        ),
-        RegistryError::Status { status: 429, .. } => {
-            (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
-        }
-        _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
-    };
-    let mut r = oci_error(status, code, &e.to_string());
+/// Renders any error answer; the one place an error becomes an OCI response.
+pub fn error_response(e: &ProxyError) -> Response<Body> {
+    let mut r = oci_error(e.status, e.code, &e.message);
     // Clients back off as the upstream asked.
-    if let RegistryError::Status {
-        retry_after: Some(secs),
-        ..
-    } = e
-    {
+    if let Some(secs) = e.retry_after.filter(|s| *s > 0) {
         r.headers_mut()
             .insert(header::RETRY_AFTER, hv(&secs.to_string()));
     }
     r
 }
 
-/// Known OCI codes pass through; anything else becomes a generic code.
-pub(super) fn leak_code(code: &str) -> &'static str {
-    match code {
-        "BLOB_UNKNOWN" => "BLOB_UNKNOWN",
-        "MANIFEST_UNKNOWN" => "MANIFEST_UNKNOWN",
-        "NAME_UNKNOWN" => "NAME_UNKNOWN",
-        _ => "MANIFEST_UNKNOWN",
+/// An upstream error as the client's answer (`unknown`: the code of a 404 without a known one),
+/// logged at warn unless it is a plain 404.
+pub(super) fn upstream_error(e: &RegistryError, unknown: &'static str) -> Response<Body> {
+    // 401/403, unreachable, timed out, refused realms: the operator sees each (names, never values).
+    if !matches!(e, RegistryError::NotFound { .. }) {
+        tracing::warn!(error = %e, "upstream request failed");
     }
+    error_response(&ProxyError::upstream(e, unknown))
 }
 
 /// Every Accept header value joined, as the upstream should see them.

@@ -1,6 +1,7 @@
 //! A configured upstream at run time: its client and its credentials, resolved from the
 //! secret store at use time so created, rotated and deleted secrets apply without a restart.
 
+use super::error::SetupError;
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -35,13 +36,16 @@ impl Upstream {
         tokens: Arc<TokenCache>,
         timeout: std::time::Duration,
         client_tls: Option<Vec<u8>>,
-    ) -> Result<Self, String> {
-        let host = cfg.host().map_err(|e| e.to_string())?;
-        let read = |p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Self, SetupError> {
+        let host = cfg
+            .host()
+            .map_err(|e| SetupError::new(format!("upstream {}", cfg.name), e))?;
+        let read = |p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, SetupError> {
             p.as_ref()
                 .map(|p| {
-                    std::fs::read(p)
-                        .map_err(|e| format!("upstream {}: {}: {e}", cfg.name, p.display()))
+                    std::fs::read(p).map_err(|e| {
+                        SetupError::new(format!("upstream {}: {}", cfg.name, p.display()), e)
+                    })
                 })
                 .transpose()
         };
@@ -54,9 +58,9 @@ impl Upstream {
             }
             (None, None) => client_tls,
             _ => {
-                return Err(format!(
-                    "upstream {}: client_cert and client_key go together",
-                    cfg.name
+                return Err(SetupError::new(
+                    format!("upstream {}", cfg.name),
+                    "client_cert and client_key go together",
                 ))
             }
         };
@@ -70,7 +74,8 @@ impl Upstream {
             read_timeout: Some(timeout),
             token_realms: cfg.token_realms.clone(),
         };
-        let client = Client::new(opts, tokens).map_err(|e| e.to_string())?;
+        let client = Client::new(opts, tokens)
+            .map_err(|e| SetupError::new(format!("upstream {}", cfg.name), e))?;
         let names = UpstreamNames {
             name: cfg.name.clone(),
             host,

@@ -1,6 +1,7 @@
 //! `proxy warm`: prefetches images as the proxy's own background work, through the manifests
 //! and blobs stages.
 
+use super::error::SetupError;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -36,12 +37,12 @@ pub(super) async fn drain(resp: Response<Body>) -> (u16, Bytes) {
     (status, body)
 }
 
-pub(super) async fn drain_count(resp: Response<Body>) -> Result<(u16, u64), String> {
+pub(super) async fn drain_count(resp: Response<Body>) -> Result<(u16, u64), std::io::Error> {
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
+        let frame = frame?;
         if let Some(d) = frame.data_ref() {
             n += d.len() as u64;
         }
@@ -60,7 +61,7 @@ impl Proxy {
         reference: &str,
         platforms: &[crate::registry::manifest::Platform],
         progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<Warmed, String> {
+    ) -> Result<Warmed, SetupError> {
         use crate::registry::manifest::{is_index, ImageIndex, ImageManifest, ACCEPT};
         let who = Requester {
             namespace: self.settings.namespace.clone(),
@@ -90,10 +91,9 @@ impl Proxy {
                 .to_string();
             let (status, body) = drain(resp).await;
             if status != 200 {
-                return Err(format!(
-                    "manifest {repo}:{}: {status} {}",
-                    r.as_str(),
-                    String::from_utf8_lossy(&body)
+                return Err(SetupError::new(
+                    format!("manifest {repo}:{}", r.as_str()),
+                    format!("{status} {}", String::from_utf8_lossy(&body)),
                 ));
             }
             out.manifests += 1;
@@ -102,8 +102,8 @@ impl Proxy {
                 Digest::of_bytes(&body)
             ));
             if is_index(&media_type) {
-                let index: ImageIndex =
-                    serde_json::from_slice(&body).map_err(|e| format!("index: {e}"))?;
+                let index: ImageIndex = serde_json::from_slice(&body)
+                    .map_err(|e| SetupError::new(format!("index {repo}:{}", r.as_str()), e))?;
                 for m in index.manifests {
                     let wanted = platforms.is_empty()
                         || m.platform
@@ -111,25 +111,29 @@ impl Proxy {
                             .is_some_and(|p| platforms.iter().any(|w| w.matches(p)));
                     if wanted {
                         queue.push(ManifestRef::Digest(
-                            Digest::parse(&m.digest).map_err(|e| e.to_string())?,
+                            Digest::parse(&m.digest)
+                                .map_err(|e| SetupError::new(format!("index {repo}"), e))?,
                         ));
                     }
                 }
                 continue;
             }
-            let image: ImageManifest =
-                serde_json::from_slice(&body).map_err(|e| format!("manifest: {e}"))?;
+            let image: ImageManifest = serde_json::from_slice(&body)
+                .map_err(|e| SetupError::new(format!("manifest {repo}:{}", r.as_str()), e))?;
             for desc in std::iter::once(&image.config).chain(image.layers.iter()) {
-                let d = Digest::parse(&desc.digest).map_err(|e| e.to_string())?;
+                let d = Digest::parse(&desc.digest)
+                    .map_err(|e| SetupError::new(format!("manifest {repo}"), e))?;
                 if !seen.insert(d.to_string()) {
                     continue;
                 }
                 let resp = self
                     .blob(ui, repo, &d, &HeaderMap::new(), false, &who, LOCAL)
                     .await;
-                let (status, n) = drain_count(resp).await?;
+                let (status, n) = drain_count(resp)
+                    .await
+                    .map_err(|e| SetupError::new(format!("blob {d}"), e))?;
                 if status != 200 {
-                    return Err(format!("blob {d}: {status}"));
+                    return Err(SetupError::new(format!("blob {d}"), status));
                 }
                 // A body ends once verified; the fill commits to the cache just after.
                 if let Some(fill) = self.fills.get(&d) {
