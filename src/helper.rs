@@ -8,10 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::gojson::quote;
 use crate::secret::{RegistrySecret, ServerKey};
 use crate::store::chain::Chain;
+use crate::store::cred_helper::NOT_FOUND;
 use crate::store::{login, SecretStore, StoreError};
 
-/// The exact text docker matches to mean "no credentials".
-pub const NOT_FOUND: &str = "credentials not found in native keychain";
 /// docker-credential-helpers reads stdin with a bufio.Scanner: 64 KiB per line at most.
 const MAX_LINE: usize = 64 * 1024;
 

@@ -276,7 +276,7 @@ impl Proxy {
                     total: resp.content_length(),
                     chunks: resp
                         .bytes_stream()
-                        .map_err(|e| crate::registry::client::describe_reqwest(&e))
+                        .map_err(|e| crate::registry::http::describe_reqwest(&e))
                         .inspect_ok(move |b| {
                             bytes_counter.inc_by(b.len() as u64);
                         })

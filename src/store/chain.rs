@@ -3,11 +3,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use secrecy::SecretString;
-
+use super::cred_helper::{run_helper_get, CredHelperError};
 use super::docker_config::{self, AuthLookup};
 use super::{kube, Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
 use crate::secret::{RefError, RefResolver, RegistrySecret, ServerKey};
@@ -54,6 +51,8 @@ pub enum ChainError {
         source_name: String,
         error: RefError,
     },
+    #[error(transparent)]
+    Helper(#[from] CredHelperError),
     #[error("{0}")]
     Source(String),
 }
@@ -212,7 +211,7 @@ impl Chain<'_> {
                             source: format!("docker-credential-{h}"),
                             outcome: format!("error: {e}"),
                         });
-                        deferred.get_or_insert(ChainError::Source(e));
+                        deferred.get_or_insert(ChainError::Helper(e));
                     }
                 },
                 None => note(Attempt {
@@ -359,54 +358,6 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
         }
     }
     Ok(best.map(|(_, s, p)| (s, p)))
-}
-
-/// How long another credential helper may take, like `cmd://` references.
-const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// [`HELPER_TIMEOUT`], or `PULLSECRET_HELPER_TIMEOUT_MS` when set.
-fn helper_timeout() -> Result<Duration, String> {
-    const VAR: &str = "PULLSECRET_HELPER_TIMEOUT_MS";
-    match std::env::var(VAR) {
-        Err(_) => Ok(HELPER_TIMEOUT),
-        Ok(v) => match v.parse::<u64>() {
-            Ok(ms) if ms >= 1 => Ok(Duration::from_millis(ms)),
-            _ => Err(format!(
-                "{VAR}={v:?} is not a whole number of milliseconds of at least 1"
-            )),
-        },
-    }
-}
-
-/// Runs `docker-credential-<helper> get`; `Ok(None)` for its not-found answer. A helper that
-/// does not answer within the timeout is killed.
-fn run_helper_get(helper: &str, server: &str) -> Result<Option<RegistrySecret>, String> {
-    let bin = format!("docker-credential-{helper}");
-    let mut cmd = Command::new(&bin);
-    cmd.arg("get");
-    let (status, stdout) =
-        crate::secret::run_with_timeout(&mut cmd, &bin, Some(server.as_bytes()), helper_timeout()?)
-            .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&stdout);
-    if !status.success() {
-        if text.trim() == crate::helper::NOT_FOUND {
-            return Ok(None);
-        }
-        // Helper errors are short protocol messages, never the secret.
-        return Err(format!("{bin} get failed: {}", text.trim()));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|_| format!("{bin} get printed invalid JSON"))?;
-    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    let secret = field("Secret");
-    if secret.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(RegistrySecret::new(
-        server,
-        field("Username"),
-        SecretString::from(secret),
-    )))
 }
 
 #[cfg(test)]

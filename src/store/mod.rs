@@ -2,6 +2,7 @@
 //! containers / Kubernetes file formats and the lookup chain over them.
 
 pub mod chain;
+pub mod cred_helper;
 pub mod docker_config;
 mod error;
 pub mod file;
