@@ -5,7 +5,7 @@ use std::io::{BufRead, Read, Write};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::gojson::quote;
+use crate::gocompat::json::quote;
 use crate::secret::{RegistrySecret, ServerKey};
 use crate::store::chain::Chain;
 use crate::store::cred_helper::NOT_FOUND;
@@ -245,7 +245,5 @@ fn go_syntax_error(text: &str, e: &serde_json::Error) -> String {
     if e.is_eof() {
         return "unexpected EOF".into();
     }
-    crate::helper::gosyntax::describe(text).unwrap_or_else(|| "invalid JSON".into())
+    crate::gocompat::json_syntax::describe(text).unwrap_or_else(|| "invalid JSON".into())
 }
-
-mod gosyntax;

@@ -4,7 +4,7 @@
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::gojson::quote;
+use crate::gocompat::json::quote;
 use crate::secret::RegistrySecret;
 
 pub const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";

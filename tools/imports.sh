@@ -9,7 +9,7 @@ import os, re, sys
 SRC = "src"
 # Rooms from the ground floor up; a file may import its own room or lower ones.
 LAYERS = [
-    ["fsutil", "gocompat", "gojson"],
+    ["fsutil", "gocompat"],
     ["secret"],
     ["registry"],
     ["config"],

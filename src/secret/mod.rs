@@ -9,7 +9,7 @@ mod server_key;
 
 pub use limits::{LimitError, Limits};
 pub use name::{validate_name, NameError};
-pub use registry_secret::RegistrySecret;
+pub use registry_secret::{decode_base64, decode_basic_auth, RegistrySecret};
 pub(crate) use secret_ref::run_with_timeout;
 pub use secret_ref::{value_identity, RefError, RefResolver, SecretRef, SecretValue, StoreLookup};
 pub use server_key::{ServerKey, ServerKeyError, DOCKER_HUB_KEY};
