@@ -11,18 +11,17 @@ pub mod kube;
 pub mod login;
 mod master_key;
 pub mod model;
+pub mod open;
 
 pub use error::StoreError;
 pub use file::{FileStore, StorePaths};
-pub use keyring::{open_store, OpenedStore, StoreKind};
 pub use model::{now_unix, Origin, Scope, SecretData, StoredSecret};
+pub use open::{open_store, OpenedStore, StoreKind};
 
 use secrecy::SecretString;
 
-use crate::secret::{validate_name, NameError, RefResolver, StoreLookup};
-
-/// The namespace used when none is given.
-pub const DEFAULT_NAMESPACE: &str = "default";
+use crate::secret::{validate_name, RefResolver, StoreLookup};
+pub use crate::secret::{validate_namespace, DEFAULT_NAMESPACE};
 
 /// A backend that holds secrets grouped by namespace.
 pub trait SecretStore {
@@ -95,15 +94,6 @@ pub trait SecretStore {
             Ok(())
         })
     }
-}
-
-/// Namespaces are DNS-1123 labels: they name files, so nothing else may pass.
-pub fn validate_namespace(ns: &str) -> Result<(), NameError> {
-    validate_name(ns)?;
-    if ns.contains('.') || ns.len() > 63 {
-        return Err(NameError::Characters(ns.to_string()));
-    }
-    Ok(())
 }
 
 /// `secret://NAMESPACE/NAME[/KEY]` lookups against any store.
