@@ -167,9 +167,12 @@ fn default_max_size(cache: &std::path::Path) -> Option<u64> {
 /// Certificate and key PEM from a stored `tls` secret, for mutual TLS to an upstream.
 fn client_tls_pem(store: &dyn SecretStore, spec: &str, namespace: &str) -> Result<Vec<u8>, String> {
     use secrecy::ExposeSecret;
-    let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec));
+    let crate::secret::SecretName {
+        namespace: ns,
+        name,
+    } = crate::secret::SecretName::parse(spec, namespace);
     let s = store
-        .get(ns, name)
+        .get(&ns, &name)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("client_tls_secret {ns}/{name} does not exist"))?;
     let crate::store::SecretData::Tls { cert, key } = &s.data else {

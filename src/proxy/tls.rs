@@ -25,9 +25,12 @@ pub fn acceptor(
             .to_vec(),
         ),
         (None, None, Some(spec)) => {
-            let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec.as_str()));
+            let crate::secret::SecretName {
+                namespace: ns,
+                name,
+            } = crate::secret::SecretName::parse(spec, namespace);
             let s = store
-                .get(ns, name)
+                .get(&ns, &name)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("tls.secret {ns}/{name} does not exist"))?;
             let SecretData::Tls { cert, key } = &s.data else {
