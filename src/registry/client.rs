@@ -14,6 +14,7 @@ use super::digest::Digest;
 use super::http::{describe_reqwest, read_limited};
 use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
 use super::RegistryError;
+use crate::secret::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN};
 
 /// How to reach one upstream registry.
 #[derive(Debug, Clone, Default)]
@@ -37,9 +38,9 @@ pub struct UpstreamOptions {
 
 /// Realm hosts of well-known registries whose token service lives on another host.
 const KNOWN_REALMS: &[(&str, &str)] = &[
-    ("registry-1.docker.io", "auth.docker.io"),
-    ("index.docker.io", "auth.docker.io"),
-    ("docker.io", "auth.docker.io"),
+    (DOCKER_HUB_API_HOST, "auth.docker.io"),
+    (LEGACY_HUB_DOMAIN, "auth.docker.io"),
+    (DOCKER_HUB_DOMAIN, "auth.docker.io"),
     ("registry.gitlab.com", "gitlab.com"),
 ];
 
