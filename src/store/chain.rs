@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::cred_helper::{run_helper_get, CredHelperError};
 use super::docker_config::{self, AuthLookup};
-use super::{kube, Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
+use super::kube::{self, KubeError};
+use super::{Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
 use crate::secret::{RefError, RefResolver, RegistrySecret, ServerKey};
 
 /// Our own helper's name; the chain never calls itself through docker's config.
@@ -53,8 +54,22 @@ pub enum ChainError {
     },
     #[error(transparent)]
     Helper(#[from] CredHelperError),
+    #[error(transparent)]
+    KubeDir(#[from] KubeDirError),
     #[error("{0}")]
     Source(String),
+}
+
+/// A Kubernetes Secret directory or file that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeDirError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse { path: PathBuf, source: KubeError },
 }
 
 /// What a lookup found: the credentials and where they came from.
@@ -240,7 +255,7 @@ impl Chain<'_> {
                         source: format!("Kubernetes Secrets in {}", dir.display()),
                         outcome: format!("error: {e}"),
                     });
-                    deferred.get_or_insert(ChainError::Source(e));
+                    deferred.get_or_insert(ChainError::KubeDir(e));
                 }
             }
         }
@@ -319,11 +334,19 @@ pub fn best_match<'s>(
     ranked_matches(secrets, key).into_iter().next()
 }
 
-fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, PathBuf)>, String> {
+fn from_kube_dir(
+    dir: &Path,
+    key: &ServerKey,
+) -> Result<Option<(RegistrySecret, PathBuf)>, KubeDirError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(source) => {
+            return Err(KubeDirError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
@@ -333,9 +356,15 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
         if !matches!(ext, "json" | "yaml" | "yml") {
             continue;
         }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let secrets = kube::parse_secrets(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| KubeDirError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let parse_err = |source| KubeDirError::Parse {
+            path: path.clone(),
+            source,
+        };
+        let secrets = kube::parse_secrets(&text).map_err(parse_err)?;
         for ks in &secrets {
             if !matches!(
                 ks.kind.as_str(),
@@ -343,9 +372,7 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
             ) {
                 continue;
             }
-            for entry in
-                kube::registry_entries(ks).map_err(|e| format!("{}: {e}", path.display()))?
-            {
+            for entry in kube::registry_entries(ks).map_err(parse_err)? {
                 let Ok(ek) = ServerKey::parse(&entry.server) else {
                     continue;
                 };

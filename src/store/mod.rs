@@ -20,7 +20,7 @@ pub use open::{open_store, OpenedStore, StoreKind};
 
 use secrecy::SecretString;
 
-use crate::secret::{validate_name, RefResolver, StoreLookup};
+use crate::secret::{validate_name, RefResolver, StoreLookup, StoredValueError};
 pub use crate::secret::{validate_namespace, DEFAULT_NAMESPACE};
 
 /// A backend that holds secrets grouped by namespace.
@@ -105,18 +105,23 @@ impl StoreLookup for StoreRefs<'_> {
         namespace: &str,
         name: &str,
         key: Option<&str>,
-    ) -> Result<Option<SecretString>, String> {
-        let secret = self.0.get(namespace, name).map_err(|e| e.to_string())?;
+    ) -> Result<Option<SecretString>, StoredValueError> {
+        let secret = self
+            .0
+            .get(namespace, name)
+            .map_err(|e| StoredValueError::Store(Box::new(e)))?;
         let Some(secret) = secret else {
             return Ok(None);
         };
         let Some(value) = secret.value(key) else {
-            return Err(format!("has no value {:?}", key.unwrap_or("(default)")));
+            return Err(StoredValueError::NoValue(
+                key.unwrap_or("(default)").to_string(),
+            ));
         };
         // A stored value may itself be a reference; resolve it without a store to stop cycles.
         RefResolver::default()
             .resolve_value(value)
             .map(Some)
-            .map_err(|e| e.to_string())
+            .map_err(|e| StoredValueError::Ref(Box::new(e)))
     }
 }
