@@ -76,7 +76,7 @@ impl Config {
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| self.namespace.clone())
-            .unwrap_or_else(|| crate::store::DEFAULT_NAMESPACE.to_string())
+            .unwrap_or_else(|| crate::secret::DEFAULT_NAMESPACE.to_string())
     }
 }
 

@@ -5,15 +5,37 @@ use std::io::{BufRead, Read, Write};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::gojson::quote;
-use crate::secret::{RegistrySecret, ServerKey};
-use crate::store::chain::Chain;
+use crate::gocompat::json::quote;
+use crate::secret::{RegistrySecret, ServerKey, ServerKeyError};
+use crate::store::chain::{Chain, ChainError};
+use crate::store::cred_helper::NOT_FOUND;
 use crate::store::{login, SecretStore, StoreError};
 
-/// The exact text docker matches to mean "no credentials".
-pub const NOT_FOUND: &str = "credentials not found in native keychain";
 /// docker-credential-helpers reads stdin with a bufio.Scanner: 64 KiB per line at most.
 const MAX_LINE: usize = 64 * 1024;
+
+/// Why a helper invocation failed; its `Display` is the line printed on stdout (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelperError {
+    /// `get` found nothing: the one place that prints docker's not-found text.
+    #[error("{}", NOT_FOUND)]
+    NotFound,
+    /// Not exactly one argument; holds the program name for the usage line.
+    #[error("Usage: {0} <store|get|erase|list|version>")]
+    Usage(String),
+    /// A malformed request, worded as docker-credential-helpers words it.
+    #[error("{0}")]
+    Protocol(String),
+    #[error(transparent)]
+    ServerKey(#[from] ServerKeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lookup(#[from] ChainError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// Everything the helper needs: the store and how to search beyond it.
 pub struct Helper<'a> {
@@ -31,51 +53,61 @@ pub fn run(
     input: &mut dyn Read,
     out: &mut dyn Write,
 ) -> i32 {
-    if args.len() != 1 {
-        let _ = writeln!(out, "Usage: {argv0} <store|get|erase|list|version>");
-        return 1;
-    }
-    let verb = args[0].as_str();
-    let result = match verb {
-        "version" | "--version" | "-v" => {
-            let _ = writeln!(
-                out,
-                "docker-credential-pullsecret (pullsecret) {}",
-                env!("CARGO_PKG_VERSION")
-            );
-            return 0;
-        }
-        "store" | "get" | "erase" | "list" => match read_input(input) {
-            Ok(text) => match verb {
-                "store" => helper.store_cmd(&text),
-                "get" => helper.get_cmd(&text, out),
-                "erase" => helper.erase_cmd(&text),
-                _ => helper.list_cmd(out),
-            },
-            Err(e) => Err(e),
-        },
-        other => Err(format!("Unknown credential action `{other}`")),
+    let result = match args {
+        [verb] => helper.verb(verb, input, out),
+        _ => Err(HelperError::Usage(argv0.to_string())),
     };
     match result {
         Ok(()) => 0,
-        Err(msg) => {
-            let _ = writeln!(out, "{msg}");
+        Err(e) => {
+            let _ = writeln!(out, "{e}");
             1
         }
     }
 }
 
+impl Helper<'_> {
+    /// Runs one verb; `version` needs no input, the others read stdin first.
+    fn verb(
+        &self,
+        verb: &str,
+        input: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> Result<(), HelperError> {
+        match verb {
+            "version" | "--version" | "-v" => {
+                let _ = writeln!(
+                    out,
+                    "docker-credential-pullsecret (pullsecret) {}",
+                    env!("CARGO_PKG_VERSION")
+                );
+                Ok(())
+            }
+            "store" | "get" | "erase" | "list" => {
+                let text = read_input(input)?;
+                match verb {
+                    "store" => self.store_cmd(&text),
+                    "get" => self.get_cmd(&text, out),
+                    "erase" => self.erase_cmd(&text),
+                    _ => self.list_cmd(out),
+                }
+            }
+            other => Err(HelperError::Protocol(format!(
+                "Unknown credential action `{other}`"
+            ))),
+        }
+    }
+}
+
 /// Reads stdin the way Go's `bufio.Scanner` does: lines joined without their newlines.
-fn read_input(input: &mut dyn Read) -> Result<zeroize::Zeroizing<String>, String> {
+fn read_input(input: &mut dyn Read) -> Result<zeroize::Zeroizing<String>, HelperError> {
     let mut joined = zeroize::Zeroizing::new(String::new());
     let mut reader = std::io::BufReader::new(input.take(16 * MAX_LINE as u64 + 1));
     let mut line = zeroize::Zeroizing::new(Vec::new());
     let mut total = 0usize;
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| e.to_string())?;
+        let n = reader.read_until(b'\n', &mut line)?;
         if n == 0 {
             break;
         }
@@ -83,7 +115,9 @@ fn read_input(input: &mut dyn Read) -> Result<zeroize::Zeroizing<String>, String
         let body = line.strip_suffix(b"\n").unwrap_or(&line);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
         if body.len() >= MAX_LINE || total > 16 * MAX_LINE {
-            return Err("bufio.Scanner: token too long".into());
+            return Err(HelperError::Protocol(
+                "bufio.Scanner: token too long".into(),
+            ));
         }
         joined.push_str(&String::from_utf8_lossy(body));
     }
@@ -91,26 +125,25 @@ fn read_input(input: &mut dyn Read) -> Result<zeroize::Zeroizing<String>, String
 }
 
 impl Helper<'_> {
-    fn store_cmd(&self, text: &str) -> Result<(), String> {
+    fn store_cmd(&self, text: &str) -> Result<(), HelperError> {
         let creds = parse_credentials(text)?;
         if creds.server_url.is_empty() {
-            return Err("no credentials server URL".into());
+            return Err(HelperError::Protocol("no credentials server URL".into()));
         }
         if creds.username.is_empty() {
-            return Err("no credentials username".into());
+            return Err(HelperError::Protocol("no credentials username".into()));
         }
-        ServerKey::parse(&creds.server_url).map_err(|e| e.to_string())?;
+        ServerKey::parse(&creds.server_url)?;
         // Re-storing the same server replaces its login secret; named secrets stay untouched.
         let entry = RegistrySecret::new(creds.server_url, creds.username, creds.secret);
-        login::store_login(self.store, &self.namespace, entry)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        login::store_login(self.store, &self.namespace, entry)?;
+        Ok(())
     }
 
-    fn get_cmd(&self, text: &str, out: &mut dyn Write) -> Result<(), String> {
+    fn get_cmd(&self, text: &str, out: &mut dyn Write) -> Result<(), HelperError> {
         let server = text.trim();
         if server.is_empty() {
-            return Err("no credentials server URL".into());
+            return Err(HelperError::Protocol("no credentials server URL".into()));
         }
         let chain = Chain {
             store: self.store,
@@ -120,17 +153,17 @@ impl Helper<'_> {
         match chain.lookup(server) {
             Ok(Some((secret, _))) => {
                 let line = credentials_json(server, &secret);
-                out.write_all(line.as_bytes()).map_err(|e| e.to_string())
+                Ok(out.write_all(line.as_bytes())?)
             }
-            Ok(None) => Err(NOT_FOUND.into()),
-            Err(e) => Err(e.to_string()),
+            Ok(None) => Err(HelperError::NotFound),
+            Err(e) => Err(e.into()),
         }
     }
 
-    fn erase_cmd(&self, text: &str) -> Result<(), String> {
+    fn erase_cmd(&self, text: &str) -> Result<(), HelperError> {
         let server = text.trim();
         if server.is_empty() {
-            return Err("no credentials server URL".into());
+            return Err(HelperError::Protocol("no credentials server URL".into()));
         }
         let Ok(key) = ServerKey::parse(server) else {
             return Ok(());
@@ -139,16 +172,12 @@ impl Helper<'_> {
         // proxy config and is removed only by `secret delete`. Erasing what is not there
         // succeeds silently, as docker-credential-secretservice does; skopeo and podman loop on
         // logout otherwise.
-        login::erase_login(self.store, &self.namespace, &key)
-            .map(|_| ())
-            .map_err(|e: StoreError| e.to_string())
+        login::erase_login(self.store, &self.namespace, &key)?;
+        Ok(())
     }
 
-    fn list_cmd(&self, out: &mut dyn Write) -> Result<(), String> {
-        let secrets = self
-            .store
-            .list(Some(&self.namespace))
-            .map_err(|e| e.to_string())?;
+    fn list_cmd(&self, out: &mut dyn Write) -> Result<(), HelperError> {
+        let secrets = self.store.list(Some(&self.namespace))?;
         // Go encodes maps with sorted keys.
         let mut map = std::collections::BTreeMap::new();
         for s in &secrets {
@@ -160,7 +189,7 @@ impl Helper<'_> {
             .iter()
             .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
             .collect();
-        writeln!(out, "{{{}}}", body.join(",")).map_err(|e| e.to_string())
+        Ok(writeln!(out, "{{{}}}", body.join(","))?)
     }
 }
 
@@ -182,18 +211,19 @@ struct Credentials {
 
 /// Decodes the `store` payload with Go's rules: field names match case-insensitively,
 /// unknown fields are ignored, `null` leaves a field empty, the last duplicate wins.
-fn parse_credentials(text: &str) -> Result<Credentials, String> {
+fn parse_credentials(text: &str) -> Result<Credentials, HelperError> {
     let value: serde_json::Value = {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde::Deserialize::deserialize(&mut de).map_err(|e| go_syntax_error(text, &e))?
+        serde::Deserialize::deserialize(&mut de)
+            .map_err(|e| HelperError::Protocol(go_syntax_error(text, &e)))?
     };
     let obj = match value {
         serde_json::Value::Object(m) => m,
         other => {
-            return Err(format!(
+            return Err(HelperError::Protocol(format!(
                 "json: cannot unmarshal {} into Go value of type credentials.Credentials",
                 go_kind(&other)
-            ))
+            )))
         }
     };
     let mut creds = Credentials {
@@ -212,10 +242,10 @@ fn parse_credentials(text: &str) -> Result<Credentials, String> {
             serde_json::Value::String(s) => s,
             serde_json::Value::Null => continue,
             other => {
-                return Err(format!(
+                return Err(HelperError::Protocol(format!(
                 "json: cannot unmarshal {} into Go struct field Credentials.{field} of type string",
                 go_kind(&other)
-            ))
+            )))
             }
         };
         match field {
@@ -246,7 +276,23 @@ fn go_syntax_error(text: &str, e: &serde_json::Error) -> String {
     if e.is_eof() {
         return "unexpected EOF".into();
     }
-    crate::helper::gosyntax::describe(text).unwrap_or_else(|| "invalid JSON".into())
+    crate::gocompat::json_syntax::describe(text).unwrap_or_else(|| "invalid JSON".into())
 }
 
-mod gosyntax;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_prints_dockers_text_and_nothing_else_does() {
+        assert_eq!(
+            HelperError::NotFound.to_string(),
+            "credentials not found in native keychain"
+        );
+        let store = StoreError::NotFound {
+            namespace: "default".into(),
+            name: "regcred".into(),
+        };
+        assert_ne!(HelperError::from(store).to_string(), NOT_FOUND);
+    }
+}

@@ -4,7 +4,8 @@
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::gojson::quote;
+use crate::gocompat::json::quote;
+use crate::registry::reference::Reference;
 use crate::secret::RegistrySecret;
 
 pub const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
@@ -14,7 +15,7 @@ pub const API_VERSION_V1BETA1: &str = "credentialprovider.kubelet.k8s.io/v1beta1
 /// A parsed request: the image asked about and the apiVersion to answer with.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ProviderRequest {
-    pub image: String,
+    pub image: Reference,
     pub api_version: &'static str,
 }
 
@@ -74,36 +75,21 @@ pub fn parse_request(text: &str) -> Result<ProviderRequest, KubeletError> {
         return Err(KubeletError::Invalid("empty image".into()));
     }
     Ok(ProviderRequest {
-        image: r.image,
+        image: image_reference(&r.image)?,
         api_version,
     })
 }
 
-/// The registry part of an image reference (`docker.io` when the reference has none).
-pub fn image_registry(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => "docker.io",
-    }
+/// The image a request asks about, parsed as docker parses it: `nginx` is
+/// `docker.io/library/nginx:latest`.
+fn image_reference(image: &str) -> Result<Reference, KubeletError> {
+    Reference::parse(image).map_err(|e| KubeletError::Invalid(format!("image {image:?}: {e}")))
 }
 
-/// The image without tag or digest, with docker's defaults: `nginx` → `docker.io/library/nginx`.
-pub fn image_repository(image: &str) -> String {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    // A ':' after the last '/' starts the tag.
-    let name = match no_digest.rfind(':') {
-        Some(i) if i > no_digest.rfind('/').unwrap_or(0) => &no_digest[..i],
-        _ => no_digest,
-    };
-    let registry = image_registry(name);
-    if name.starts_with(&format!("{registry}/")) {
-        return name.to_string();
-    }
-    if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    }
+/// What the lookup chain is asked for: registry and repository, without tag or digest, so
+/// namespaced secrets (`quay.io/org`) win.
+pub fn lookup_key(image: &Reference) -> String {
+    format!("{}/{}", image.registry(), image.repository())
 }
 
 /// The `auth` key for a matched secret: its registry, plus its path when namespaced;
@@ -148,16 +134,26 @@ mod tests {
 
     #[test]
     fn registry_of_image() {
+        let image = |s: &str| image_reference(s).unwrap();
         assert_eq!(
-            image_registry("reg.example.com/org/app:1.0"),
+            image("reg.example.com/org/app:1.0").registry(),
             "reg.example.com"
         );
-        assert_eq!(image_registry("127.0.0.1:5000/app"), "127.0.0.1:5000");
-        assert_eq!(image_registry("library/alpine"), "docker.io");
-        assert_eq!(image_registry("alpine"), "docker.io");
-        assert_eq!(image_repository("reg:5000/org/app:1.0"), "reg:5000/org/app");
-        assert_eq!(image_repository("nginx:latest"), "docker.io/library/nginx");
-        assert_eq!(image_repository("bitnami/redis"), "docker.io/bitnami/redis");
+        assert_eq!(image("127.0.0.1:5000/app").registry(), "127.0.0.1:5000");
+        assert_eq!(image("library/alpine").registry(), "docker.io");
+        assert_eq!(image("alpine").registry(), "docker.io");
+        assert_eq!(
+            lookup_key(&image("reg:5000/org/app:1.0")),
+            "reg:5000/org/app"
+        );
+        assert_eq!(
+            lookup_key(&image("nginx:latest")),
+            "docker.io/library/nginx"
+        );
+        assert_eq!(
+            lookup_key(&image("bitnami/redis")),
+            "docker.io/bitnami/redis"
+        );
         assert_eq!(
             auth_key("https://index.docker.io/v1/"),
             Some(("docker.io".into(), CacheKeyType::Registry))
@@ -166,10 +162,12 @@ mod tests {
             auth_key("reg.example.com/org"),
             Some(("reg.example.com/org".into(), CacheKeyType::Image))
         );
+        let digest = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(
-            image_repository("reg:5000/org/app@sha256:ab"),
+            lookup_key(&image(&format!("reg:5000/org/app@{digest}"))),
             "reg:5000/org/app"
         );
+        assert!(image_reference("Upper/Case").is_err());
     }
 
     #[test]
@@ -184,7 +182,7 @@ mod tests {
                 r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"a/b"}"#
             ),
             Ok(ProviderRequest {
-                image: "a/b".into(),
+                image: Reference::parse("a/b").unwrap(),
                 api_version: API_VERSION
             })
         );
@@ -193,7 +191,7 @@ mod tests {
                 r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderRequest","image":"a/b"}"#
             ),
             Ok(ProviderRequest {
-                image: "a/b".into(),
+                image: Reference::parse("a/b").unwrap(),
                 api_version: API_VERSION_V1BETA1
             })
         );

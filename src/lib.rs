@@ -3,7 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod fsutil;
-pub mod gojson;
+pub mod gocompat;
 pub mod helper;
 pub mod kubelet;
 pub mod proxy;

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::registry::auth::{Credentials, TokenCache, TokenStyle};
 use crate::registry::challenge::{parse_challenges, Challenge, Scheme};
-use crate::registry::client::describe_reqwest;
+use crate::registry::http::describe_reqwest;
 use crate::registry::RegistryError;
 
 /// Why a login check failed. Never carries the password or a token.

@@ -6,9 +6,7 @@ use anyhow::{Context, Result};
 
 use super::output::out;
 use super::{Cli, Ctx};
-use crate::kubelet::{
-    auth_key, image_registry, image_repository, parse_request, response, CacheKeyType,
-};
+use crate::kubelet::{auth_key, lookup_key, parse_request, response, CacheKeyType};
 use crate::store::chain::Chain;
 
 pub fn run(cli: &Cli) -> Result<()> {
@@ -26,16 +24,11 @@ pub fn run(cli: &Cli) -> Result<()> {
     };
     let duration =
         std::env::var("PULLSECRET_KUBELET_CACHE_DURATION").unwrap_or_else(|_| "5m0s".into());
-    // Look the repository up so namespaced secrets (quay.io/org) win.
-    let found = chain.lookup(&image_repository(&request.image))?;
+    let found = chain.lookup(&lookup_key(&request.image))?;
     let out = match &found {
         Some((secret, _)) => {
-            let (key, cache) = auth_key(&secret.server).unwrap_or_else(|| {
-                (
-                    image_registry(&request.image).to_string(),
-                    CacheKeyType::Registry,
-                )
-            });
+            let (key, cache) = auth_key(&secret.server)
+                .unwrap_or_else(|| (request.image.registry().to_string(), CacheKeyType::Registry));
             response(request.api_version, Some((&key, secret)), cache, &duration)
         }
         None => response(request.api_version, None, CacheKeyType::Image, &duration),

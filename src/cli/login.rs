@@ -127,7 +127,7 @@ fn report_shadowing(ctx: &Ctx, ns: &str, key: &ServerKey) -> Result<()> {
 /// `GET /v2/` with the credentials, through the token flow, as docker, podman and skopeo do.
 fn verify(key: &ServerKey, insecure: bool, username: &str, password: &SecretString) -> Result<()> {
     let host = if key.to_string() == DOCKER_HUB_KEY {
-        "registry-1.docker.io"
+        crate::secret::DOCKER_HUB_API_HOST
     } else {
         key.host()
     };

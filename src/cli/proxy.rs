@@ -12,6 +12,7 @@ use super::proxy_ops as ops;
 use super::Cli;
 use crate::config::Config;
 use crate::proxy::config::ProxyConfig;
+use crate::secret::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN};
 use crate::store::{FileStore, StorePaths};
 
 #[derive(Args, Debug)]
@@ -157,12 +158,12 @@ fn print_config(cfg: &ProxyConfig, runtime: &str) -> String {
             for u in &cfg.upstreams {
                 let host = u.host().unwrap_or_default();
                 let dir = if u.is_docker_hub() {
-                    "docker.io".to_string()
+                    DOCKER_HUB_DOMAIN.to_string()
                 } else {
                     host.clone()
                 };
                 let server = if u.is_docker_hub() {
-                    "https://registry-1.docker.io".to_string()
+                    format!("https://{DOCKER_HUB_API_HOST}")
                 } else {
                     u.url.clone()
                 };
@@ -181,7 +182,7 @@ fn print_config(cfg: &ProxyConfig, runtime: &str) -> String {
             for u in &cfg.upstreams {
                 let host = u.host().unwrap_or_default();
                 let prefix = if u.is_docker_hub() {
-                    "docker.io".to_string()
+                    DOCKER_HUB_DOMAIN.to_string()
                 } else {
                     host.clone()
                 };

@@ -352,7 +352,7 @@ impl Proxy {
                     chunks: resp
                         .bytes_stream()
                         .map_err(|e| {
-                            FillError::transfer(crate::registry::client::describe_reqwest(&e))
+                            FillError::transfer(crate::registry::http::describe_reqwest(&e))
                         })
                         .inspect_ok(move |b| {
                             bytes_counter.inc_by(b.len() as u64);

@@ -341,9 +341,9 @@ impl UpstreamConfig {
     }
 
     pub fn is_docker_hub(&self) -> bool {
-        self.host().is_ok_and(|h| {
-            h == "registry-1.docker.io" || h == "index.docker.io" || h == "docker.io"
-        }) || self.aliases.iter().any(|a| a == "docker.io")
+        self.host()
+            .is_ok_and(|h| crate::secret::is_docker_hub_host(&h))
+            || self.aliases.iter().any(|a| a == "docker.io")
     }
 }
 

@@ -203,10 +203,10 @@ fn watch_missing_secrets(proxy: &Arc<Proxy>) {
         let Some(spec) = up.cfg.secret.clone() else {
             continue;
         };
-        let (ns, name) = match spec.split_once('/') {
-            Some((n, s)) => (n.to_string(), s.to_string()),
-            None => (proxy.settings.namespace.clone(), spec.clone()),
-        };
+        let crate::secret::SecretName {
+            namespace: ns,
+            name,
+        } = crate::secret::SecretName::parse(&spec, &proxy.settings.namespace);
         let store = proxy.secrets.clone();
         let upstream = up.cfg.name.clone();
         tokio::spawn(async move {

@@ -178,10 +178,13 @@ fn client_tls_pem(
     namespace: &str,
 ) -> Result<Vec<u8>, SetupError> {
     use secrecy::ExposeSecret;
-    let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec));
+    let crate::secret::SecretName {
+        namespace: ns,
+        name,
+    } = crate::secret::SecretName::parse(spec, namespace);
     let what = format!("client_tls_secret {ns}/{name}");
     let s = store
-        .get(ns, name)
+        .get(&ns, &name)
         .map_err(|e| SetupError::new(&what, e))?
         .ok_or_else(|| SetupError::new(&what, "does not exist"))?;
     let crate::store::SecretData::Tls { cert, key } = &s.data else {

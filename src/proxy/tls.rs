@@ -28,9 +28,12 @@ pub fn acceptor(
             .to_vec(),
         ),
         (None, None, Some(spec)) => {
-            let (ns, name) = spec.split_once('/').unwrap_or((namespace, spec.as_str()));
+            let crate::secret::SecretName {
+                namespace: ns,
+                name,
+            } = crate::secret::SecretName::parse(spec, namespace);
             let s = store
-                .get(ns, name)
+                .get(&ns, &name)
                 .map_err(|e| SetupError::new(format!("tls.secret {ns}/{name}"), e))?
                 .ok_or_else(|| {
                     SetupError::new(format!("tls.secret {ns}/{name}"), "does not exist")

@@ -122,11 +122,12 @@ impl Upstream {
             }));
         }
         let secret = if let Some(spec) = &self.cfg.secret {
-            let (ns, name) = spec
-                .split_once('/')
-                .unwrap_or((who.home.as_str(), spec.as_str()));
+            let crate::secret::SecretName {
+                namespace: ns,
+                name,
+            } = crate::secret::SecretName::parse(spec, &who.home);
             let secret = store
-                .get(ns, name)
+                .get(&ns, &name)
                 .map_err(|e| err(e.to_string()))?
                 .ok_or_else(|| err(format!("secret {ns}/{name} does not exist (create it with `pullsecret secret create docker-registry {name} -n {ns} …`)")))?;
             if !who.may_use(&secret) {

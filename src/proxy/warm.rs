@@ -150,10 +150,7 @@ impl Proxy {
     /// The upstream a registry host (or upstream name or alias) belongs to; no default: an
     /// image of a registry the config does not name is refused, not sent elsewhere.
     pub fn upstream_for(&self, registry: &str) -> Option<usize> {
-        let hub = matches!(
-            registry,
-            "docker.io" | "index.docker.io" | "registry-1.docker.io"
-        );
+        let hub = crate::secret::is_docker_hub_host(registry);
         self.upstreams.iter().position(|u| {
             u.names.name == registry
                 || u.names.host == registry

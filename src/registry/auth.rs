@@ -213,7 +213,7 @@ async fn fetch(
         }
         None => http.get(realm).query(&form).send().await,
     }
-    .map_err(|e| err(super::client::describe_reqwest(&e)))?;
+    .map_err(|e| err(super::http::describe_reqwest(&e)))?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(RegistryError::Unauthorized {
@@ -226,10 +226,10 @@ async fn fetch(
         return Err(err(format!("answered {status}")));
     }
     // Tokens are small; an endpoint sending more is not buffered without bound.
-    let body = super::client::read_limited(resp, MAX_TOKEN_BODY)
+    let body = super::http::read_limited(resp, MAX_TOKEN_BODY)
         .await
         .map_err(|e| match e {
-            Some(e) => err(super::client::describe_reqwest(&e)),
+            Some(e) => err(super::http::describe_reqwest(&e)),
             None => err(format!("response over {MAX_TOKEN_BODY} bytes")),
         })?;
     let parsed: TokenResponse =

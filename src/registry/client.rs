@@ -11,8 +11,10 @@ use reqwest::{Method, Response, StatusCode};
 use super::auth::{Credentials, TokenCache, TokenStyle};
 use super::challenge::{self, Challenge, Scheme};
 use super::digest::Digest;
+use super::http::{describe_reqwest, read_limited};
 use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
 use super::RegistryError;
+use crate::secret::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN};
 
 /// How to reach one upstream registry.
 #[derive(Debug, Clone, Default)]
@@ -36,9 +38,9 @@ pub struct UpstreamOptions {
 
 /// Realm hosts of well-known registries whose token service lives on another host.
 const KNOWN_REALMS: &[(&str, &str)] = &[
-    ("registry-1.docker.io", "auth.docker.io"),
-    ("index.docker.io", "auth.docker.io"),
-    ("docker.io", "auth.docker.io"),
+    (DOCKER_HUB_API_HOST, "auth.docker.io"),
+    (LEGACY_HUB_DOMAIN, "auth.docker.io"),
+    (DOCKER_HUB_DOMAIN, "auth.docker.io"),
     ("registry.gitlab.com", "gitlab.com"),
 ];
 
@@ -458,45 +460,4 @@ fn content_type(h: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
-}
-
-/// Reads a body of at most `limit` bytes; `Err(None)` when it is larger.
-pub(crate) async fn read_limited(
-    mut resp: Response,
-    limit: usize,
-) -> Result<Bytes, Option<reqwest::Error>> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(Some)? {
-        if buf.len() + chunk.len() > limit {
-            return Err(None);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// A reqwest error without its URL (we name host and object ourselves) and with its cause.
-pub fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "transfer failed"
-    } else if e.is_redirect() {
-        "too many redirects"
-    } else {
-        "request failed"
-    };
-    let mut cause = String::new();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        cause = s.to_string();
-        src = s.source();
-    }
-    if cause.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {cause}")
-    }
 }

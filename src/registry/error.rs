@@ -59,7 +59,7 @@ impl RegistryError {
         RegistryError::Network {
             registry: registry.to_string(),
             what: what.to_string(),
-            reason: super::client::describe_reqwest(e),
+            reason: super::http::describe_reqwest(e),
             timeout: e.is_timeout(),
         }
     }
@@ -74,7 +74,7 @@ impl RegistryError {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         // Only the start of an error body is read: an upstream cannot make us buffer more.
-        let body = super::client::read_limited(resp, MAX_ERROR_BODY)
+        let body = super::http::read_limited(resp, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
         let (code, message) = oci_error(&body).unwrap_or_else(|| {

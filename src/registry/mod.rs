@@ -6,6 +6,7 @@ pub mod challenge;
 pub mod client;
 pub mod digest;
 mod error;
+pub mod http;
 pub mod manifest;
 pub mod reference;
 

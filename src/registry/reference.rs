@@ -6,10 +6,10 @@ use std::str::FromStr;
 
 use super::digest::{Digest, DigestError};
 
-/// Docker Hub's canonical domain in references.
-pub const DOCKER_HUB_DOMAIN: &str = "docker.io";
-/// The older Docker Hub domain docker rewrites to `docker.io`.
-const LEGACY_HUB_DOMAIN: &str = "index.docker.io";
+/// Docker Hub's canonical domain in references; of Hub's other hosts, only the legacy
+/// `index.docker.io` is rewritten to it, as docker's `splitDockerDomain` does.
+pub use crate::secret::DOCKER_HUB_DOMAIN;
+use crate::secret::LEGACY_HUB_DOMAIN;
 /// Namespace of Docker Hub's official images: `alpine` is `library/alpine`.
 const OFFICIAL_PREFIX: &str = "library/";
 const DEFAULT_TAG: &str = "latest";

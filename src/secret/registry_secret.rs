@@ -1,4 +1,5 @@
-//! `RegistrySecret`: the resolved server/username/password/email a client needs to log in.
+//! `RegistrySecret`: the resolved server/username/password/email a client needs to log in,
+//! and the base64 `user:pass` form docker files carry it in.
 
 use std::fmt;
 
@@ -42,6 +43,33 @@ impl RegistrySecret {
         ));
         base64::engine::general_purpose::STANDARD.encode(joined.as_bytes())
     }
+}
+
+/// base64 `user:pass` → (user, pass). The `auth` field of docker config files and
+/// Kubernetes dockerconfigjson Secrets.
+pub fn decode_basic_auth(auth: &str) -> Result<(String, SecretString), &'static str> {
+    let bytes = zeroize::Zeroizing::new(decode_base64(auth).ok_or("is not valid base64")?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| "is not UTF-8")?;
+    let (user, pass) = text
+        .split_once(':')
+        .ok_or("does not decode to user:password")?;
+    Ok((user.to_string(), SecretString::from(pass)))
+}
+
+/// Go's `base64.StdEncoding` as the API server uses it: line breaks are
+/// ignored; we also forgive missing padding and non-zero trailing bits.
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let cleaned: zeroize::Zeroizing<String> =
+        zeroize::Zeroizing::new(s.chars().filter(|c| *c != '\r' && *c != '\n').collect());
+    LENIENT.decode(cleaned.as_bytes()).ok()
 }
 
 impl fmt::Debug for RegistrySecret {

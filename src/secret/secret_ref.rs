@@ -94,8 +94,25 @@ pub enum RefError {
     Stored {
         namespace: String,
         name: String,
-        reason: String,
+        reason: StoredValueError,
     },
+}
+
+/// Why a stored secret gave no value for a `secret://` reference.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoredValueError {
+    #[error("no secret store is available here")]
+    NoStore,
+    /// The secret exists but holds no value under this key (`(default)` for none).
+    #[error("has no value {0:?}")]
+    NoValue(String),
+    /// The store failed; its error type lives above this module, so it comes boxed.
+    #[error("{0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+    /// The stored value is itself a reference, and resolving it failed.
+    #[error("{0}")]
+    Ref(Box<RefError>),
 }
 
 /// Looks up stored secrets for `secret://NAMESPACE/NAME[/KEY]` references.
@@ -105,7 +122,7 @@ pub trait StoreLookup {
         namespace: &str,
         name: &str,
         key: Option<&str>,
-    ) -> Result<Option<SecretString>, String>;
+    ) -> Result<Option<SecretString>, StoredValueError>;
 }
 
 impl SecretRef {
@@ -350,7 +367,7 @@ impl<'a> RefResolver<'a> {
                 let store = self.store.ok_or_else(|| RefError::Stored {
                     namespace: namespace.clone(),
                     name: name.clone(),
-                    reason: "no secret store is available here".into(),
+                    reason: StoredValueError::NoStore,
                 })?;
                 match store.lookup_value(namespace, name, key.as_deref()) {
                     Ok(Some(v)) => Ok(v),

@@ -5,12 +5,22 @@ use std::fmt;
 /// The key docker uses for Docker Hub in `auths` and in credential helpers.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 
-const HUB_ALIASES: [&str; 4] = [
-    "docker.io",
-    "index.docker.io",
-    "registry-1.docker.io",
-    "registry.hub.docker.com",
-];
+/// Docker Hub's canonical domain, as image references and server keys name it.
+pub const DOCKER_HUB_DOMAIN: &str = "docker.io";
+/// The older Docker Hub domain (docker rewrites it to `docker.io` in image references).
+pub const LEGACY_HUB_DOMAIN: &str = "index.docker.io";
+/// The host Docker Hub's registry API answers on.
+pub const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
+/// Every registry host that is Docker Hub.
+pub const DOCKER_HUB_HOSTS: [&str; 3] = [DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN, DOCKER_HUB_API_HOST];
+
+/// Whether `host` is one of Docker Hub's registry hosts ([`DOCKER_HUB_HOSTS`]).
+pub fn is_docker_hub_host(host: &str) -> bool {
+    DOCKER_HUB_HOSTS.contains(&host)
+}
+
+/// Docker Hub's web host, which docker's credential lookups also accept for Hub.
+const HUB_WEB_HOST: &str = "registry.hub.docker.com";
 
 /// A registry host (`host[:port]`, or Docker Hub) with an optional repository
 /// path prefix for namespaced keys such as `quay.io/org`.
@@ -64,8 +74,8 @@ impl ServerKey {
             return Err(ServerKeyError::Invalid(s.to_string()));
         }
         let path = (!segments.is_empty()).then(|| segments.join("/"));
-        let host = if HUB_ALIASES.contains(&host.as_str()) {
-            "docker.io".to_string()
+        let host = if is_docker_hub_host(&host) || host == HUB_WEB_HOST {
+            DOCKER_HUB_DOMAIN.to_string()
         } else {
             host
         };
@@ -73,7 +83,7 @@ impl ServerKey {
     }
 
     pub fn is_docker_hub(&self) -> bool {
-        self.host == "docker.io"
+        self.host == DOCKER_HUB_DOMAIN
     }
 
     /// `host[:port]`; `docker.io` for Docker Hub.

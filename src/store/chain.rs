@@ -3,13 +3,11 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use secrecy::SecretString;
-
+use super::cred_helper::{run_helper_get, CredHelperError};
 use super::docker_config::{self, AuthLookup};
-use super::{kube, Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
+use super::kube::{self, KubeError};
+use super::{Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
 use crate::secret::{RefError, RefResolver, RegistrySecret, ServerKey};
 
 /// Our own helper's name; the chain never calls itself through docker's config.
@@ -54,8 +52,24 @@ pub enum ChainError {
         source_name: String,
         error: RefError,
     },
+    #[error(transparent)]
+    Helper(#[from] CredHelperError),
+    #[error(transparent)]
+    KubeDir(#[from] KubeDirError),
     #[error("{0}")]
     Source(String),
+}
+
+/// A Kubernetes Secret directory or file that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeDirError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse { path: PathBuf, source: KubeError },
 }
 
 /// What a lookup found: the credentials and where they came from.
@@ -212,7 +226,7 @@ impl Chain<'_> {
                             source: format!("docker-credential-{h}"),
                             outcome: format!("error: {e}"),
                         });
-                        deferred.get_or_insert(ChainError::Source(e));
+                        deferred.get_or_insert(ChainError::Helper(e));
                     }
                 },
                 None => note(Attempt {
@@ -241,7 +255,7 @@ impl Chain<'_> {
                         source: format!("Kubernetes Secrets in {}", dir.display()),
                         outcome: format!("error: {e}"),
                     });
-                    deferred.get_or_insert(ChainError::Source(e));
+                    deferred.get_or_insert(ChainError::KubeDir(e));
                 }
             }
         }
@@ -320,11 +334,19 @@ pub fn best_match<'s>(
     ranked_matches(secrets, key).into_iter().next()
 }
 
-fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, PathBuf)>, String> {
+fn from_kube_dir(
+    dir: &Path,
+    key: &ServerKey,
+) -> Result<Option<(RegistrySecret, PathBuf)>, KubeDirError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(source) => {
+            return Err(KubeDirError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
@@ -334,9 +356,15 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
         if !matches!(ext, "json" | "yaml" | "yml") {
             continue;
         }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let secrets = kube::parse_secrets(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| KubeDirError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let parse_err = |source| KubeDirError::Parse {
+            path: path.clone(),
+            source,
+        };
+        let secrets = kube::parse_secrets(&text).map_err(parse_err)?;
         for ks in &secrets {
             if !matches!(
                 ks.kind.as_str(),
@@ -344,9 +372,7 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
             ) {
                 continue;
             }
-            for entry in
-                kube::registry_entries(ks).map_err(|e| format!("{}: {e}", path.display()))?
-            {
+            for entry in kube::registry_entries(ks).map_err(parse_err)? {
                 let Ok(ek) = ServerKey::parse(&entry.server) else {
                     continue;
                 };
@@ -359,54 +385,6 @@ fn from_kube_dir(dir: &Path, key: &ServerKey) -> Result<Option<(RegistrySecret, 
         }
     }
     Ok(best.map(|(_, s, p)| (s, p)))
-}
-
-/// How long another credential helper may take, like `cmd://` references.
-const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// [`HELPER_TIMEOUT`], or `PULLSECRET_HELPER_TIMEOUT_MS` when set.
-fn helper_timeout() -> Result<Duration, String> {
-    const VAR: &str = "PULLSECRET_HELPER_TIMEOUT_MS";
-    match std::env::var(VAR) {
-        Err(_) => Ok(HELPER_TIMEOUT),
-        Ok(v) => match v.parse::<u64>() {
-            Ok(ms) if ms >= 1 => Ok(Duration::from_millis(ms)),
-            _ => Err(format!(
-                "{VAR}={v:?} is not a whole number of milliseconds of at least 1"
-            )),
-        },
-    }
-}
-
-/// Runs `docker-credential-<helper> get`; `Ok(None)` for its not-found answer. A helper that
-/// does not answer within the timeout is killed.
-fn run_helper_get(helper: &str, server: &str) -> Result<Option<RegistrySecret>, String> {
-    let bin = format!("docker-credential-{helper}");
-    let mut cmd = Command::new(&bin);
-    cmd.arg("get");
-    let (status, stdout) =
-        crate::secret::run_with_timeout(&mut cmd, &bin, Some(server.as_bytes()), helper_timeout()?)
-            .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&stdout);
-    if !status.success() {
-        if text.trim() == crate::helper::NOT_FOUND {
-            return Ok(None);
-        }
-        // Helper errors are short protocol messages, never the secret.
-        return Err(format!("{bin} get failed: {}", text.trim()));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|_| format!("{bin} get printed invalid JSON"))?;
-    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    let secret = field("Secret");
-    if secret.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(RegistrySecret::new(
-        server,
-        field("Username"),
-        SecretString::from(secret),
-    )))
 }
 
 #[cfg(test)]

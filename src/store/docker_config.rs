@@ -8,8 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::kube::{decode_base64, go_marshal_indent};
-use crate::secret::{RegistrySecret, ServerKey, DOCKER_HUB_KEY};
+use crate::gocompat::json::marshal_indent;
+use crate::secret::{decode_basic_auth, RegistrySecret, ServerKey, DOCKER_HUB_KEY};
 
 /// Errors name the file and the server key, never a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -379,7 +379,7 @@ impl DockerConfig {
     pub fn to_json(&self) -> String {
         let auths = auths_value(self.auths.iter().map(|(k, e)| (k.clone(), e.to_value())));
         if self.legacy {
-            return go_marshal_indent(&auths, "\t");
+            return marshal_indent(&auths, "\t");
         }
         let mut top = self.top.clone();
         // Go writes `auths` even when empty; credsStore/credHelpers are omitempty.
@@ -403,7 +403,7 @@ impl DockerConfig {
         } else {
             top.insert("credHelpers".into(), Value::Object(helpers));
         }
-        go_marshal_indent(&Value::Object(top), "\t")
+        marshal_indent(&Value::Object(top), "\t")
     }
 
     /// Writes the file atomically (temp file, fsync, rename) with mode 0600.
@@ -444,16 +444,6 @@ fn auths_from(m: &Map<String, Value>) -> Vec<(String, AuthEntry)> {
 fn auths_value(entries: impl Iterator<Item = (String, Value)>) -> Value {
     let sorted: std::collections::BTreeMap<String, Value> = entries.collect();
     Value::Object(sorted.into_iter().collect())
-}
-
-/// base64 `user:pass` → (user, pass). Shared with the Kubernetes reader.
-pub(crate) fn decode_basic_auth(auth: &str) -> Result<(String, SecretString), &'static str> {
-    let bytes = Zeroizing::new(decode_base64(auth).ok_or("is not valid base64")?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| "is not UTF-8")?;
-    let (user, pass) = text
-        .split_once(':')
-        .ok_or("does not decode to user:password")?;
-    Ok((user.to_string(), SecretString::from(pass)))
 }
 
 /// The `auths` key docker uses: `https://index.docker.io/v1/` for Hub, else
@@ -509,7 +499,7 @@ pub fn auth_json(entries: &[RegistrySecret]) -> String {
 fn write_auths_file(auths: Value) -> String {
     let mut top = Map::new();
     top.insert("auths".into(), auths);
-    go_marshal_indent(&Value::Object(top), "\t")
+    marshal_indent(&Value::Object(top), "\t")
 }
 
 /// Where containers tools look for credentials, in order (c/image

@@ -7,7 +7,8 @@ use crate::secret::{LimitError, NameError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The one error the credential helper reports as `credentials not found in native keychain`.
+    /// A named secret is not in its namespace (`delete`, `get` by name). The credential
+    /// helper's not-found answer is `HelperError::NotFound`, not this.
     #[error("secret {namespace}/{name} not found")]
     NotFound { namespace: String, name: String },
     #[error("secret {namespace}/{name} already exists (delete it first, or use --overwrite)")]

@@ -196,7 +196,11 @@ impl FileStore {
             .map_err(|_| decrypt_err("decrypted data is not valid"))?;
         let mut secrets = Vec::with_capacity(parsed.secrets.len());
         for record in parsed.secrets {
-            secrets.push(record.into_secret(namespace).map_err(|r| decrypt_err(&r))?);
+            secrets.push(
+                record
+                    .into_secret(namespace)
+                    .map_err(|r| decrypt_err(&r.to_string()))?,
+            );
         }
         Ok(Some((secrets, data_key)))
     }

@@ -144,7 +144,7 @@ fn keyring_read(path: &Path, _data_dir: &Path) -> Result<Option<String>, StoreEr
 #[cfg(target_os = "linux")]
 fn keyring_create(path: &Path, data_dir: &Path) -> Result<Option<MasterKey>, StoreError> {
     use super::keyring::secret_service::SecretService;
-    let Ok(ss) = SecretService::probe(super::keyring::select::probe_timeout()) else {
+    let Ok(ss) = SecretService::probe(super::keyring::probe_timeout()) else {
         return Ok(None);
     };
     let key = random_key()?;

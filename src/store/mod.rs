@@ -2,6 +2,7 @@
 //! containers / Kubernetes file formats and the lookup chain over them.
 
 pub mod chain;
+pub mod cred_helper;
 pub mod docker_config;
 mod error;
 pub mod file;
@@ -10,18 +11,17 @@ pub mod kube;
 pub mod login;
 mod master_key;
 pub mod model;
+pub mod open;
 
 pub use error::StoreError;
 pub use file::{FileStore, StorePaths};
-pub use keyring::{open_store, OpenedStore, StoreKind};
 pub use model::{now_unix, Origin, Scope, SecretData, StoredSecret};
+pub use open::{open_store, OpenedStore, StoreKind};
 
 use secrecy::SecretString;
 
-use crate::secret::{validate_name, NameError, RefResolver, StoreLookup};
-
-/// The namespace used when none is given.
-pub const DEFAULT_NAMESPACE: &str = "default";
+use crate::secret::{validate_name, RefResolver, StoreLookup, StoredValueError};
+pub use crate::secret::{validate_namespace, DEFAULT_NAMESPACE};
 
 /// A backend that holds secrets grouped by namespace.
 pub trait SecretStore {
@@ -96,15 +96,6 @@ pub trait SecretStore {
     }
 }
 
-/// Namespaces are DNS-1123 labels: they name files, so nothing else may pass.
-pub fn validate_namespace(ns: &str) -> Result<(), NameError> {
-    validate_name(ns)?;
-    if ns.contains('.') || ns.len() > 63 {
-        return Err(NameError::Characters(ns.to_string()));
-    }
-    Ok(())
-}
-
 /// `secret://NAMESPACE/NAME[/KEY]` lookups against any store.
 pub struct StoreRefs<'a>(pub &'a dyn SecretStore);
 
@@ -114,18 +105,23 @@ impl StoreLookup for StoreRefs<'_> {
         namespace: &str,
         name: &str,
         key: Option<&str>,
-    ) -> Result<Option<SecretString>, String> {
-        let secret = self.0.get(namespace, name).map_err(|e| e.to_string())?;
+    ) -> Result<Option<SecretString>, StoredValueError> {
+        let secret = self
+            .0
+            .get(namespace, name)
+            .map_err(|e| StoredValueError::Store(Box::new(e)))?;
         let Some(secret) = secret else {
             return Ok(None);
         };
         let Some(value) = secret.value(key) else {
-            return Err(format!("has no value {:?}", key.unwrap_or("(default)")));
+            return Err(StoredValueError::NoValue(
+                key.unwrap_or("(default)").to_string(),
+            ));
         };
         // A stored value may itself be a reference; resolve it without a store to stop cycles.
         RefResolver::default()
             .resolve_value(value)
             .map(Some)
-            .map_err(|e| e.to_string())
+            .map_err(|e| StoredValueError::Ref(Box::new(e)))
     }
 }

@@ -290,19 +290,19 @@ impl Record {
         r
     }
 
-    pub(crate) fn into_secret(self, namespace: &str) -> Result<StoredSecret, String> {
-        let value = |k: &str| -> Result<SecretValue, String> {
-            let v = self
-                .data
-                .get(k)
-                .ok_or_else(|| format!("secret {:?} lacks {k:?}", self.name))?;
+    pub(crate) fn into_secret(self, namespace: &str) -> Result<StoredSecret, RecordError> {
+        let value = |k: &str| -> Result<SecretValue, RecordError> {
+            let v = self.data.get(k).ok_or_else(|| RecordError::Missing {
+                name: self.name.clone(),
+                key: k.to_string(),
+            })?;
             if self.refs.iter().any(|r| r == k) {
                 match crate::secret::SecretRef::parse(v) {
                     Ok(Some(r)) => Ok(SecretValue::Ref(r)),
-                    _ => Err(format!(
-                        "secret {:?}: {k:?} holds an invalid reference",
-                        self.name
-                    )),
+                    _ => Err(RecordError::BadReference {
+                        name: self.name.clone(),
+                        key: k.to_string(),
+                    }),
                 }
             } else {
                 Ok(SecretValue::Literal(SecretString::from(v.clone())))
@@ -326,7 +326,12 @@ impl Record {
                 cert: self.data.get("tls.crt").cloned().unwrap_or_default(),
                 key: value("tls.key")?,
             },
-            other => return Err(format!("secret {:?} has unknown type {other:?}", self.name)),
+            other => {
+                return Err(RecordError::UnknownType {
+                    name: self.name.clone(),
+                    kind: other.to_string(),
+                })
+            }
         };
         Ok(StoredSecret {
             name: self.name.clone(),
@@ -337,6 +342,18 @@ impl Record {
             data,
         })
     }
+}
+
+/// A stored record that does not make a secret (damaged, or written by a newer version).
+/// Names the secret and key, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("secret {name:?} lacks {key:?}")]
+    Missing { name: String, key: String },
+    #[error("secret {name:?}: {key:?} holds an invalid reference")]
+    BadReference { name: String, key: String },
+    #[error("secret {name:?} has unknown type {kind:?}")]
+    UnknownType { name: String, kind: String },
 }
 
 /// Seconds since the Unix epoch, now.

@@ -3,7 +3,6 @@
 
 mod chunk;
 pub mod native;
-pub mod select;
 pub mod slots;
 
 #[cfg(target_os = "linux")]
@@ -13,6 +12,7 @@ pub mod secret_service;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -22,7 +22,18 @@ use super::{validate_namespace, SecretStore, StoreError};
 use crate::fsutil::{create_private_dir, LockGuard};
 use crate::secret::{validate_name, LimitError, Limits};
 
-pub use select::{open_store, OpenedStore, StoreKind};
+/// How long `auto` waits for the Secret Service before using the file store by default.
+pub const AUTO_PROBE: Duration = Duration::from_millis(200);
+
+/// How long to wait for the Secret Service: `PULLSECRET_PROBE_MS` (1 to 60000, for slow or
+/// loaded machines) or [`AUTO_PROBE`].
+pub fn probe_timeout() -> Duration {
+    std::env::var("PULLSECRET_PROBE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| (1..=60_000).contains(ms))
+        .map_or(AUTO_PROBE, Duration::from_millis)
+}
 
 /// A value as a keyring backend holds it.
 pub type Bytes = Zeroizing<Vec<u8>>;

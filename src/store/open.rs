@@ -1,23 +1,8 @@
-//! Which store to open: `store = auto|file|secret-service|keyutils|keychain|wincred` from
+//! Which store to open (a keyring or the encrypted file store): `store = auto|file|secret-service|keyutils|keychain|wincred` from
 //! `PULLSECRET_STORE` or the config file, and the reason `pullsecret doctor` shows.
 
-use std::time::Duration;
-
+use super::{FileStore, SecretStore, StoreError, StorePaths};
 use crate::config::Config;
-use crate::store::{FileStore, SecretStore, StoreError, StorePaths};
-
-/// How long `auto` waits for the Secret Service before using the file store by default.
-pub const AUTO_PROBE: Duration = Duration::from_millis(200);
-
-/// How long to wait for the Secret Service: `PULLSECRET_PROBE_MS` (1 to 60000, for slow or
-/// loaded machines) or [`AUTO_PROBE`].
-pub fn probe_timeout() -> Duration {
-    std::env::var("PULLSECRET_PROBE_MS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|ms| (1..=60_000).contains(ms))
-        .map_or(AUTO_PROBE, Duration::from_millis)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -106,6 +91,16 @@ pub fn open_store(config: &Config, paths: &StorePaths) -> Result<OpenedStore, St
     }
 }
 
+/// Why `auto` found no keyring to use (the reason `pullsecret doctor` shows).
+#[derive(Debug, thiserror::Error)]
+enum NoKeyring {
+    #[error("{0}")]
+    NoAnswer(String),
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    #[error("there is no Secret Service on this platform")]
+    Platform,
+}
+
 /// Where keyring stores keep the lock that serializes their writers.
 fn lock_dir(paths: &StorePaths) -> std::path::PathBuf {
     paths.data_dir.join("keyring-v1")
@@ -120,10 +115,11 @@ fn not_here(backend: &'static str, platform: &str) -> StoreError {
 }
 
 #[cfg(target_os = "linux")]
-fn auto_keyring(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, String> {
-    use super::secret_service::SecretService;
-    let ss = SecretService::probe(probe_timeout()).map_err(|n| n.reason)?;
-    Ok(Box::new(super::KeyringStore::new(
+fn auto_keyring(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, NoKeyring> {
+    use super::keyring::secret_service::SecretService;
+    let ss = SecretService::probe(super::keyring::probe_timeout())
+        .map_err(|n| NoKeyring::NoAnswer(n.reason))?;
+    Ok(Box::new(super::keyring::KeyringStore::new(
         ss,
         config.limits,
         lock_dir(paths),
@@ -131,14 +127,14 @@ fn auto_keyring(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretSto
 }
 
 #[cfg(not(target_os = "linux"))]
-fn auto_keyring(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, String> {
-    Err("there is no Secret Service on this platform".into())
+fn auto_keyring(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, NoKeyring> {
+    Err(NoKeyring::Platform)
 }
 
 #[cfg(target_os = "linux")]
 fn secret_service(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
-    let ss = super::secret_service::SecretService::connect()?;
-    Ok(Box::new(super::KeyringStore::new(
+    let ss = super::keyring::secret_service::SecretService::connect()?;
+    Ok(Box::new(super::keyring::KeyringStore::new(
         ss,
         config.limits,
         lock_dir(paths),
@@ -152,9 +148,9 @@ fn secret_service(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, St
 
 #[cfg(target_os = "linux")]
 fn keyutils(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
-    let slots = super::keyutils::Keyutils::open()?;
-    Ok(Box::new(super::KeyringStore::new(
-        super::slots::Indexed::new(slots),
+    let slots = super::keyring::keyutils::Keyutils::open()?;
+    Ok(Box::new(super::keyring::KeyringStore::new(
+        super::keyring::slots::Indexed::new(slots),
         config.limits,
         lock_dir(paths),
     )))
@@ -167,9 +163,9 @@ fn keyutils(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreErr
 
 #[cfg(target_os = "macos")]
 fn keychain(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
-    let slots = super::native::keychain()?;
-    Ok(Box::new(super::KeyringStore::new(
-        super::slots::Indexed::new(slots),
+    let slots = super::keyring::native::keychain()?;
+    Ok(Box::new(super::keyring::KeyringStore::new(
+        super::keyring::slots::Indexed::new(slots),
         config.limits,
         lock_dir(paths),
     )))
@@ -182,9 +178,9 @@ fn keychain(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreErr
 
 #[cfg(windows)]
 fn wincred(config: &Config, paths: &StorePaths) -> Result<Box<dyn SecretStore>, StoreError> {
-    let slots = super::native::wincred()?;
-    Ok(Box::new(super::KeyringStore::new(
-        super::slots::Indexed::new(slots),
+    let slots = super::keyring::native::wincred()?;
+    Ok(Box::new(super::keyring::KeyringStore::new(
+        super::keyring::slots::Indexed::new(slots),
         config.limits,
         lock_dir(paths),
     )))
