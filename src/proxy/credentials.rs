@@ -2,7 +2,6 @@
 //! whether a requester may see cached content, asked of the upstream with its own credentials.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
@@ -11,21 +10,6 @@ use super::response::{oci_error, upstream_error};
 use super::server::{Proxy, Refusal};
 use super::upstream::{Picked, Requester, Upstream};
 use crate::registry::digest::Digest;
-
-/// (upstream, requester, repository)
-pub(super) type CredKey = (usize, Requester, String);
-
-/// A credential lookup, valid while the store's generation is unchanged (and briefly otherwise:
-/// references such as `cmd://` can change outside the store).
-pub(super) struct CachedCreds {
-    picked: Option<Picked>,
-    at: Instant,
-    generation: Option<u128>,
-}
-
-pub(super) const CREDS_TTL: Duration = Duration::from_secs(30);
-
-pub(super) const CREDS_TTL_UNVERSIONED: Duration = Duration::from_secs(2);
 
 impl Proxy {
     pub(super) async fn credentials(
@@ -39,20 +23,9 @@ impl Proxy {
             .iter()
             .position(|u| Arc::ptr_eq(u, up))
             .unwrap_or(usize::MAX);
-        let key: CredKey = (ui, who.clone(), repo.to_string());
         let generation = self.secrets.generation();
-        {
-            let cache = self.creds_cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = cache.get(&key) {
-                let ttl = if generation.is_some() {
-                    CREDS_TTL
-                } else {
-                    CREDS_TTL_UNVERSIONED
-                };
-                if c.generation == generation && c.at.elapsed() < ttl {
-                    return Ok(c.picked.clone());
-                }
-            }
+        if let Some(picked) = self.creds_cache.get(ui, who, repo, generation) {
+            return Ok(picked);
         }
         let up2 = up.clone();
         let store = self.secrets.clone();
@@ -62,18 +35,8 @@ impl Proxy {
             .await;
         match r {
             Ok(Ok(picked)) => {
-                let mut cache = self.creds_cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
-                cache.insert(
-                    key,
-                    CachedCreds {
-                        picked: picked.clone(),
-                        at: Instant::now(),
-                        generation,
-                    },
-                );
+                self.creds_cache
+                    .put(ui, who, repo, generation, picked.clone());
                 Ok(picked)
             }
             // The reason (which secret, which namespace, what to run) is for the operator's

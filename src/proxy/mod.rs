@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod client_auth;
 pub mod client_gate;
 pub mod config;
+pub mod cred_cache;
 pub mod credentials;
 pub mod error;
 pub mod evict;

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use super::blob_store::BlobStore;
 use super::client_auth::TokenAuthority;
 use super::client_gate::ClientGate;
-use super::credentials::{CachedCreds, CredKey};
+use super::cred_cache::CredentialCache;
 use super::evict::Lru;
 use super::fill::Fills;
 use super::fill_queue::FillQueue;
@@ -104,7 +104,7 @@ pub struct Proxy {
     pub(super) fill_queue: Arc<FillQueue>,
     pub(super) stale_logged: Mutex<HashSet<String>>,
     pub(super) next_id: AtomicU64,
-    pub(super) creds_cache: Mutex<std::collections::HashMap<CredKey, CachedCreds>>,
+    pub(super) creds_cache: CredentialCache,
     /// sendfile transfers under way (graceful shutdown waits for them).
     pub fast_in_flight: std::sync::atomic::AtomicUsize,
     /// Set when shutdown begins, so idle connections waiting in the fast path close.
@@ -148,7 +148,7 @@ impl Proxy {
             grants,
             stale_logged: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
-            creds_cache: Mutex::new(std::collections::HashMap::new()),
+            creds_cache: CredentialCache::default(),
             fast_in_flight: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
             manifests: Mutex::new(std::collections::HashMap::new()),

@@ -1,5 +1,6 @@
 //! Integration tests against real binaries and services; one test binary for all of them.
 
+mod architecture;
 mod canary;
 mod cli_manners;
 mod cli_store;
