@@ -22,6 +22,9 @@ use super::server::Proxy;
 use super::upstream::{Picked, Requester, Upstream};
 use crate::registry::digest::Digest;
 
+/// The requester address of the proxy's own background work (`warm`).
+pub(super) const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// Streams a (possibly still filling) blob to one client, honouring a single Range.
 pub(super) async fn stream_fill(
     mut reader: super::fill::FillReader,
@@ -185,7 +188,7 @@ impl Proxy {
         let up = self.upstreams[ui].clone();
         let picked = match self.credentials(&up, who, repo).await {
             Ok(p) => p,
-            Err(r) => return r,
+            Err(e) => return error_response(&e),
         };
         // A HEAD never starts a fill.
         match self.plan_blob(&up, repo, digest, picked.as_ref(), peer, !head) {
@@ -198,7 +201,7 @@ impl Proxy {
                     .confirm(&up, repo, digest, picked.as_ref(), false)
                     .await
                 {
-                    return r;
+                    return error_response(&r);
                 }
                 match tokio::fs::metadata(self.store.blob_path(digest)).await {
                     Ok(m) => {
@@ -233,7 +236,7 @@ impl Proxy {
                         .confirm(&up, repo, digest, picked.as_ref(), false)
                         .await
                     {
-                        return r;
+                        return error_response(&r);
                     }
                 }
                 self.miss("blob");
@@ -246,6 +249,51 @@ impl Proxy {
                 "blob unknown to registry",
             ),
             BlobPlan::Refused(r) => r,
+        }
+    }
+
+    /// `warm`'s blob: the same decision as a client's GET, as background work; the blob's size
+    /// once it is in the cache.
+    pub(super) async fn warm_blob(
+        self: &Arc<Self>,
+        ui: usize,
+        repo: &str,
+        digest: &Digest,
+        who: &Requester,
+    ) -> Result<u64, FillError> {
+        let up = self.upstreams[ui].clone();
+        let picked = self.credentials(&up, who, repo).await?;
+        match self.plan_blob(&up, repo, digest, picked.as_ref(), LOCAL, true) {
+            BlobPlan::Cached { size, .. } => {
+                self.hit("blob");
+                Ok(size)
+            }
+            BlobPlan::Unconfirmed => {
+                self.confirm(&up, repo, digest, picked.as_ref(), false)
+                    .await?;
+                self.hit("blob");
+                std::fs::metadata(self.store.blob_path(digest))
+                    .map(|m| m.len())
+                    .map_err(|e| FillError::transfer(format!("cache: {e}")))
+            }
+            BlobPlan::Filling { fill, own } => {
+                if !own {
+                    self.confirm(&up, repo, digest, picked.as_ref(), false)
+                        .await?;
+                }
+                self.miss("blob");
+                fill.subscribe().finished().await
+            }
+            BlobPlan::Missing => Err(FillError::new(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            )),
+            BlobPlan::Refused(r) => Err(FillError::new(
+                r.status(),
+                "UNAVAILABLE",
+                "refused before reaching the upstream",
+            )),
         }
     }
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use super::error::ProxyError;
 use super::grants::Link;
-use super::response::{oci_error, upstream_error};
-use super::server::{Proxy, Refusal};
+use super::response::upstream_failure;
+use super::server::Proxy;
 use super::upstream::{Picked, Requester, Upstream};
 use crate::registry::digest::Digest;
 
@@ -17,7 +18,7 @@ impl Proxy {
         up: &Arc<Upstream>,
         who: &Requester,
         repo: &str,
-    ) -> Result<Option<Picked>, Refusal> {
+    ) -> Result<Option<Picked>, ProxyError> {
         let ui = self
             .upstreams
             .iter()
@@ -43,7 +44,7 @@ impl Proxy {
             // log; the client learns only that credentials are missing.
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, namespace = %who.namespace, %repo, "no credentials for upstream");
-                Err(oci_error(
+                Err(ProxyError::new(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
                     "the proxy has no usable credentials for this upstream",
@@ -51,7 +52,7 @@ impl Proxy {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "credential lookup failed");
-                Err(oci_error(
+                Err(ProxyError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "UNKNOWN",
                     "credential lookup failed",
@@ -69,7 +70,7 @@ impl Proxy {
         digest: &Digest,
         picked: Option<&Picked>,
         manifest: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), ProxyError> {
         let identity = picked.map_or("anonymous", |p| p.grant.as_str());
         let link = self.grants.check(identity, &up.cfg.name, repo, digest);
         if link == Link::Fresh {
@@ -93,7 +94,7 @@ impl Proxy {
                 self.grants.add(identity, &up.cfg.name, repo, digest);
                 Ok(())
             }
-            Ok(false) => Err(oci_error(
+            Ok(false) => Err(ProxyError::new(
                 StatusCode::NOT_FOUND,
                 if manifest {
                     "MANIFEST_UNKNOWN"
@@ -109,7 +110,7 @@ impl Proxy {
                     .upstream_errors
                     .get_or_create(&self.metrics.upstream(&up.cfg.name))
                     .inc();
-                Err(upstream_error(
+                Err(upstream_failure(
                     &e,
                     if manifest {
                         "MANIFEST_UNKNOWN"

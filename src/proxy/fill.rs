@@ -87,6 +87,25 @@ impl FillReader {
         }
     }
 
+    /// Waits until the fill is over: its size once verified and stored, or its failure.
+    pub async fn finished(&mut self) -> Result<u64, FillError> {
+        loop {
+            {
+                let s = self.state.borrow_and_update();
+                if s.settled {
+                    return match &s.done {
+                        Some(Ok(())) => Ok(s.written),
+                        Some(Err(e)) => Err(e.clone()),
+                        None => Err(FillError::transfer("fill abandoned")),
+                    };
+                }
+            }
+            if self.state.changed().await.is_err() {
+                return Err(FillError::transfer("fill abandoned"));
+            }
+        }
+    }
+
     /// Waits until the fill is over: its blob committed to the cache, or failed.
     pub async fn settled(&mut self) {
         while !self.state.borrow_and_update().settled {

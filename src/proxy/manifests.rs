@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 
 use super::blob_store::TagRecord;
+use super::error::ProxyError;
 use super::grants::Link;
-use super::response::{accept_header, manifest_response, oci_error, upstream_error, Body};
+use super::response::{accept_header, error_response, manifest_response, upstream_failure, Body};
 use super::route::ManifestRef;
 use super::server::Proxy;
 use super::upstream::{Picked, Requester, Upstream};
@@ -18,7 +19,15 @@ use crate::store::now_unix;
 
 pub(super) const MANIFEST_MEMORY_ENTRIES: usize = 4096;
 
+/// A manifest as the stages hand it on: to an HTTP answer, to `warm`, to the read API.
+pub struct ManifestDoc {
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub digest: Digest,
+}
+
 impl Proxy {
+    /// hyper's manifest path: `manifest_doc`, rendered.
     pub(super) async fn manifest(
         &self,
         ui: usize,
@@ -28,51 +37,65 @@ impl Proxy {
         head: bool,
         who: &Requester,
     ) -> Response<Body> {
-        let up = self.upstreams[ui].clone();
         // Go clients send one Accept header per media type; all of them go upstream.
         let accept = accept_header(headers);
-        let picked = match self.credentials(&up, who, repo).await {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+        match self
+            .manifest_doc(ui, repo, reference, accept.as_deref(), who)
+            .await
+        {
+            Ok(m) => manifest_response(m.bytes, &m.media_type, &m.digest, head),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    /// The manifest `reference` names for `who`: from the cache when this requester is linked
+    /// to it (and, for a tag, within its TTL), else from the upstream with `who`'s credentials;
+    /// a tag's last digest when the upstream is down.
+    pub(super) async fn manifest_doc(
+        &self,
+        ui: usize,
+        repo: &str,
+        reference: &ManifestRef,
+        accept: Option<&str>,
+        who: &Requester,
+    ) -> Result<ManifestDoc, ProxyError> {
+        let up = self.upstreams[ui].clone();
+        let picked = self.credentials(&up, who, repo).await?;
         match reference {
             ManifestRef::Digest(d) => {
                 if self.store.manifest_meta(d).is_some() {
-                    if let Err(r) = self.confirm(&up, repo, d, picked.as_ref(), true).await {
-                        return r;
-                    }
-                    if let Some(r) = self.cached_manifest(d, head) {
+                    self.confirm(&up, repo, d, picked.as_ref(), true).await?;
+                    if let Some(m) = self.cached_manifest(d) {
                         self.hit("manifest");
-                        return r;
+                        return Ok(m);
                     }
                 }
                 self.miss("manifest");
                 self.count_upstream(&up.cfg.name);
-                match up
+                let fetched = up
                     .client
-                    .get_manifest(
-                        repo,
-                        d.as_str(),
-                        accept.as_deref(),
-                        picked.as_ref().map(|p| &p.creds),
-                    )
-                    .await
-                {
+                    .get_manifest(repo, d.as_str(), accept, picked.as_ref().map(|p| &p.creds))
+                    .await;
+                match fetched {
                     Ok(m) => {
                         self.store_manifest(&up, repo, &m, picked.as_ref());
-                        manifest_response(m.bytes, &m.media_type, &m.digest, head)
+                        Ok(ManifestDoc {
+                            media_type: m.media_type,
+                            bytes: m.bytes,
+                            digest: m.digest,
+                        })
                     }
                     Err(e) => {
                         self.metrics
                             .upstream_errors
                             .get_or_create(&self.metrics.upstream(&up.cfg.name))
                             .inc();
-                        upstream_error(&e, "MANIFEST_UNKNOWN")
+                        Err(upstream_failure(&e, "MANIFEST_UNKNOWN"))
                     }
                 }
             }
             ManifestRef::Tag(tag) => {
-                self.manifest_by_tag(&up, repo, tag, accept.as_deref(), head, picked.as_ref())
+                self.manifest_by_tag(&up, repo, tag, accept, picked.as_ref())
                     .await
             }
         }
@@ -103,9 +126,8 @@ impl Proxy {
         repo: &str,
         tag: &str,
         accept: Option<&str>,
-        head: bool,
         picked: Option<&Picked>,
-    ) -> Response<Body> {
+    ) -> Result<ManifestDoc, ProxyError> {
         let accept_key = accept.unwrap_or("");
         let identity = picked.map_or("anonymous", |p| p.grant.as_str());
         let cached = self.store.get_tag(&up.cfg.name, repo, tag, accept_key);
@@ -118,9 +140,9 @@ impl Proxy {
             // Within the TTL, and only for a requester already linked to this content.
             let fresh_tag = now.saturating_sub(rec.checked) < up.cfg.tag_ttl.as_secs();
             if fresh_tag && self.grants.check(identity, &up.cfg.name, repo, d) == Link::Fresh {
-                if let Some(r) = self.cached_manifest(d, head) {
+                if let Some(m) = self.cached_manifest(d) {
                     self.hit("manifest");
-                    return r;
+                    return Ok(m);
                 }
             }
         }
@@ -141,9 +163,9 @@ impl Proxy {
                             .put_tag(&up.cfg.name, repo, tag, accept_key, &rec);
                         // The HEAD with this requester's credentials is the confirmation.
                         self.grants.add(identity, &up.cfg.name, repo, d);
-                        if let Some(r) = self.cached_manifest(d, head) {
+                        if let Some(m) = self.cached_manifest(d) {
                             self.hit("manifest");
-                            return r;
+                            return Ok(m);
                         }
                     }
                 }
@@ -164,33 +186,28 @@ impl Proxy {
                         {
                             tracing::warn!(error = %e, "caching tag failed");
                         }
-                        manifest_response(m.bytes, &m.media_type, &m.digest, head)
+                        Ok(ManifestDoc {
+                            media_type: m.media_type,
+                            bytes: m.bytes,
+                            digest: m.digest,
+                        })
                     }
-                    Err(e) => self.stale_or_error(
-                        &e,
-                        up,
-                        repo,
-                        tag,
-                        cached_digest.as_ref(),
-                        head,
-                        identity,
-                    ),
+                    Err(e) => {
+                        self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), identity)
+                    }
                 }
             }
-            Ok(None) => oci_error(
+            Ok(None) => Err(ProxyError::new(
                 StatusCode::NOT_FOUND,
                 "MANIFEST_UNKNOWN",
-                &format!("manifest unknown to {}", up.names.host),
-            ),
-            Err(e) => {
-                self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), head, identity)
-            }
+                format!("manifest unknown to {}", up.names.host),
+            )),
+            Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), identity),
         }
     }
 
     /// On an unwell upstream, the last known digest for a tag is served (logged once per tag) to
     /// requesters that were linked to it before.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn stale_or_error(
         &self,
         e: &RegistryError,
@@ -198,9 +215,8 @@ impl Proxy {
         repo: &str,
         tag: &str,
         cached: Option<&Digest>,
-        head: bool,
         identity: &str,
-    ) -> Response<Body> {
+    ) -> Result<ManifestDoc, ProxyError> {
         self.metrics
             .upstream_errors
             .get_or_create(&self.metrics.upstream(&up.cfg.name))
@@ -208,7 +224,7 @@ impl Proxy {
         if e.upstream_unavailable() {
             if let Some(d) = cached {
                 if self.grants.check(identity, &up.cfg.name, repo, d) != Link::None {
-                    if let Some(r) = self.cached_manifest(d, head) {
+                    if let Some(m) = self.cached_manifest(d) {
                         self.metrics.stale_serves.inc();
                         let key = format!("{}/{repo}:{tag}", up.cfg.name);
                         let first = self
@@ -219,15 +235,15 @@ impl Proxy {
                         if first {
                             tracing::warn!(tag = %key, error = %e, "upstream unavailable; serving the cached tag (stale)");
                         }
-                        return r;
+                        return Ok(m);
                     }
                 }
             }
         }
-        upstream_error(e, "MANIFEST_UNKNOWN")
+        Err(upstream_failure(e, "MANIFEST_UNKNOWN"))
     }
 
-    pub(super) fn cached_manifest(&self, d: &Digest, head: bool) -> Option<Response<Body>> {
+    pub(super) fn cached_manifest(&self, d: &Digest) -> Option<ManifestDoc> {
         // Small and hot: kept in memory after the first read.
         if let Some((media_type, bytes)) = self
             .manifests
@@ -235,7 +251,11 @@ impl Proxy {
             .unwrap_or_else(|e| e.into_inner())
             .get(d)
         {
-            return Some(manifest_response(bytes.clone(), media_type, d, head));
+            return Some(ManifestDoc {
+                media_type: media_type.clone(),
+                bytes: bytes.clone(),
+                digest: d.clone(),
+            });
         }
         let meta = self.store.manifest_meta(d)?;
         let bytes = Bytes::from(std::fs::read(self.store.blob_path(d)).ok()?);
@@ -245,6 +265,10 @@ impl Proxy {
             mem.clear();
         }
         mem.insert(d.clone(), (meta.media_type.clone(), bytes.clone()));
-        Some(manifest_response(bytes, &meta.media_type, d, head))
+        Some(ManifestDoc {
+            media_type: meta.media_type,
+            bytes,
+            digest: d.clone(),
+        })
     }
 }

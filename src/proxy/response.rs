@@ -43,12 +43,17 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
 
 /// An upstream error as the client's answer (`unknown`: the code of a 404 without a known one),
 /// logged at warn unless it is a plain 404.
-pub(super) fn upstream_error(e: &RegistryError, unknown: &'static str) -> Response<Body> {
+pub(super) fn upstream_failure(e: &RegistryError, unknown: &'static str) -> ProxyError {
     // 401/403, unreachable, timed out, refused realms: the operator sees each (names, never values).
     if !matches!(e, RegistryError::NotFound { .. }) {
         tracing::warn!(error = %e, "upstream request failed");
     }
-    error_response(&ProxyError::upstream(e, unknown))
+    ProxyError::upstream(e, unknown)
+}
+
+/// `upstream_failure`, rendered.
+pub(super) fn upstream_error(e: &RegistryError, unknown: &'static str) -> Response<Body> {
+    error_response(&upstream_failure(e, unknown))
 }
 
 /// Every Accept header value joined, as the upstream should see them.

@@ -1,6 +1,5 @@
 //! The proxy's optional TLS listener: certificate and key from PEM files or a stored `tls` secret.
 
-use super::error::SetupError;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -8,6 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::ExposeSecret;
 
 use super::config::TlsConfig;
+use super::error::SetupError;
 use crate::secret::RefResolver;
 use crate::store::{SecretData, SecretStore, StoreRefs};
 

@@ -1,12 +1,12 @@
 //! A configured upstream at run time: its client and its credentials, resolved from the
 //! secret store at use time so created, rotated and deleted secrets apply without a restart.
 
-use super::error::SetupError;
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
 use super::config::UpstreamConfig;
+use super::error::SetupError;
 use super::route::UpstreamNames;
 use crate::registry::auth::{Credentials, TokenCache};
 use crate::registry::client::{Client, UpstreamOptions};

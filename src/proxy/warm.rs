@@ -1,22 +1,14 @@
 //! `proxy warm`: prefetches images as the proxy's own background work, through the manifests
 //! and blobs stages.
 
-use super::error::SetupError;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, Response};
-use http_body_util::BodyExt;
-
-use super::response::{hv, Body};
+use super::error::SetupError;
 use super::route::ManifestRef;
 use super::server::Proxy;
 use super::upstream::Requester;
 use crate::registry::digest::Digest;
-
-/// The requester address of the proxy's own background work (`warm`).
-pub(super) const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// What `warm` fetched.
 #[derive(Debug, Default)]
@@ -24,30 +16,6 @@ pub struct Warmed {
     pub manifests: usize,
     pub blobs: usize,
     pub bytes: u64,
-}
-
-pub(super) async fn drain(resp: Response<Body>) -> (u16, Bytes) {
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    (status, body)
-}
-
-pub(super) async fn drain_count(resp: Response<Body>) -> Result<(u16, u64), std::io::Error> {
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        if let Some(d) = frame.data_ref() {
-            n += d.len() as u64;
-        }
-    }
-    Ok((status, n))
 }
 
 impl Proxy {
@@ -68,8 +36,6 @@ impl Proxy {
             home: self.settings.namespace.clone(),
             background: true,
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, hv(ACCEPT));
         let mut out = Warmed::default();
         let first = match Digest::parse(reference) {
             Ok(d) => ManifestRef::Digest(d),
@@ -82,25 +48,18 @@ impl Proxy {
             if !seen.insert(r.as_str().to_string()) {
                 continue;
             }
-            let resp = self.manifest(ui, repo, &r, &headers, false, &who).await;
-            let media_type = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let (status, body) = drain(resp).await;
-            if status != 200 {
-                return Err(SetupError::new(
-                    format!("manifest {repo}:{}", r.as_str()),
-                    format!("{status} {}", String::from_utf8_lossy(&body)),
-                ));
-            }
+            let m = self
+                .manifest_doc(ui, repo, &r, Some(ACCEPT), &who)
+                .await
+                .map_err(|e| {
+                    SetupError::new(
+                        format!("manifest {repo}:{}", r.as_str()),
+                        format!("{} {e}", e.status.as_u16()),
+                    )
+                })?;
+            let (media_type, body) = (m.media_type, m.bytes);
             out.manifests += 1;
-            progress(&format!(
-                "manifest {repo}@{} ({media_type})",
-                Digest::of_bytes(&body)
-            ));
+            progress(&format!("manifest {repo}@{} ({media_type})", m.digest));
             if is_index(&media_type) {
                 let index: ImageIndex = serde_json::from_slice(&body)
                     .map_err(|e| SetupError::new(format!("index {repo}:{}", r.as_str()), e))?;
@@ -126,19 +85,9 @@ impl Proxy {
                 if !seen.insert(d.to_string()) {
                     continue;
                 }
-                let resp = self
-                    .blob(ui, repo, &d, &HeaderMap::new(), false, &who, LOCAL)
-                    .await;
-                let (status, n) = drain_count(resp)
-                    .await
-                    .map_err(|e| SetupError::new(format!("blob {d}"), e))?;
-                if status != 200 {
-                    return Err(SetupError::new(format!("blob {d}"), status));
-                }
-                // A body ends once verified; the fill commits to the cache just after.
-                if let Some(fill) = self.fills.get(&d) {
-                    fill.subscribe().settled().await;
-                }
+                let n = self.warm_blob(ui, repo, &d, &who).await.map_err(|e| {
+                    SetupError::new(format!("blob {d}"), format!("{} {e}", e.status.as_u16()))
+                })?;
                 out.blobs += 1;
                 out.bytes += n;
                 progress(&format!("blob {d} {n} bytes"));
