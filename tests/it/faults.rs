@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::fault_server::{Fault, FaultServer};
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::http_request;
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::http::http_request;
+use crate::support::proxy::{stream_get, ProxyProcess};
 use crate::support::{store_canary_secret, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");

@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helper_protocol::TABLE;
-use crate::support::{require_bin, run_with_stdin, stderr, stdout, Env, Keyring};
+use crate::support::keyring::Keyring;
+use crate::support::{require_bin, run_with_stdin, stderr, stdout, Env};
 
 const NOT_FOUND: &str = "credentials not found in native keychain\n";
 

@@ -5,10 +5,11 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::proxy_support::free_port;
-use crate::registry_support::{
-    basic_auth, http_request, push_image, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::http::{basic_auth, http_request};
+use crate::support::images::push_image;
+use crate::support::proxy::free_port;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{run_with_stdin, stderr, Env};
 
 #[test]

@@ -2,10 +2,12 @@
 //! token-auth distribution registry upstream: credentials injected, single-flight fills,
 //! stale serving, routing and the distribution API details.
 
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::{
-    http_request, push_image, push_index, skopeo, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::http::http_request;
+use crate::support::images::{push_image, push_index};
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::skopeo;
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{
     require_bin, run_with_stdin, stderr, store_canary_secret, Env, CANARY, CANARY_USER,
 };

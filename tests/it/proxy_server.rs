@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::fault_server::FaultServer;
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::http_request;
+use crate::support::fault_server::FaultServer;
+use crate::support::http::http_request;
+use crate::support::proxy::{stream_get, ProxyProcess};
 use crate::support::{require_bin, Env};
 
 fn upstream_toml(env: &Env, up: &FaultServer) -> String {

@@ -1,10 +1,12 @@
 //! The proxy shared by teams: client auth and its token endpoint, scopes, no cross-namespace
 //! leaks, hot secrets, metrics, eviction and warm-up, against a real token-auth registry.
 
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::{
-    basic_auth, http_request, push_image, skopeo, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::http::{basic_auth, http_request};
+use crate::support::images::push_image;
+use crate::support::proxy::ProxyProcess;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::skopeo;
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{run_with_stdin, stderr, stdout, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
@@ -67,7 +69,7 @@ fn proxy_token(proxy: &ProxyProcess, creds: Option<(&str, &str)>) -> String {
     v["token"].as_str().unwrap_or_default().to_string()
 }
 
-fn get(proxy: &ProxyProcess, path: &str, token: &str) -> crate::registry_support::HttpResponse {
+fn get(proxy: &ProxyProcess, path: &str, token: &str) -> crate::support::http::HttpResponse {
     let bearer = format!("Bearer {token}");
     http_request(
         "GET",

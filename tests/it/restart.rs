@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::{
-    http_request, push_image, skopeo, HttpResponse, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::http::{http_request, HttpResponse};
+use crate::support::images::push_image;
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::skopeo;
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{run_with_stdin, stderr, stdout, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
@@ -266,7 +268,7 @@ fn run_deadline(cmd: &mut std::process::Command, within: Duration) -> std::proce
 /// opening the cache does not delete the temp file of the proxy's download in progress.
 #[test]
 fn status_reads_a_running_proxy_and_leaves_its_fills_alone() {
-    use crate::fault_server::{Fault, FaultServer};
+    use crate::support::fault_server::{Fault, FaultServer};
     let env = Env::new();
     let up = FaultServer::start(vec![9u8; 1 << 20]);
     up.set(Fault::Stall(Duration::from_secs(60)));

@@ -4,10 +4,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::{
-    basic_auth, http_request, push_image, HttpResponse, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::http::{basic_auth, http_request, HttpResponse};
+use crate::support::images::push_image;
+use crate::support::proxy::ProxyProcess;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{require_bin, run_with_stdin, stderr, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");

@@ -5,9 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::fault_server::{Fault, FaultServer};
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::http_request;
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::http::http_request;
+use crate::support::proxy::ProxyProcess;
 use crate::support::{require_bin, Env};
 
 /// Reads until EOF (or the timeout): whether the proxy closed the connection, and the bytes.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::support::Env;
+use super::Env;
 
 pub struct ProxyProcess {
     child: Child,
@@ -154,16 +154,14 @@ impl ProxyProcess {
     /// Scans /metrics (when the process still answers) and its log for the canary secret.
     pub fn scan_for_canary(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            if let Ok(m) =
-                crate::registry_support::http_request("GET", &self.addr, "/metrics", &[], b"")
-            {
+            if let Ok(m) = super::http::http_request("GET", &self.addr, "/metrics", &[], b"") {
                 assert!(
                     m.status != 200 || m.text().contains("pullsecret_proxy_requests_total"),
                     "/metrics answered without the proxy's metrics"
                 );
             }
         }
-        crate::support::assert_no_canary(
+        super::assert_no_canary(
             &format!("the proxy log {}", self.log.display()),
             &self.log(),
         );
@@ -196,7 +194,7 @@ impl ProxyProcess {
     pub fn wait_fills_done(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let m = crate::registry_support::http_request("GET", &self.addr, "/metrics", &[], b"")
+            let m = super::http::http_request("GET", &self.addr, "/metrics", &[], b"")
                 .map(|r| r.text())
                 .unwrap_or_default();
             if m.lines()
@@ -290,7 +288,7 @@ pub fn stream_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::
         }
     }
     head.push_str(&String::from_utf8_lossy(&error_body));
-    crate::support::assert_no_canary(&format!("the response to GET {path}"), &head);
+    super::assert_no_canary(&format!("the response to GET {path}"), &head);
     let truncated = content_length.is_some_and(|l| received < l);
     Ok(Streamed {
         status,

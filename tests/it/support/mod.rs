@@ -1,9 +1,19 @@
-//! Test support: isolated home/XDG directories, our binaries, external tools, and a
-//! gnome-keyring Secret Service started under `dbus-run-session`.
+//! Test support: isolated home/XDG directories, our binaries, external tools, the canary
+//! secret, and one `eventually` for every wait. Each real component a test starts has its own
+//! module below.
+
+pub mod fault_server;
+pub mod http;
+pub mod images;
+pub mod keyring;
+pub mod proxy;
+pub mod registry;
+pub mod skopeo;
+pub mod token_issuer;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// True when CI demands every external component (set by tests/run.sh).
 pub fn e2e() -> bool {
@@ -180,94 +190,4 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// A D-Bus session bus from `dbus-run-session` with an unlocked gnome-keyring on it.
-pub struct Keyring {
-    session: Child,
-    pub bus: String,
-}
-
-impl Keyring {
-    /// `home` holds the keyring files, so tests never touch the user's keyrings.
-    pub fn start(home: &Path) -> Option<Self> {
-        require_bin("dbus-run-session", "apt-get install dbus")?;
-        require_bin("gnome-keyring-daemon", "apt-get install gnome-keyring")?;
-        // The session lives as long as `cat` waits on our pipe.
-        let mut session = Command::new("dbus-run-session")
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "echo \"$DBUS_SESSION_BUS_ADDRESS\"; exec cat",
-            ])
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-run-session");
-        let mut line = String::new();
-        {
-            use std::io::BufRead;
-            let out = session.stdout.as_mut().expect("stdout");
-            std::io::BufReader::new(out)
-                .read_line(&mut line)
-                .expect("bus address");
-        }
-        let bus = line.trim().to_string();
-        assert!(!bus.is_empty(), "dbus-run-session printed no address");
-        let unlock = run_with_stdin(
-            {
-                let mut c = Command::new("gnome-keyring-daemon");
-                c.args(["--unlock", "--components=secrets"])
-                    .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-                    .env("HOME", home)
-                    .env("XDG_DATA_HOME", home.join(".local/share"));
-                c
-            },
-            b"test-keyring-password",
-        );
-        assert!(
-            unlock.status.success(),
-            "gnome-keyring-daemon --unlock failed: {}",
-            stderr(&unlock)
-        );
-        // The daemon forks; until it owns the bus name, a client would D-Bus-activate a
-        // second daemon that races the first over the new keyring file.
-        let owned = || {
-            Command::new("dbus-send")
-                .args([
-                    "--session",
-                    "--print-reply",
-                    "--dest=org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                ])
-                .args([
-                    "org.freedesktop.DBus.NameHasOwner",
-                    "string:org.freedesktop.secrets",
-                ])
-                .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !owned() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gnome-keyring never owned org.freedesktop.secrets"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Some(Self { session, bus })
-    }
-}
-
-impl Drop for Keyring {
-    fn drop(&mut self) {
-        drop(self.session.stdin.take());
-        let _ = self.session.kill();
-        let _ = self.session.wait();
-    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{store_canary_secret, Env};
+use super::{store_canary_secret, Env};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -137,7 +137,7 @@ fn serve(
     config: &[u8],
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let expected_auth = format!("Basic {}", crate::support::canary_forms()[1]);
+    let expected_auth = format!("Basic {}", super::canary_forms()[1]);
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = s;
     // Read per request: the proxy keeps connections alive across fault switches.
