@@ -9,7 +9,7 @@ use crate::support::registry::{Registry, RegistryAuth};
 use crate::support::skopeo::skopeo;
 use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{
-    require_bin, run_with_stdin, stderr, store_canary_secret, Env, CANARY, CANARY_USER,
+    eventually, require_bin, run_with_stdin, stderr, store_canary_secret, Env, CANARY, CANARY_USER,
 };
 
 /// A token-auth upstream with a private repo only `puller` may read, plus the proxy holding
@@ -532,14 +532,11 @@ fn containerd_ctr_pulls_through_the_proxy_with_ns() {
         .stderr(std::fs::File::create(root.join("containerd.log")).expect("log"))
         .spawn()
         .expect("containerd");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "containerd did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually(
+        std::time::Duration::from_secs(20),
+        "containerd to start",
+        || sock.exists(),
+    );
     let hosts = env.path("hosts");
     std::fs::create_dir_all(hosts.join(reg.addr())).expect("hosts dir");
     std::fs::write(

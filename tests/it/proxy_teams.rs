@@ -7,8 +7,9 @@ use crate::support::proxy::ProxyProcess;
 use crate::support::registry::{Registry, RegistryAuth};
 use crate::support::skopeo::skopeo;
 use crate::support::token_issuer::TokenIssuerConfig;
-use crate::support::{run_with_stdin, stderr, stdout, Env};
+use crate::support::{eventually, run_with_stdin, stderr, stdout, Env};
 
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
 fn upstream_registry() -> Option<Registry> {
@@ -294,17 +295,21 @@ fn hot_secrets_apply_without_restart() {
         "{}",
         r.text()
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !proxy.log().contains("default/later does not exist") {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let logged = |needle: &str| {
+        let log = proxy.log();
+        if log.contains(needle) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    };
+    eventually(TEN_SECONDS, "the missing secret in the log", || {
+        logged("default/later does not exist")
+    });
     // Logged by the proxy's background watch, not by the request: give it a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !proxy.log().contains("secret does not exist yet") {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually(TEN_SECONDS, "the watch's notice in the log", || {
+        logged("secret does not exist yet")
+    });
 
     secret(
         &env,

@@ -2,7 +2,7 @@
 //! disk), `warm` of cached content completes, shutdown has a deadline and `/readyz` notices a
 //! stuck worker.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::http::{http_request, HttpResponse};
 use crate::support::images::push_image;
@@ -10,7 +10,7 @@ use crate::support::proxy::{stream_get, ProxyProcess};
 use crate::support::registry::{Registry, RegistryAuth};
 use crate::support::skopeo::skopeo;
 use crate::support::token_issuer::TokenIssuerConfig;
-use crate::support::{run_with_stdin, stderr, stdout, Env};
+use crate::support::{eventually, run_with_stdin, stderr, stdout, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
@@ -199,22 +199,15 @@ fn readyz_fails_on_a_stuck_worker_and_shutdown_has_a_deadline() {
     let _stuck = std::thread::spawn(move || {
         let _ = http_request("GET", &addr, "/_test/stall-worker?ms=60000", &[], b"");
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = http_request("GET", &proxy.addr, "/readyz", &[], b"");
-        if let Ok(r) = &r {
-            if r.status == 503 {
-                assert!(r.text().contains("stuck"), "{}", r.text());
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never reported the stuck worker: {:?}",
-            r.map(|r| r.status)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = eventually(
+        Duration::from_secs(15),
+        "/readyz to report the stuck worker",
+        || match http_request("GET", &proxy.addr, "/readyz", &[], b"") {
+            Ok(r) if r.status == 503 => Ok(r),
+            r => Err(format!("{:?}", r.map(|r| r.status))),
+        },
+    );
+    assert!(r.text().contains("stuck"), "{}", r.text());
     // /healthz (liveness) still answers from the other worker.
     let h = http_request("GET", &proxy.addr, "/healthz", &[], b"").expect("healthz");
     assert_eq!(h.status, 200);
@@ -305,11 +298,9 @@ fn status_reads_a_running_proxy_and_leaves_its_fills_alone() {
         .as_bytes(),
     )
     .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.tmp_files().is_empty() {
-        assert!(Instant::now() < deadline, "no fill started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(10), "a fill to start", || {
+        !proxy.tmp_files().is_empty()
+    });
     let busy = status();
     assert!(busy.contains("misses: 1"), "{busy}");
     assert!(

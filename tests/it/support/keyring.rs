@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{require_bin, run_with_stdin, stderr};
+use std::time::Duration;
+
+use super::{eventually, require_bin, run_with_stdin, stderr};
 
 /// A D-Bus session bus from `dbus-run-session` with an unlocked gnome-keyring on it.
 pub struct Keyring {
@@ -76,14 +78,11 @@ impl Keyring {
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !owned() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gnome-keyring never owned org.freedesktop.secrets"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually(
+            Duration::from_secs(10),
+            "gnome-keyring to own org.freedesktop.secrets",
+            owned,
+        );
         Some(Self { session, bus })
     }
 }

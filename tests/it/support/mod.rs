@@ -1,6 +1,10 @@
 //! Test support: isolated home/XDG directories, our binaries, external tools, the canary
 //! secret, and one `eventually` for every wait. Each real component a test starts has its own
 //! module below.
+//!
+//! Every polling wait goes through [`eventually`] (or [`try_eventually`] when the caller
+//! handles the timeout). `PULLSECRET_TEST_PATIENCE` multiplies every such deadline (a number,
+//! default 1; e.g. `PULLSECRET_TEST_PATIENCE=3` on a slow or heavily shared machine).
 
 pub mod fault_server;
 pub mod http;
@@ -14,6 +18,7 @@ pub mod token_issuer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// True when CI demands every external component (set by tests/run.sh).
 pub fn e2e() -> bool {
@@ -34,6 +39,71 @@ pub fn require_bin(name: &str, install: &str) -> Option<PathBuf> {
             eprintln!("SKIPPED: {name} not found ({install}); set PULLSECRET_E2E=1 to make this a failure");
             None
         }
+    }
+}
+
+/// What a polled condition reports: `true`/`false`, or `Ok(value)` / `Err(why not yet)`.
+pub trait Check {
+    type Output;
+    fn check(self) -> Result<Self::Output, String>;
+}
+
+impl Check for bool {
+    type Output = ();
+    fn check(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err("still false".into())
+        }
+    }
+}
+
+impl<T> Check for Result<T, String> {
+    type Output = T;
+    fn check(self) -> Result<T, String> {
+        self
+    }
+}
+
+/// `PULLSECRET_TEST_PATIENCE`: the factor every `eventually` deadline is multiplied by.
+fn patience() -> f64 {
+    std::env::var("PULLSECRET_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|p| p.is_finite() && *p > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// Polls `condition` (first at once, then every 10 ms backing off to 100 ms) until it holds or
+/// `deadline` (times the patience) has passed; panics naming `what` and the last answer then.
+pub fn eventually<C: Check>(
+    deadline: Duration,
+    what: &str,
+    condition: impl FnMut() -> C,
+) -> C::Output {
+    try_eventually(deadline, condition).unwrap_or_else(|(waited, last)| {
+        panic!("timed out after {waited:?} waiting for {what}; last: {last}")
+    })
+}
+
+/// [`eventually`] for callers that handle the timeout themselves (retry, kill, ignore): the
+/// value, or how long it waited and the condition's last answer.
+pub fn try_eventually<C: Check>(
+    deadline: Duration,
+    mut condition: impl FnMut() -> C,
+) -> Result<C::Output, (Duration, String)> {
+    let started = Instant::now();
+    let deadline = deadline.mul_f64(patience());
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match condition().check() {
+            Ok(v) => return Ok(v),
+            Err(last) if started.elapsed() >= deadline => return Err((started.elapsed(), last)),
+            Err(_) => {}
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::http::http_request;
-use super::require_bin;
 use super::token_issuer::{TokenIssuer, TokenIssuerConfig};
+use super::{require_bin, try_eventually};
 
 /// Registry start-up on a loaded 2-core machine (parallel tests, cargo builds) can take a few seconds.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,24 +175,32 @@ impl Registry {
             .spawn()
             .expect("spawn docker-registry");
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
+        // Ok(None): answering; Ok(Some(status)): exited early.
+        let started = try_eventually(START_TIMEOUT, || {
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                return Ok(Some(status));
+            }
+            match http_request("GET", &self.addr, "/v2/", &[], b"") {
+                Ok(_) => Ok(None),
+                Err(e) => Err(format!("GET /v2/: {e}")),
+            }
+        });
+        match started {
+            Ok(None) => true,
+            Ok(Some(status)) => {
                 eprintln!("docker-registry on {} exited early: {status}", self.addr);
                 self.child = None;
-                return false;
+                false
             }
-            if http_request("GET", &self.addr, "/v2/", &[], b"").is_ok() {
-                return true;
+            Err(_) => {
+                self.kill();
+                false
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill();
-        false
     }
 
     fn kill(&mut self) {
@@ -272,16 +280,15 @@ fn request_line(line: &str) -> Option<(&str, &str)> {
 /// descheduled on a loaded machine to write its line).
 fn settle(path: &Path) {
     let len = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut last = len();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(150));
+    let (mut last, mut since) = (len(), Instant::now());
+    // Past the deadline the log is read as it is.
+    let _ = try_eventually(Duration::from_secs(3), || {
         let now = len();
-        if now == last {
-            return;
+        if now != last {
+            (last, since) = (now, Instant::now());
         }
-        last = now;
-    }
+        since.elapsed() >= Duration::from_millis(150)
+    });
 }
 
 pub fn free_loopback_addr() -> String {
