@@ -7,40 +7,23 @@ use std::time::Duration;
 use crate::support::http::{http_request, HttpResponse};
 use crate::support::images::push_image;
 use crate::support::proxy::{stream_get, ProxyProcess};
-use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::registry::Registry;
 use crate::support::skopeo::skopeo;
-use crate::support::token_issuer::TokenIssuerConfig;
-use crate::support::{eventually, run_with_stdin, stderr, stdout, Env};
+use crate::support::{eventually, stderr, stdout, Env, Scenario};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
 fn setup(env: &Env, extra: &str) -> Option<(Registry, ProxyProcess)> {
-    let issuer = TokenIssuerConfig::new()
-        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
-        .user("puller", "pull-pw", &[("private/*", &["pull"])]);
-    let reg = Registry::start(RegistryAuth::Token(issuer))?;
-    let create = env.pullsecret(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "upstream-cred",
-        "--docker-server",
-        reg.addr(),
-        "--docker-username",
-        "puller",
-        "--docker-password-stdin",
-    ]);
-    let out = run_with_stdin(create, b"pull-pw");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let proxy = ProxyProcess::start(
-        env,
-        &format!("default_upstream = \"local\"\n{extra}"),
-        &format!(
-            "[[upstream]]\nname = \"local\"\nurl = \"http://{addr}\"\ninsecure = true\nsecret = \"upstream-cred\"\naliases = [\"{addr}\"]\n",
-            addr = reg.addr()
-        ),
-    );
-    Some((reg, proxy))
+    let s = Scenario::token_registry(env, &[("puller", "pull-pw", "private/*")])?;
+    Some(
+        s.secret("upstream-cred", "puller", "pull-pw")
+            .config(&format!("default_upstream = \"local\"\n{extra}"))
+            .upstream(
+                "local",
+                "secret = \"upstream-cred\"\naliases = [\"{addr}\"]",
+            )
+            .start(),
+    )
 }
 
 fn ok(r: std::io::Result<HttpResponse>, what: &str, proxy: &ProxyProcess) -> HttpResponse {

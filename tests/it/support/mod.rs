@@ -261,3 +261,164 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// The arrange steps most proxy tests share: a token-auth registry whose issuer knows `pusher`
+/// (every right) and some pull-only users, images pushed as `pusher`, secrets and proxy clients
+/// stored in the test's [`Env`], then the proxy started with one `[[upstream]]` for the
+/// registry. Each step runs when it is called, in the order written.
+pub struct Scenario<'e> {
+    env: &'e Env,
+    reg: registry::Registry,
+    config: String,
+    upstream: (String, String),
+}
+
+impl<'e> Scenario<'e> {
+    /// The user every [`Scenario`] registry lets push anything.
+    pub const PUSHER: (&'static str, &'static str) = ("pusher", "push-pw");
+
+    /// Starts the registry: `users` are `(name, password, repository glob)` with pull rights on
+    /// the glob. `None` (after a SKIPPED notice) when a tool is missing outside E2E mode.
+    pub fn token_registry(env: &'e Env, users: &[(&str, &str, &str)]) -> Option<Self> {
+        let mut issuer = token_issuer::TokenIssuerConfig::new().user(
+            Self::PUSHER.0,
+            Self::PUSHER.1,
+            &[("*", &["pull", "push"])],
+        );
+        for (name, password, repos) in users {
+            issuer = issuer.user(name, password, &[(repos, &["pull"])]);
+        }
+        let reg = registry::Registry::start(registry::RegistryAuth::Token(issuer))?;
+        Some(Self {
+            env,
+            reg,
+            config: String::new(),
+            upstream: ("up".into(), String::new()),
+        })
+    }
+
+    /// The registry, e.g. for its address or issuer before the proxy starts.
+    pub fn registry(&self) -> &registry::Registry {
+        &self.reg
+    }
+
+    /// Pushes a linux/amd64 image as `pusher` (see [`images::push_image`]).
+    pub fn push(&self, repo: &str, tag: &str, layers: &[Vec<u8>]) -> images::ImageInfo {
+        images::push_image(self.reg.addr(), repo, tag, Some(Self::PUSHER), layers)
+    }
+
+    /// `secret create docker-registry NAME` for the registry in the default namespace.
+    pub fn secret(self, name: &str, user: &str, password: &str) -> Self {
+        store_secret(self.env, name, self.reg.addr(), user, password);
+        self
+    }
+
+    /// Like [`Scenario::secret`] in namespace `ns` with `--scope scope`, overwriting.
+    pub fn scoped_secret(
+        self,
+        ns: &str,
+        name: &str,
+        (user, password): (&str, &str),
+        scope: &str,
+    ) -> Self {
+        store_scoped_secret(self.env, ns, name, self.reg.addr(), (user, password), scope);
+        self
+    }
+
+    /// A secret in namespace `ns` whose password is the reference `password_ref`.
+    pub fn secret_ref(self, ns: &str, name: &str, user: &str, password_ref: &str) -> Self {
+        let out = self
+            .env
+            .pullsecret(&[
+                "secret",
+                "create",
+                "docker-registry",
+                name,
+                "-n",
+                ns,
+                "--docker-server",
+                self.reg.addr(),
+                "--docker-username",
+                user,
+                "--docker-password-ref",
+                password_ref,
+            ])
+            .output()
+            .expect("secret create");
+        assert!(out.status.success(), "{}", stderr(&out));
+        self
+    }
+
+    /// `proxy client add USER -n NS` with `password`.
+    pub fn client(self, user: &str, ns: &str, password: &str) -> Self {
+        add_proxy_client(self.env, user, ns, password);
+        self
+    }
+
+    /// Top-level proxy config lines (`[auth]`, `[limits]`, `default_upstream`, …).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self.config.push('\n');
+        self
+    }
+
+    /// Names the registry's `[[upstream]]` (default `up`) and adds `keys` to it; `{addr}` in
+    /// `keys` stands for the registry's address.
+    pub fn upstream(mut self, name: &str, keys: &str) -> Self {
+        self.upstream = (name.into(), keys.replace("{addr}", self.reg.addr()));
+        self
+    }
+
+    /// The `[[upstream]]` table the proxy gets (plain HTTP to the registry).
+    pub fn upstream_toml(&self) -> String {
+        let (name, keys) = &self.upstream;
+        format!(
+            "[[upstream]]\nname = \"{name}\"\nurl = \"http://{}\"\ninsecure = true\n{keys}\n",
+            self.reg.addr()
+        )
+    }
+
+    /// Starts the proxy; the registry and the proxy, both stopped on drop.
+    pub fn start(self) -> (registry::Registry, proxy::ProxyProcess) {
+        let proxy = proxy::ProxyProcess::start(self.env, &self.config, &self.upstream_toml());
+        (self.reg, proxy)
+    }
+}
+
+/// `secret create docker-registry NAME -n NS --scope SCOPE --overwrite` with the password on stdin.
+pub fn store_scoped_secret(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    server: &str,
+    (user, password): (&str, &str),
+    scope: &str,
+) {
+    let c = env.pullsecret(&[
+        "secret",
+        "create",
+        "docker-registry",
+        name,
+        "-n",
+        ns,
+        "--scope",
+        scope,
+        "--docker-server",
+        server,
+        "--docker-username",
+        user,
+        "--docker-password-stdin",
+        "--overwrite",
+    ]);
+    let out = run_with_stdin(c, password.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `pullsecret proxy client add USER -n NS --password-stdin`.
+pub fn add_proxy_client(env: &Env, user: &str, ns: &str, password: &str) {
+    let out = run_with_stdin(
+        env.pullsecret(&["proxy", "client", "add", user, "-n", ns, "--password-stdin"]),
+        password.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
