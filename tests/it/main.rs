@@ -7,6 +7,7 @@ mod faults;
 mod helper_clients;
 mod helper_protocol;
 mod keyring_backends;
+mod kubectl_oracle;
 mod kubelet;
 mod login;
 mod observability;
