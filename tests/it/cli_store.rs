@@ -249,89 +249,130 @@ fn limits_are_enforced_with_a_hint() {
     assert!(!stderr(&out).contains("xxxxxxxx"));
 }
 
-#[test]
-fn bad_input_is_one_line_and_changes_nothing() {
+/// Importing `text` (as file `file`) fails with a one-line `error:` and the store (holding one
+/// secret, `keep`) is unchanged.
+fn import_is_refused_in_one_line(file: &str, text: &str) {
     let env = Env::new();
     assert!(create(&env, "keep", &[]).status.success());
     let before = env.store_snapshot();
-    let bad_files: &[(&str, &str)] = &[
-        ("malformed.json", "{\"kind\": \"Secret\", "),
-        ("malformed.yaml", "kind: Secret\nmetadata: [\n"),
-        (
-            "badb64.json",
-            r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"Opaque","data":{"k":"!!!notbase64"}}"#,
-        ),
-        (
-            "badauth.json",
-            r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"kubernetes.io/dockerconfigjson","data":{".dockerconfigjson":"eyJhdXRocyI6eyJyIjp7ImF1dGgiOiJibTlqYjJ4dmJnPT0ifX19"}}"#,
-        ),
-        (
-            "unknowntype.json",
-            r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"example.com/weird","data":{}}"#,
-        ),
-    ];
-    for (file, text) in bad_files {
-        let p = env.path(file);
-        std::fs::write(&p, text).expect("write");
-        let out = env
-            .pullsecret(&["secret", "import", "-f", p.to_str().unwrap_or_default()])
-            .output()
-            .expect("run");
-        assert!(!out.status.success(), "{file} was accepted");
-        let err = stderr(&out);
-        assert_eq!(err.trim_end().lines().count(), 1, "{file}: {err}");
-        assert!(err.starts_with("error: "), "{file}: {err}");
-        assert_eq!(env.store_snapshot(), before, "{file} changed the store");
-    }
-    for args in [
-        vec![
-            "secret",
-            "create",
-            "docker-registry",
-            "x",
-            "--docker-password=p",
-        ],
-        vec![
-            "secret",
-            "create",
-            "docker-registry",
-            "Bad_Name",
-            "--docker-username=u",
-            "--docker-password=p",
-        ],
-        vec![
-            "secret",
-            "create",
-            "generic",
-            "g",
-            "--from-file=/nonexistent/file",
-        ],
-        vec![
-            "secret",
-            "create",
-            "tls",
-            "t",
-            "--cert=/nonexistent",
-            "--key=/nonexistent",
-        ],
-        vec![
-            "secret",
-            "import",
-            "--from-docker-config=/nonexistent/config.json",
-        ],
-        vec![
-            "secret",
-            "create",
-            "docker-registry",
-            "keep",
-            "--docker-username=u",
-            "--docker-password=p",
-        ],
-    ] {
-        let out = env.pullsecret(&args).output().expect("run");
-        assert!(!out.status.success(), "{args:?} was accepted");
-        assert_eq!(env.store_snapshot(), before, "{args:?} changed the store");
-    }
+    let p = env.path(file);
+    std::fs::write(&p, text).expect("write");
+    let out = env
+        .pullsecret(&["secret", "import", "-f", p.to_str().unwrap_or_default()])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{file} was accepted");
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{file}: {err}");
+    assert!(err.starts_with("error: "), "{file}: {err}");
+    assert_eq!(env.store_snapshot(), before, "{file} changed the store");
+}
+
+/// `pullsecret ARGS` fails and the store (holding one secret, `keep`) is unchanged.
+fn command_is_refused_and_changes_nothing(args: &[&str]) {
+    let env = Env::new();
+    assert!(create(&env, "keep", &[]).status.success());
+    let before = env.store_snapshot();
+    let out = env.pullsecret(args).output().expect("run");
+    assert!(!out.status.success(), "{args:?} was accepted");
+    assert_eq!(env.store_snapshot(), before, "{args:?} changed the store");
+}
+
+#[test]
+fn import_of_malformed_json_is_one_line_and_changes_nothing() {
+    import_is_refused_in_one_line("malformed.json", "{\"kind\": \"Secret\", ");
+}
+
+#[test]
+fn import_of_malformed_yaml_is_one_line_and_changes_nothing() {
+    import_is_refused_in_one_line("malformed.yaml", "kind: Secret\nmetadata: [\n");
+}
+
+#[test]
+fn import_with_bad_base64_data_is_one_line_and_changes_nothing() {
+    import_is_refused_in_one_line(
+        "badb64.json",
+        r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"Opaque","data":{"k":"!!!notbase64"}}"#,
+    );
+}
+
+#[test]
+fn import_with_a_bad_docker_auth_is_one_line_and_changes_nothing() {
+    import_is_refused_in_one_line(
+        "badauth.json",
+        r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"kubernetes.io/dockerconfigjson","data":{".dockerconfigjson":"eyJhdXRocyI6eyJyIjp7ImF1dGgiOiJibTlqYjJ4dmJnPT0ifX19"}}"#,
+    );
+}
+
+#[test]
+fn import_of_an_unknown_secret_type_is_one_line_and_changes_nothing() {
+    import_is_refused_in_one_line(
+        "unknowntype.json",
+        r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"x"},"type":"example.com/weird","data":{}}"#,
+    );
+}
+
+#[test]
+fn create_without_a_username_changes_nothing() {
+    command_is_refused_and_changes_nothing(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "x",
+        "--docker-password=p",
+    ]);
+}
+
+#[test]
+fn create_with_an_invalid_name_changes_nothing() {
+    command_is_refused_and_changes_nothing(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "Bad_Name",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]);
+}
+
+#[test]
+fn create_from_missing_files_changes_nothing() {
+    command_is_refused_and_changes_nothing(&[
+        "secret",
+        "create",
+        "generic",
+        "g",
+        "--from-file=/nonexistent/file",
+    ]);
+    command_is_refused_and_changes_nothing(&[
+        "secret",
+        "create",
+        "tls",
+        "t",
+        "--cert=/nonexistent",
+        "--key=/nonexistent",
+    ]);
+}
+
+#[test]
+fn import_from_a_missing_docker_config_changes_nothing() {
+    command_is_refused_and_changes_nothing(&[
+        "secret",
+        "import",
+        "--from-docker-config=/nonexistent/config.json",
+    ]);
+}
+
+#[test]
+fn create_over_an_existing_secret_changes_nothing() {
+    command_is_refused_and_changes_nothing(&[
+        "secret",
+        "create",
+        "docker-registry",
+        "keep",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]);
 }
 
 #[test]

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::fault_server::{Fault, FaultServer};
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::http_request;
-use crate::support::{store_canary_secret, Env};
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::http::http_request;
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::{eventually, store_canary_secret, try_eventually, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
@@ -32,10 +32,7 @@ fn assert_clean(proxy: &ProxyProcess, up: &FaultServer) {
         .join(up.blob_digest.trim_start_matches("sha256:"));
     assert!(!cached.exists(), "a failed blob entered the cache");
     // A fill's temp file goes once the fill has failed; give it a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !proxy.tmp_files().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _ = try_eventually(Duration::from_secs(5), || proxy.tmp_files().is_empty());
     assert!(
         proxy.tmp_files().is_empty(),
         "temp files left: {:?}",
@@ -90,13 +87,9 @@ fn stall_longer_than_the_read_timeout() {
     // A starts the fill; B joins it while it is stalled (served by sendfile from the filling file).
     let (addr, path) = (proxy.addr.clone(), blob_path(&up));
     let a = std::thread::spawn(move || stream_get(&addr, &path, &[]));
-    while up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "A's fill never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(10), "A's fill to start", || {
+        up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
     let b = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("b");
     let a = a.join().expect("a").expect("a");
     for got in [&a, &b] {

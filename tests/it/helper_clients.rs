@@ -2,7 +2,9 @@
 //! real htpasswd registry; docker's CLI `credsStore` path where it runs without a daemon
 //! (`docker logout` removes the login secret and keeps named and imported ones).
 
-use crate::registry_support::{push_image, skopeo, skopeo_auth_file, Registry, RegistryAuth};
+use crate::support::images::push_image;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::{skopeo, skopeo_auth_file};
 use crate::support::{require_bin, run_with_stdin, stderr, Env};
 
 fn helper_on_path(env: &mut Env) {

@@ -1,7 +1,8 @@
 //! The helper protocol table: the same inputs to docker-credential-secretservice (the
 //! oracle, on a real gnome-keyring) and to ours must give identical stdout and exit codes.
 
-use crate::support::{require_bin, run_with_stdin, stdout, Env, Keyring};
+use crate::support::keyring::Keyring;
+use crate::support::{require_bin, run_with_stdin, stdout, Env};
 
 /// (verb, stdin) rows run in order against both helpers; state carries across rows.
 pub(crate) const TABLE: &[(&str, &str)] = &[

@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helper_protocol::TABLE;
-use crate::support::{require_bin, run_with_stdin, stderr, stdout, Env, Keyring};
+use crate::support::keyring::Keyring;
+use crate::support::{eventually, require_bin, run_with_stdin, stderr, stdout, Env};
 
 const NOT_FOUND: &str = "credentials not found in native keychain\n";
 
@@ -335,23 +336,18 @@ fn a_locked_collection_is_reported_with_its_fix() {
         b"test-keyring-password",
     );
     assert!(fix.status.success(), "{}", stderr(&fix));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let got = eventually(Duration::from_secs(10), "get to work after the fix", || {
         let got = helper(&env, "get", "lock.example");
         if got.1 == Some(0) {
-            assert_eq!(
-                got.0,
-                "{\"ServerURL\":\"lock.example\",\"Username\":\"u\",\"Secret\":\"pw\"}\n"
-            );
-            break;
+            Ok(got)
+        } else {
+            Err(format!("still failing after the fix: {}", got.0))
         }
-        assert!(
-            Instant::now() < deadline,
-            "still failing after the fix: {}",
-            got.0
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
+    assert_eq!(
+        got.0,
+        "{\"ServerURL\":\"lock.example\",\"Username\":\"u\",\"Secret\":\"pw\"}\n"
+    );
 }
 
 #[test]

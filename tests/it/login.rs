@@ -1,7 +1,8 @@
 //! `pullsecret login` checks credentials against real distribution registries (htpasswd and
 //! token auth) before storing them; a refused or unreachable registry stores nothing.
 
-use crate::registry_support::{free_loopback_addr, Registry, RegistryAuth, TokenIssuerConfig};
+use crate::support::registry::{free_loopback_addr, Registry, RegistryAuth};
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{run_with_stdin, stderr, stdout, Env};
 
 fn login(

@@ -3,13 +3,14 @@
 //! values), and every stderr line JSON with `--log-format json`.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::proxy_support::free_port;
-use crate::registry_support::{
-    basic_auth, http_request, push_image, Registry, RegistryAuth, TokenIssuerConfig,
-};
-use crate::support::{run_with_stdin, stderr, Env};
+use crate::support::http::{basic_auth, http_request};
+use crate::support::images::push_image;
+use crate::support::proxy::free_port;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::token_issuer::TokenIssuerConfig;
+use crate::support::{run_with_stdin, stderr, try_eventually, Env};
 
 #[test]
 fn default_logs_summarise_start_up_and_warn_on_refusals_all_json() {
@@ -88,13 +89,9 @@ fn default_logs_summarise_start_up_and_warn_on_refusals_all_json() {
         .spawn()
         .expect("proxy");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !read().contains("proxy started") {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("no start-up summary: {}", read());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if try_eventually(Duration::from_secs(15), || read().contains("proxy started")).is_err() {
+        let _ = child.kill();
+        panic!("no start-up summary: {}", read());
     }
     // A refused client login and an upstream refusal.
     let wrong = basic_auth("a-client", "not-a-pw");
@@ -117,13 +114,12 @@ fn default_logs_summarise_start_up_and_warn_on_refusals_all_json() {
     )
     .expect("request");
     assert_eq!(r.status, 401, "{}", r.text());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(read().contains("upstream request failed") && read().contains("client login refused")) {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("no warnings: {}", read());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let warned = try_eventually(Duration::from_secs(10), || {
+        read().contains("upstream request failed") && read().contains("client login refused")
+    });
+    if warned.is_err() {
+        let _ = child.kill();
+        panic!("no warnings: {}", read());
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -2,43 +2,29 @@
 //! token-auth distribution registry upstream: credentials injected, single-flight fills,
 //! stale serving, routing and the distribution API details.
 
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::{
-    http_request, push_image, push_index, skopeo, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::http::http_request;
+use crate::support::images::{push_image, push_index, ImageInfo};
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::skopeo;
 use crate::support::{
-    require_bin, run_with_stdin, stderr, store_canary_secret, Env, CANARY, CANARY_USER,
+    eventually, require_bin, run_with_stdin, stderr, store_canary_secret, Env, Scenario, CANARY,
+    CANARY_USER,
 };
 
 /// A token-auth upstream with a private repo only `puller` may read, plus the proxy holding
 /// puller's secret in the store.
 fn private_setup(env: &Env) -> Option<(Registry, ProxyProcess)> {
-    let issuer = TokenIssuerConfig::new()
-        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
-        .user("puller", "pull-pw", &[("private/*", &["pull"])]);
-    let reg = Registry::start(RegistryAuth::Token(issuer))?;
-    let create = env.pullsecret(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "upstream-cred",
-        "--docker-server",
-        reg.addr(),
-        "--docker-username",
-        "puller",
-        "--docker-password-stdin",
-    ]);
-    let out = run_with_stdin(create, b"pull-pw");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let proxy = ProxyProcess::start(
-        env,
-        "default_upstream = \"local\"",
-        &format!(
-            "[[upstream]]\nname = \"local\"\nurl = \"http://{addr}\"\ninsecure = true\nsecret = \"upstream-cred\"\naliases = [\"{addr}\", \"loc\"]\n",
-            addr = reg.addr()
-        ),
-    );
-    Some((reg, proxy))
+    let s = Scenario::token_registry(env, &[("puller", "pull-pw", "private/*")])?;
+    Some(
+        s.secret("upstream-cred", "puller", "pull-pw")
+            .config("default_upstream = \"local\"")
+            .upstream(
+                "local",
+                "secret = \"upstream-cred\"\naliases = [\"{addr}\", \"loc\"]",
+            )
+            .start(),
+    )
 }
 
 #[test]
@@ -116,12 +102,9 @@ fn skopeo_pulls_a_private_image_through_the_proxy_without_client_credentials() {
     }
 }
 
-#[test]
-fn distribution_api_details() {
-    let env = Env::new();
-    let Some((reg, proxy)) = private_setup(&env) else {
-        return;
-    };
+/// `private_setup` plus `private/app:v2` (one 100,000-byte layer), for the API tests below.
+fn api_setup(env: &Env) -> Option<(Registry, ProxyProcess, ImageInfo)> {
+    let (reg, proxy) = private_setup(env)?;
     let layer: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let img = push_image(
         reg.addr(),
@@ -130,17 +113,33 @@ fn distribution_api_details() {
         Some(("pusher", "push-pw")),
         &[layer],
     );
-    let blob = &img.layers[0];
+    Some((reg, proxy, img))
+}
 
+const ACCEPT_OCI_MANIFEST: [(&str, &str); 1] =
+    [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+
+#[test]
+fn api_base_answers_with_the_distribution_version() {
+    let env = Env::new();
+    let Some((_reg, proxy, _img)) = api_setup(&env) else {
+        return;
+    };
     let base = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("GET /v2/");
     assert_eq!(base.status, 200);
     assert_eq!(
         base.header("docker-distribution-api-version"),
         Some("registry/2.0")
     );
+}
 
-    // Manifest by tag: exact bytes, type and digest, on GET and HEAD.
-    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+#[test]
+fn api_manifest_by_tag_has_exact_bytes_type_and_digest_on_get_and_head() {
+    let env = Env::new();
+    let Some((_reg, proxy, img)) = api_setup(&env) else {
+        return;
+    };
+    let accept = ACCEPT_OCI_MANIFEST;
     let m = http_request(
         "GET",
         &proxy.addr,
@@ -176,7 +175,15 @@ fn distribution_api_details() {
         h.header("docker-content-digest"),
         Some(img.manifest_digest.as_str())
     );
+}
 
+#[test]
+fn api_head_on_an_uncached_blob_answers_its_size() {
+    let env = Env::new();
+    let Some((_reg, proxy, img)) = api_setup(&env) else {
+        return;
+    };
+    let blob = &img.layers[0];
     // HEAD on an uncached blob answers 200 with its size (chained caches rely on it).
     let hb = http_request(
         "HEAD",
@@ -191,7 +198,15 @@ fn distribution_api_details() {
         hb.header("content-length"),
         Some(blob.size.to_string().as_str())
     );
+}
 
+#[test]
+fn api_range_on_a_cold_blob_answers_206_and_416() {
+    let env = Env::new();
+    let Some((_reg, proxy, img)) = api_setup(&env) else {
+        return;
+    };
+    let blob = &img.layers[0];
     // Range → 206 (cold: served from the filling blob) and 416.
     let r = http_request(
         "GET",
@@ -226,7 +241,26 @@ fn distribution_api_details() {
     )
     .expect("416");
     assert_eq!(r.status, 416);
+}
 
+#[test]
+fn api_warm_plain_get_goes_out_through_sendfile_with_the_same_headers_and_bytes() {
+    let env = Env::new();
+    let Some((reg, proxy, img)) = api_setup(&env) else {
+        return;
+    };
+    let blob = &img.layers[0];
+    // Warmed as in a pull: a Range GET (hyper's path) fills the cache.
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        &format!("/v2/private/app/blobs/{}", blob.digest),
+        &[("Range", "bytes=10-19")],
+        b"",
+    )
+    .expect("range");
+    assert_eq!(r.status, 206);
+    proxy.wait_cached(&blob.digest);
     // A warm plain GET goes out through sendfile with the same headers and bytes.
     let warm = http_request(
         "GET",
@@ -251,7 +285,16 @@ fn distribution_api_details() {
         proxy.log().contains("sendfile=true"),
         "the warm blob did not take the sendfile path"
     );
+}
 
+#[test]
+fn api_routing_by_ns_and_alias_reaches_the_same_upstream() {
+    let env = Env::new();
+    let Some((reg, proxy, img)) = api_setup(&env) else {
+        return;
+    };
+    let blob = &img.layers[0];
+    let accept = ACCEPT_OCI_MANIFEST;
     // Routing: ?ns= (echoed in OCI-Namespace) and an alias prefix reach the same upstream.
     let ns = http_request(
         "GET",
@@ -286,7 +329,15 @@ fn distribution_api_details() {
     )
     .expect("ns");
     assert_eq!(unknown_ns.status, 404);
+}
 
+#[test]
+fn api_errors_are_oci_json_and_pushes_are_refused() {
+    let env = Env::new();
+    let Some((_reg, proxy, _img)) = api_setup(&env) else {
+        return;
+    };
+    let accept = ACCEPT_OCI_MANIFEST;
     // Errors: OCI JSON with the right codes; pushes refused.
     let missing = http_request(
         "GET",
@@ -530,14 +581,11 @@ fn containerd_ctr_pulls_through_the_proxy_with_ns() {
         .stderr(std::fs::File::create(root.join("containerd.log")).expect("log"))
         .spawn()
         .expect("containerd");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "containerd did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually(
+        std::time::Duration::from_secs(20),
+        "containerd to start",
+        || sock.exists(),
+    );
     let hosts = env.path("hosts");
     std::fs::create_dir_all(hosts.join(reg.addr())).expect("hosts dir");
     std::fs::write(
@@ -764,39 +812,21 @@ fn kill_during_fill_leaves_nothing_that_is_ever_served() {
 #[test]
 fn identity_tokens_use_the_refresh_token_grant_and_oauth2_style_posts_passwords() {
     let env = Env::new();
-    let issuer = TokenIssuerConfig::new()
-        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
-        .user("puller", "pull-pw", &[("private/*", &["pull"])]);
-    let Some(reg) = Registry::start(RegistryAuth::Token(issuer)) else {
+    let Some(s) = Scenario::token_registry(&env, &[("puller", "pull-pw", "private/*")]) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "private/idtok",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[b"idtok".to_vec()],
-    );
-    let token_addr = reg.issuer().expect("issuer").addr().to_string();
+    let img = s.push("private/idtok", "v1", &[b"idtok".to_vec()]);
+    let token_addr = s.registry().issuer().expect("issuer").addr().to_string();
     // A refresh token, as `docker login` to an OAuth2 registry would have stored it.
     let r = http_request("POST", &token_addr, "/token", &[("Content-Type", "application/x-www-form-urlencoded")], b"grant_type=password&username=puller&password=pull-pw&service=pullsecret-test-registry&client_id=test").expect("token");
     let refresh = r.json()["refresh_token"]
         .as_str()
         .expect("refresh token")
         .to_string();
-    let create = env.pullsecret(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "idtok",
-        "--docker-server",
-        reg.addr(),
-        "--docker-username",
-        "<token>",
-        "--docker-password-stdin",
-    ]);
-    assert!(run_with_stdin(create, refresh.as_bytes()).status.success());
-    let proxy = ProxyProcess::start(&env, "", &format!("[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"idtok\"\n", reg.addr()));
+    let (reg, proxy) = s
+        .secret("idtok", "<token>", &refresh)
+        .upstream("up", "secret = \"idtok\"")
+        .start();
     reg.issuer().expect("issuer").clear_requests();
     let m = http_request(
         "GET",

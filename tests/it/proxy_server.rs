@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::fault_server::FaultServer;
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::http_request;
-use crate::support::{require_bin, Env};
+use crate::support::fault_server::FaultServer;
+use crate::support::http::http_request;
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::{eventually, require_bin, try_eventually, Env};
 
 fn upstream_toml(env: &Env, up: &FaultServer) -> String {
     up.upstream(env, "http", "")
@@ -148,14 +148,9 @@ fn sigterm_lets_requests_in_flight_finish() {
     let idle = std::net::TcpStream::connect(&proxy.addr).expect("idle connection");
     let client = std::thread::spawn(move || stream_get(&addr, &path, &[]));
     // Wait until the download is under way (the upstream saw the GET), so it is in flight.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the download never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(10), "the download to start", || {
+        up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
     let pid = proxy.pid();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -167,18 +162,16 @@ fn sigterm_lets_requests_in_flight_finish() {
         "in-flight download cut by SIGTERM"
     );
     // The process exits soon after the download, idle connection notwithstanding.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .contains("State:\tZ")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the proxy to exit after SIGTERM",
+        || {
+            !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .contains("State:\tZ")
+        },
+    );
     drop(idle);
     // New connections are refused once it has stopped.
     assert!(
@@ -197,20 +190,25 @@ fn json_logs_carry_request_ids_matching_the_response_header() {
     let proxy = ProxyProcess::start(&env, "", &upstream_toml(&env, &up));
     let r = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("v2");
     let id = r.header("x-request-id").expect("x-request-id").to_string();
-    std::thread::sleep(Duration::from_millis(200));
-    let lines: Vec<serde_json::Value> = proxy
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert!(!lines.is_empty(), "no JSON log lines: {}", proxy.log());
-    let hit = lines.iter().find(|l| {
+    let json_lines = || -> Vec<serde_json::Value> {
+        proxy
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let is_hit = |l: &serde_json::Value| {
         l["fields"]["request_id"]
             .as_u64()
             .map(|v| v.to_string())
             .as_deref()
             == Some(id.as_str())
             && l["fields"]["path"] == "/v2/"
-    });
+    };
+    // The access line is written as the response goes out; wait for it rather than a fixed time.
+    let _ = try_eventually(Duration::from_secs(10), || json_lines().iter().any(is_hit));
+    let lines = json_lines();
+    assert!(!lines.is_empty(), "no JSON log lines: {}", proxy.log());
+    let hit = lines.iter().find(|l| is_hit(l));
     assert!(hit.is_some(), "no JSON line for request {id}: {lines:?}");
 }

@@ -1,50 +1,28 @@
 //! The proxy shared by teams: client auth and its token endpoint, scopes, no cross-namespace
 //! leaks, hot secrets, metrics, eviction and warm-up, against a real token-auth registry.
 
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::{
-    basic_auth, http_request, push_image, skopeo, Registry, RegistryAuth, TokenIssuerConfig,
+use crate::support::http::{basic_auth, http_request};
+use crate::support::images::push_image;
+use crate::support::proxy::ProxyProcess;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::skopeo;
+use crate::support::{
+    add_proxy_client, eventually, stderr, stdout, store_scoped_secret, Env, Scenario,
 };
-use crate::support::{run_with_stdin, stderr, stdout, Env};
 
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
-fn upstream_registry() -> Option<Registry> {
-    let issuer = TokenIssuerConfig::new()
-        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
-        .user("alice", "alice-pw", &[("team-a/*", &["pull"])])
-        .user("bob", "bob-pw", &[("team-a/*", &["pull"])])
-        .user("carol", "carol-pw", &[("other/*", &["pull"])]);
-    Registry::start(RegistryAuth::Token(issuer))
-}
-
-fn secret(env: &Env, name: &str, ns: &str, server: &str, user: &str, pw: &str, scope: &str) {
-    let c = env.pullsecret(&[
-        "secret",
-        "create",
-        "docker-registry",
-        name,
-        "-n",
-        ns,
-        "--scope",
-        scope,
-        "--docker-server",
-        server,
-        "--docker-username",
-        user,
-        "--docker-password-stdin",
-        "--overwrite",
-    ]);
-    let out = run_with_stdin(c, pw.as_bytes());
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn client(env: &Env, user: &str, ns: &str, pw: &str) {
-    let out = run_with_stdin(
-        env.pullsecret(&["proxy", "client", "add", user, "-n", ns, "--password-stdin"]),
-        pw.as_bytes(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+/// A token registry where alice and bob may pull `team-a/*` and carol only `other/*`.
+fn team_registry(env: &Env) -> Option<Scenario<'_>> {
+    Scenario::token_registry(
+        env,
+        &[
+            ("alice", "alice-pw", "team-a/*"),
+            ("bob", "bob-pw", "team-a/*"),
+            ("carol", "carol-pw", "other/*"),
+        ],
+    )
 }
 
 /// A token from the proxy's own endpoint (docker style GET, optional Basic).
@@ -67,7 +45,7 @@ fn proxy_token(proxy: &ProxyProcess, creds: Option<(&str, &str)>) -> String {
     v["token"].as_str().unwrap_or_default().to_string()
 }
 
-fn get(proxy: &ProxyProcess, path: &str, token: &str) -> crate::registry_support::HttpResponse {
+fn get(proxy: &ProxyProcess, path: &str, token: &str) -> crate::support::http::HttpResponse {
     let bearer = format!("Bearer {token}");
     http_request(
         "GET",
@@ -82,35 +60,16 @@ fn get(proxy: &ProxyProcess, path: &str, token: &str) -> crate::registry_support
 #[test]
 fn no_cross_namespace_leaks() {
     let env = Env::new();
-    let Some(reg) = upstream_registry() else {
+    let Some(s) = team_registry(&env) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "team-a/app",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[vec![1u8; 200_000]],
-    );
-    secret(
-        &env,
-        "reg",
-        "team-a",
-        reg.addr(),
-        "alice",
-        "alice-pw",
-        "namespace",
-    );
-    client(&env, "a-client", "team-a", "a-pw");
-    client(&env, "b-client", "team-b", "b-pw");
-    let proxy = ProxyProcess::start(
-        &env,
-        "[auth]\nenabled = true\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    );
+    let img = s.push("team-a/app", "v1", &[vec![1u8; 200_000]]);
+    let (reg, proxy) = s
+        .scoped_secret("team-a", "reg", ("alice", "alice-pw"), "namespace")
+        .client("a-client", "team-a", "a-pw")
+        .client("b-client", "team-b", "b-pw")
+        .config("[auth]\nenabled = true")
+        .start();
 
     // /v2/ challenges unauthenticated clients with the proxy's own token realm.
     let base = http_request("GET", &proxy.addr, "/v2/", &[], b"").expect("v2");
@@ -168,13 +127,12 @@ fn no_cross_namespace_leaks() {
     assert_eq!(wrong.status, 401);
 
     // Team B with its own valid secret: served from the cache, no second upstream blob GET.
-    secret(
+    store_scoped_secret(
         &env,
-        "reg",
         "team-b",
+        "reg",
         reg.addr(),
-        "bob",
-        "bob-pw",
+        ("bob", "bob-pw"),
         "namespace",
     );
     let r = get(&proxy, &blob_path, &b);
@@ -192,14 +150,13 @@ fn no_cross_namespace_leaks() {
     );
 
     // A secret with the wrong repository rights (carol) does not open team A's content either.
-    client(&env, "c-client", "team-c", "c-pw");
-    secret(
+    add_proxy_client(&env, "c-client", "team-c", "c-pw");
+    store_scoped_secret(
         &env,
-        "reg",
         "team-c",
+        "reg",
         reg.addr(),
-        "carol",
-        "carol-pw",
+        ("carol", "carol-pw"),
         "namespace",
     );
     let c = proxy_token(&proxy, Some(("c-client", "c-pw")));
@@ -209,18 +166,13 @@ fn no_cross_namespace_leaks() {
 #[test]
 fn token_endpoint_speaks_docker_and_oauth2() {
     let env = Env::new();
-    let Some(reg) = upstream_registry() else {
+    let Some(s) = team_registry(&env) else {
         return;
     };
-    client(&env, "ci", "team-a", "ci-pw");
-    let proxy = ProxyProcess::start(
-        &env,
-        "[auth]\nenabled = true\ntoken_ttl = \"2m\"\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    );
+    let (_reg, proxy) = s
+        .client("ci", "team-a", "ci-pw")
+        .config("[auth]\nenabled = true\ntoken_ttl = \"2m\"")
+        .start();
     let t = proxy_token(&proxy, Some(("ci", "ci-pw")));
     assert_eq!(get(&proxy, "/v2/", &t).status, 200);
     let form = "grant_type=password&username=ci&password=ci-pw&service=pullsecret&scope=repository%3Ateam-a%2Fapp%3Apull&client_id=containerd";
@@ -272,17 +224,11 @@ fn token_endpoint_speaks_docker_and_oauth2() {
 #[test]
 fn hot_secrets_apply_without_restart() {
     let env = Env::new();
-    let Some(reg) = upstream_registry() else {
+    let Some(s) = team_registry(&env) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "team-a/hot",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[b"hot".to_vec()],
-    );
-    let proxy = ProxyProcess::start(&env, "", &format!("[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"later\"\n", reg.addr()));
+    let img = s.push("team-a/hot", "v1", &[b"hot".to_vec()]);
+    let (reg, proxy) = s.upstream("up", "secret = \"later\"").start();
     let path = "/v2/team-a/hot/manifests/v1";
     let r = http_request("GET", &proxy.addr, path, &[OCI], b"").expect("get");
     assert_eq!(r.status, 401);
@@ -292,25 +238,28 @@ fn hot_secrets_apply_without_restart() {
         "{}",
         r.text()
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !proxy.log().contains("default/later does not exist") {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let logged = |needle: &str| {
+        let log = proxy.log();
+        if log.contains(needle) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    };
+    eventually(TEN_SECONDS, "the missing secret in the log", || {
+        logged("default/later does not exist")
+    });
     // Logged by the proxy's background watch, not by the request: give it a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !proxy.log().contains("secret does not exist yet") {
-        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually(TEN_SECONDS, "the watch's notice in the log", || {
+        logged("secret does not exist yet")
+    });
 
-    secret(
+    store_scoped_secret(
         &env,
-        "later",
         "default",
+        "later",
         reg.addr(),
-        "alice",
-        "alice-pw",
+        ("alice", "alice-pw"),
         "namespace",
     );
     let r = http_request("GET", &proxy.addr, path, &[OCI], b"").expect("get");
@@ -318,13 +267,12 @@ fn hot_secrets_apply_without_restart() {
     assert_eq!(r.body, img.manifest);
 
     // Rotated to a bad password: the next pull that reaches the upstream fails.
-    secret(
+    store_scoped_secret(
         &env,
-        "later",
         "default",
+        "later",
         reg.addr(),
-        "alice",
-        "rotated-wrong",
+        ("alice", "rotated-wrong"),
         "namespace",
     );
     let r = http_request(
@@ -362,31 +310,14 @@ fn hot_secrets_apply_without_restart() {
 #[test]
 fn global_private_secrets_warm_but_never_serve_clients() {
     let env = Env::new();
-    let Some(reg) = upstream_registry() else {
+    let Some(s) = team_registry(&env) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "team-a/warm",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[vec![9u8; 50_000], vec![8u8; 60_000]],
-    );
-    secret(
-        &env,
-        "prefetch",
-        "ops",
-        reg.addr(),
-        "alice",
-        "alice-pw",
-        "global-private",
-    );
-    let upstreams = format!(
-        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\naliases = [\"{}\"]\n",
-        reg.addr(),
-        reg.addr()
-    );
-    let proxy = ProxyProcess::start(&env, "", &upstreams);
+    let img = s.push("team-a/warm", "v1", &[vec![9u8; 50_000], vec![8u8; 60_000]]);
+    let (reg, proxy) = s
+        .scoped_secret("ops", "prefetch", ("alice", "alice-pw"), "global-private")
+        .upstream("up", "aliases = [\"{addr}\"]")
+        .start();
     // A client pull cannot use the global-private secret.
     let r = http_request(
         "GET",

@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::pull_support::{push_docker_image, push_docker_list, DOCKER_MANIFEST};
-use crate::registry_support::{
-    push_image, push_index, sha256_digest, skopeo, ImageInfo, Registry, RegistryAuth,
-    TokenIssuerConfig, OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST,
+use crate::support::images::{push_docker_image, push_docker_list, DOCKER_MANIFEST};
+use crate::support::images::{
+    push_image, push_index, sha256_digest, ImageInfo, OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR,
+    OCI_MANIFEST,
 };
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::skopeo;
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{stderr, stdout, store_secret, Env};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";

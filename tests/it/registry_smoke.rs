@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use crate::registry_support::{
-    basic_auth, form_encode, http_request, push_image, push_index, skopeo, skopeo_pull, Access,
-    Registry, RegistryAuth, TokenIssuerConfig, OCI_INDEX, OCI_MANIFEST,
-};
+use crate::support::http::{basic_auth, http_request};
+use crate::support::images::{push_image, push_index, OCI_INDEX, OCI_MANIFEST};
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::skopeo::{skopeo, skopeo_pull};
+use crate::support::token_issuer::{form_encode, Access, TokenIssuerConfig};
 use crate::support::{stderr, Env};
 
 fn users(list: &[(&str, &str)]) -> Vec<(String, String)> {

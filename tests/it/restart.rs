@@ -2,43 +2,28 @@
 //! disk), `warm` of cached content completes, shutdown has a deadline and `/readyz` notices a
 //! stuck worker.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::proxy_support::{stream_get, ProxyProcess};
-use crate::registry_support::{
-    http_request, push_image, skopeo, HttpResponse, Registry, RegistryAuth, TokenIssuerConfig,
-};
-use crate::support::{run_with_stdin, stderr, stdout, Env};
+use crate::support::http::{http_request, HttpResponse};
+use crate::support::images::push_image;
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::registry::Registry;
+use crate::support::skopeo::skopeo;
+use crate::support::{eventually, stderr, stdout, Env, Scenario};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
 fn setup(env: &Env, extra: &str) -> Option<(Registry, ProxyProcess)> {
-    let issuer = TokenIssuerConfig::new()
-        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
-        .user("puller", "pull-pw", &[("private/*", &["pull"])]);
-    let reg = Registry::start(RegistryAuth::Token(issuer))?;
-    let create = env.pullsecret(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "upstream-cred",
-        "--docker-server",
-        reg.addr(),
-        "--docker-username",
-        "puller",
-        "--docker-password-stdin",
-    ]);
-    let out = run_with_stdin(create, b"pull-pw");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let proxy = ProxyProcess::start(
-        env,
-        &format!("default_upstream = \"local\"\n{extra}"),
-        &format!(
-            "[[upstream]]\nname = \"local\"\nurl = \"http://{addr}\"\ninsecure = true\nsecret = \"upstream-cred\"\naliases = [\"{addr}\"]\n",
-            addr = reg.addr()
-        ),
-    );
-    Some((reg, proxy))
+    let s = Scenario::token_registry(env, &[("puller", "pull-pw", "private/*")])?;
+    Some(
+        s.secret("upstream-cred", "puller", "pull-pw")
+            .config(&format!("default_upstream = \"local\"\n{extra}"))
+            .upstream(
+                "local",
+                "secret = \"upstream-cred\"\naliases = [\"{addr}\"]",
+            )
+            .start(),
+    )
 }
 
 fn ok(r: std::io::Result<HttpResponse>, what: &str, proxy: &ProxyProcess) -> HttpResponse {
@@ -197,22 +182,15 @@ fn readyz_fails_on_a_stuck_worker_and_shutdown_has_a_deadline() {
     let _stuck = std::thread::spawn(move || {
         let _ = http_request("GET", &addr, "/_test/stall-worker?ms=60000", &[], b"");
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = http_request("GET", &proxy.addr, "/readyz", &[], b"");
-        if let Ok(r) = &r {
-            if r.status == 503 {
-                assert!(r.text().contains("stuck"), "{}", r.text());
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never reported the stuck worker: {:?}",
-            r.map(|r| r.status)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = eventually(
+        Duration::from_secs(15),
+        "/readyz to report the stuck worker",
+        || match http_request("GET", &proxy.addr, "/readyz", &[], b"") {
+            Ok(r) if r.status == 503 => Ok(r),
+            r => Err(format!("{:?}", r.map(|r| r.status))),
+        },
+    );
+    assert!(r.text().contains("stuck"), "{}", r.text());
     // /healthz (liveness) still answers from the other worker.
     let h = http_request("GET", &proxy.addr, "/healthz", &[], b"").expect("healthz");
     assert_eq!(h.status, 200);
@@ -266,7 +244,7 @@ fn run_deadline(cmd: &mut std::process::Command, within: Duration) -> std::proce
 /// opening the cache does not delete the temp file of the proxy's download in progress.
 #[test]
 fn status_reads_a_running_proxy_and_leaves_its_fills_alone() {
-    use crate::fault_server::{Fault, FaultServer};
+    use crate::support::fault_server::{Fault, FaultServer};
     let env = Env::new();
     let up = FaultServer::start(vec![9u8; 1 << 20]);
     up.set(Fault::Stall(Duration::from_secs(60)));
@@ -303,11 +281,9 @@ fn status_reads_a_running_proxy_and_leaves_its_fills_alone() {
         .as_bytes(),
     )
     .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.tmp_files().is_empty() {
-        assert!(Instant::now() < deadline, "no fill started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(10), "a fill to start", || {
+        !proxy.tmp_files().is_empty()
+    });
     let busy = status();
     assert!(busy.contains("misses: 1"), "{busy}");
     assert!(

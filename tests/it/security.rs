@@ -4,22 +4,15 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::{
-    basic_auth, http_request, push_image, HttpResponse, Registry, RegistryAuth, TokenIssuerConfig,
-};
-use crate::support::{require_bin, run_with_stdin, stderr, Env};
+use crate::support::http::{basic_auth, http_request, HttpResponse};
+use crate::support::proxy::ProxyProcess;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::token_issuer::TokenIssuerConfig;
+use crate::support::{add_proxy_client, require_bin, stderr, Env, Scenario};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
-fn client(env: &Env, user: &str, ns: &str, pw: &str) {
-    let out = run_with_stdin(
-        env.pullsecret(&["proxy", "client", "add", user, "-n", ns, "--password-stdin"]),
-        pw.as_bytes(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
+/// A password reference for the TLS registry test (no Scenario: its registry speaks HTTPS).
 fn secret_ref(env: &Env, name: &str, ns: &str, server: &str, user: &str, pw_ref: &str) {
     let out = env
         .pullsecret(&[
@@ -66,11 +59,9 @@ fn bearer(r: &HttpResponse) -> String {
     format!("Bearer {}", r.json()["token"].as_str().unwrap_or_default())
 }
 
-fn token_registry() -> Option<Registry> {
-    let issuer = TokenIssuerConfig::new()
-        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
-        .user("robot", "robot-pw", &[("private/*", &["pull"])]);
-    Registry::start(RegistryAuth::Token(issuer))
+/// A token registry where `robot` may pull `private/*`.
+fn token_registry(env: &Env) -> Option<Scenario<'_>> {
+    Scenario::token_registry(env, &[("robot", "robot-pw", "private/*")])
 }
 
 /// Two namespaces whose secrets share the username and the `cacheKey` but not the password:
@@ -78,32 +69,21 @@ fn token_registry() -> Option<Registry> {
 #[test]
 fn upstream_tokens_never_cross_namespaces() {
     let env = Env::new();
-    let Some(reg) = token_registry() else {
+    let Some(s) = token_registry(&env) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "private/app",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[vec![5u8; 100_000]],
-    );
+    let img = s.push("private/app", "v1", &[vec![5u8; 100_000]]);
     let (good, bad) = (env.path("a-pw"), env.path("c-pw"));
     std::fs::write(&good, "robot-pw").expect("write");
     std::fs::write(&bad, "not-the-password").expect("write");
     let r = |p: &std::path::Path| format!("file://{}?cacheKey=robot", p.display());
-    secret_ref(&env, "reg", "team-a", reg.addr(), "robot", &r(&good));
-    secret_ref(&env, "reg", "team-c", reg.addr(), "robot", &r(&bad));
-    client(&env, "a-client", "team-a", "a-pw");
-    client(&env, "c-client", "team-c", "c-pw");
-    let proxy = ProxyProcess::start(
-        &env,
-        "[auth]\nenabled = true\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    );
+    let (reg, proxy) = s
+        .secret_ref("team-a", "reg", "robot", &r(&good))
+        .secret_ref("team-c", "reg", "robot", &r(&bad))
+        .client("a-client", "team-a", "a-pw")
+        .client("c-client", "team-c", "c-pw")
+        .config("[auth]\nenabled = true")
+        .start();
     let a = basic_auth("a-client", "a-pw");
     let c = basic_auth("c-client", "c-pw");
     let manifest = "/v2/private/app/manifests/v1";
@@ -141,29 +121,22 @@ fn upstream_tokens_never_cross_namespaces() {
 #[test]
 fn config_credentials_respect_scopes() {
     let env = Env::new();
-    let Some(reg) = token_registry() else {
+    let Some(s) = token_registry(&env) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "private/app",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[vec![6u8; 100_000]],
-    );
-    client(&env, "home-client", "home", "h-pw");
-    client(&env, "other-client", "other", "o-pw");
+    let img = s.push("private/app", "v1", &[vec![6u8; 100_000]]);
+    let (reg, mut proxy) = s
+        .client("home-client", "home", "h-pw")
+        .client("other-client", "other", "o-pw")
+        .config("namespace = \"home\"\n[auth]\nenabled = true")
+        .upstream("up", "username = \"robot\"\npassword = \"robot-pw\"")
+        .start();
     let upstream = |scope: &str| {
         format!(
             "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nusername = \"robot\"\npassword = \"robot-pw\"\n{scope}",
             reg.addr()
         )
     };
-    let mut proxy = ProxyProcess::start(
-        &env,
-        "namespace = \"home\"\n[auth]\nenabled = true\n",
-        &upstream(""),
-    );
     let manifest = "/v2/private/app/manifests/v1";
     let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
     let other = basic_auth("other-client", "o-pw");
@@ -204,35 +177,22 @@ fn config_credentials_respect_scopes() {
 #[test]
 fn removing_a_client_revokes_its_tokens() {
     let env = Env::new();
-    let Some(reg) = token_registry() else {
+    let Some(s) = token_registry(&env) else {
         return;
     };
-    push_image(
-        reg.addr(),
-        "private/app",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[vec![7u8; 10_000]],
-    );
+    s.push("private/app", "v1", &[vec![7u8; 10_000]]);
     let pw = env.path("pw");
     std::fs::write(&pw, "robot-pw").expect("write");
-    secret_ref(
-        &env,
-        "reg",
-        "team-a",
-        reg.addr(),
-        "robot",
-        &format!("file://{}", pw.display()),
-    );
-    client(&env, "a-client", "team-a", "a-pw");
-    let proxy = ProxyProcess::start(
-        &env,
-        "[auth]\nenabled = true\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    );
+    let (_reg, proxy) = s
+        .secret_ref(
+            "team-a",
+            "reg",
+            "robot",
+            &format!("file://{}", pw.display()),
+        )
+        .client("a-client", "team-a", "a-pw")
+        .config("[auth]\nenabled = true")
+        .start();
     let t = proxy_token(
         &proxy,
         Some(&basic_auth("a-client", "a-pw")),
@@ -275,7 +235,7 @@ fn removing_a_client_revokes_its_tokens() {
         "a removed client's refresh token still mints"
     );
     // Re-adding the same name (a new record) does not revive the old tokens.
-    client(&env, "a-client", "team-b", "a-pw");
+    add_proxy_client(&env, "a-client", "team-b", "a-pw");
     assert_eq!(get(&proxy, manifest, Some(&access)).status, 401);
     assert_eq!(refresh_grant(&proxy).status, 401);
 }
@@ -286,18 +246,13 @@ fn removing_a_client_revokes_its_tokens() {
 #[test]
 fn client_login_failures_are_throttled() {
     let env = Env::new();
-    let Some(reg) = token_registry() else {
+    let Some(s) = token_registry(&env) else {
         return;
     };
-    client(&env, "a-client", "team-a", "a-pw");
-    let proxy = ProxyProcess::start(
-        &env,
-        "[auth]\nenabled = true\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    );
+    let (_reg, proxy) = s
+        .client("a-client", "team-a", "a-pw")
+        .config("[auth]\nenabled = true")
+        .start();
     let unknown = proxy_token(&proxy, Some(&basic_auth("nobody", "x")), "");
     let wrong = proxy_token(&proxy, Some(&basic_auth("a-client", "x")), "");
     assert_eq!((unknown.status, wrong.status), (401, 401));
@@ -331,16 +286,10 @@ fn client_login_failures_are_throttled() {
 #[test]
 fn cache_is_private_on_disk() {
     let env = Env::new();
-    let Some(reg) = token_registry() else {
+    let Some(s) = token_registry(&env) else {
         return;
     };
-    let img = push_image(
-        reg.addr(),
-        "private/app",
-        "v1",
-        Some(("pusher", "push-pw")),
-        &[vec![8u8; 50_000]],
-    );
+    let img = s.push("private/app", "v1", &[vec![8u8; 50_000]]);
     // A cache left readable by others (an older version, or a careless copy).
     let cache = env.path("proxy-cache");
     let loose = cache.join("v1/blobs/sha256");
@@ -353,22 +302,15 @@ fn cache_is_private_on_disk() {
         .expect("chmod");
     let pw = env.path("pw");
     std::fs::write(&pw, "robot-pw").expect("write");
-    secret_ref(
-        &env,
-        "reg",
-        "default",
-        reg.addr(),
-        "robot",
-        &format!("file://{}", pw.display()),
-    );
-    let proxy = ProxyProcess::start(
-        &env,
-        "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"reg\"\n",
-            reg.addr()
-        ),
-    );
+    let (_reg, proxy) = s
+        .secret_ref(
+            "default",
+            "reg",
+            "robot",
+            &format!("file://{}", pw.display()),
+        )
+        .upstream("up", "secret = \"reg\"")
+        .start();
     assert_eq!(
         get(&proxy, "/v2/private/app/manifests/v1", None).status,
         200
@@ -478,15 +420,14 @@ fn credentials_go_only_to_trusted_token_realms() {
 #[test]
 fn metrics_require_auth_when_clients_do() {
     let env = Env::new();
-    let Some(reg) = token_registry() else {
+    let Some(s) = token_registry(&env) else {
         return;
     };
-    client(&env, "a-client", "team-a", "a-pw");
-    let upstream = format!(
-        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-        reg.addr()
-    );
-    let proxy = ProxyProcess::start(&env, "[auth]\nenabled = true\n", &upstream);
+    let s = s
+        .client("a-client", "team-a", "a-pw")
+        .config("[auth]\nenabled = true");
+    let upstream = s.upstream_toml();
+    let (_reg, proxy) = s.start();
     let anon = http_request("GET", &proxy.addr, "/metrics", &[], b"").expect("metrics");
     assert_eq!(anon.status, 401);
     assert!(!anon.text().contains("pullsecret_proxy"), "{}", anon.text());

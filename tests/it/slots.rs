@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::fault_server::{Fault, FaultServer};
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::http_request;
-use crate::support::{require_bin, Env};
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::http::http_request;
+use crate::support::proxy::ProxyProcess;
+use crate::support::{eventually, require_bin, Env};
 
 /// Reads until EOF (or the timeout): whether the proxy closed the connection, and the bytes.
 fn read_until_closed(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
@@ -90,14 +90,11 @@ fn abandoned_cold_requests_release_their_sockets_and_the_queue_is_bounded() {
     };
     // The one fill slot is taken by a download that stalls.
     let _stalled = request(&up.blob_digest);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled download never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the stalled download to start",
+        || up.blob_gets.load(std::sync::atomic::Ordering::Relaxed) > 0,
+    );
     // Cold requests queue up to this client's share; the next is told to come back.
     let fake = |i: usize| format!("sha256:{i:064x}");
     // 17 cold requests from one address: the proxy may take them in any order, so exactly one
@@ -107,17 +104,13 @@ fn abandoned_cold_requests_release_their_sockets_and_the_queue_is_bounded() {
         s.set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let over = loop {
-        let answered = queued
+    let answered = eventually(Duration::from_secs(10), "a request to be refused", || {
+        queued
             .iter_mut()
-            .position(|s| matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0));
-        if let Some(i) = answered {
-            break queued.remove(i);
-        }
-        assert!(Instant::now() < deadline, "no request was refused");
-    };
-    let mut over = over;
+            .position(|s| matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0))
+            .ok_or_else(|| "no request was refused".to_string())
+    });
+    let mut over = queued.remove(answered);
     let (_, got) = read_until_closed(&mut over, Duration::from_secs(10));
     let text = String::from_utf8_lossy(&got);
     assert!(
@@ -143,18 +136,14 @@ fn abandoned_cold_requests_release_their_sockets_and_the_queue_is_bounded() {
             "load loop too slow"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n = close_wait(&port);
-        if n == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} sockets still in CLOSE-WAIT 30 s after their clients left"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        Duration::from_secs(30),
+        "CLOSE-WAIT sockets to go after their clients left",
+        || match close_wait(&port) {
+            0 => Ok(()),
+            n => Err(format!("{n} sockets still in CLOSE-WAIT")),
+        },
+    );
     // New clients are served, and the queue has room again.
     let r = http_request("GET", &proxy.addr, "/healthz", &[], b"").expect("healthz");
     assert_eq!(r.status, 200);

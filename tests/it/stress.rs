@@ -6,11 +6,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::fault_server::{Fault, FaultServer};
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::{
-    http_request, push_image, Registry, RegistryAuth, TokenIssuerConfig,
-};
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::http::http_request;
+use crate::support::images::push_image;
+use crate::support::proxy::ProxyProcess;
+use crate::support::registry::{Registry, RegistryAuth};
+use crate::support::token_issuer::TokenIssuerConfig;
 use crate::support::{assert_no_canary, canary_forms, run_with_stdin, Env};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");

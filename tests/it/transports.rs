@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::fault_server::{Fault, FaultServer};
-use crate::proxy_support::ProxyProcess;
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::proxy::ProxyProcess;
 use crate::support::Env;
 
 /// Status and headers (lower-case names) of one request on a fresh connection; the body is read

@@ -1,8 +1,10 @@
 //! `pullsecret proxy warm`: upstream names as prefixes, unconfigured registries refused, and
 //! every digest of a multi-platform index fetched once.
 
-use crate::proxy_support::ProxyProcess;
-use crate::registry_support::{http_request, push_index, Registry, RegistryAuth};
+use crate::support::http::http_request;
+use crate::support::images::push_index;
+use crate::support::proxy::ProxyProcess;
+use crate::support::registry::{Registry, RegistryAuth};
 use crate::support::{stderr, stdout, Env};
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{store_canary_secret, Env};
+use super::{store_canary_secret, Env};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -72,24 +72,20 @@ impl FaultServer {
             blob_digest.clone(),
             config,
         );
-        listener.set_nonblocking(true).expect("nonblocking");
         std::thread::spawn(move || {
             let (fault, gets, stop, manifest, md, blob, bd, config) = state;
             let shared = Arc::new((manifest, md, blob, bd, config));
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let (fault, gets, shared) = (fault.clone(), gets.clone(), shared.clone());
-                        std::thread::spawn(move || {
-                            let _ = s.set_nonblocking(false);
-                            let _ = serve(
-                                s, &fault, &gets, &shared.0, &shared.1, &shared.2, &shared.3,
-                                &shared.4,
-                            );
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            for conn in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
+                let Ok(s) = conn else { continue };
+                let (fault, gets, shared) = (fault.clone(), gets.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(
+                        s, &fault, &gets, &shared.0, &shared.1, &shared.2, &shared.3, &shared.4,
+                    );
+                });
             }
         });
         Self {
@@ -122,6 +118,8 @@ impl FaultServer {
 impl Drop for FaultServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept so the loop sees the flag.
+        let _ = TcpStream::connect(&self.addr);
     }
 }
 
@@ -137,7 +135,7 @@ fn serve(
     config: &[u8],
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let expected_auth = format!("Basic {}", crate::support::canary_forms()[1]);
+    let expected_auth = format!("Basic {}", super::canary_forms()[1]);
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = s;
     // Read per request: the proxy keeps connections alive across fault switches.

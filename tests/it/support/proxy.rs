@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::support::Env;
+use super::{eventually, try_eventually, Env};
 
 pub struct ProxyProcess {
     child: Child,
@@ -73,36 +73,27 @@ impl ProxyProcess {
             cache,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if tls
-                && TcpStream::connect(&p.addr).is_ok()
-                && p.log().contains("listening on https://")
-            {
-                return p;
+        let ready = || {
+            if tls {
+                return TcpStream::connect(&p.addr).is_ok()
+                    && p.log().contains("listening on https://");
             }
-            if let Ok(mut s) = TcpStream::connect(&p.addr).map_err(|_| ()).and_then(|s| {
-                if tls {
-                    Err(())
-                } else {
-                    Ok(s)
-                }
-            }) {
-                let _ =
-                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
-                    return p;
-                }
+            let Ok(mut s) = TcpStream::connect(&p.addr) else {
+                return false;
+            };
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            buf.starts_with("HTTP/1.1 200")
+        };
+        eventually(Duration::from_secs(15), "the proxy to start", || {
+            if ready() {
+                Ok(())
+            } else {
+                Err(format!("its log: {}", p.log()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not start: {}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
+        p
     }
 
     pub fn restart(&mut self, env: &Env) {
@@ -124,16 +115,16 @@ impl ProxyProcess {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = started + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return (Some(status), started.elapsed());
-            }
-            if Instant::now() >= deadline {
+        let exited = try_eventually(within, || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            _ => Err("still running".to_string()),
+        });
+        match exited {
+            Ok(status) => (Some(status), started.elapsed()),
+            Err(_) => {
                 self.kill9();
-                return (None, started.elapsed());
+                (None, started.elapsed())
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -154,16 +145,14 @@ impl ProxyProcess {
     /// Scans /metrics (when the process still answers) and its log for the canary secret.
     pub fn scan_for_canary(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            if let Ok(m) =
-                crate::registry_support::http_request("GET", &self.addr, "/metrics", &[], b"")
-            {
+            if let Ok(m) = super::http::http_request("GET", &self.addr, "/metrics", &[], b"") {
                 assert!(
                     m.status != 200 || m.text().contains("pullsecret_proxy_requests_total"),
                     "/metrics answered without the proxy's metrics"
                 );
             }
         }
-        crate::support::assert_no_canary(
+        super::assert_no_canary(
             &format!("the proxy log {}", self.log.display()),
             &self.log(),
         );
@@ -180,33 +169,29 @@ impl ProxyProcess {
             .cache
             .join("v1/blobs/sha256")
             .join(digest.trim_start_matches("sha256:"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "{digest} never reached the cache"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(
+            Duration::from_secs(10),
+            &format!("{digest} to reach the cache"),
+            || path.exists(),
+        );
         path
     }
 
     /// Waits (up to 10 s) until /metrics shows no fill in flight: each finished fill has been
     /// committed and accounted for (evictions included).
     pub fn wait_fills_done(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = crate::registry_support::http_request("GET", &self.addr, "/metrics", &[], b"")
+        eventually(Duration::from_secs(10), "no fill in flight", || {
+            let m = super::http::http_request("GET", &self.addr, "/metrics", &[], b"")
                 .map(|r| r.text())
                 .unwrap_or_default();
             if m.lines()
                 .any(|l| l.trim() == "pullsecret_proxy_fills_in_flight 0")
             {
-                return;
+                Ok(())
+            } else {
+                Err(format!("fills still in flight: {m}"))
             }
-            assert!(Instant::now() < deadline, "fills still in flight: {m}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        });
     }
 
     /// Every temp (partial) file in the cache.
@@ -290,7 +275,7 @@ pub fn stream_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::
         }
     }
     head.push_str(&String::from_utf8_lossy(&error_body));
-    crate::support::assert_no_canary(&format!("the response to GET {path}"), &head);
+    super::assert_no_canary(&format!("the response to GET {path}"), &head);
     let truncated = content_length.is_some_and(|l| received < l);
     Ok(Streamed {
         status,
