@@ -5,6 +5,8 @@
 //! `PULLSECRET_OP_BIN`, `VAULT_*`), so every test takes `ENV_LOCK` through `EnvGuard`
 //! and gets the variables it touched restored afterwards, even if it panics.
 
+// Tests print diagnostics for whoever reads a failure.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![cfg(unix)]
 
 #[path = "support/fake_vault.rs"]

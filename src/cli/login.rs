@@ -1,5 +1,8 @@
 //! `pullsecret login` / `logout`: store or remove a registry's credentials keyed by server, like docker.
 
+// Prompts and notes go to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::time::Duration;
 

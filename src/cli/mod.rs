@@ -97,6 +97,8 @@ impl Ctx {
     }
 }
 
+// Prints the one `error:` line of a failed command.
+#[allow(clippy::print_stderr)]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The proxy's serving mode reports its start-up and upstream trouble at info by default.

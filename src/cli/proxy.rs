@@ -1,5 +1,8 @@
 //! `pullsecret proxy`: run the pull-through mirror, or print runtime config pointing at it.
 
+// The listening banner.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! `pullsecret proxy warm|gc|status`: operations on the proxy's cache from the command line.
 
+// warm's progress lines.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -1,5 +1,8 @@
 //! `pullsecret pull`: resolve credentials, pull an image into an OCI layout, report progress.
 
+// pull's progress lines and summary.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;

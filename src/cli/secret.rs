@@ -1,5 +1,8 @@
 //! `pullsecret secret …`: create, import, list, inspect, export and delete stored secrets.
 
+// Warnings about what an import skipped.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -178,6 +178,7 @@ impl BlobStore {
 }
 
 /// Whether process `pid` exists (signal 0 checks without sending anything).
+#[allow(unsafe_code)]
 fn process_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;

@@ -143,6 +143,7 @@ pub fn parse_head(buf: &[u8]) -> Option<(usize, Head<'_>)> {
 }
 
 /// sendfile(2) of `file[start..end]` to the socket, waiting for writability as the socket buffer fills.
+#[allow(unsafe_code)]
 async fn send_file(
     stream: &mut TcpStream,
     file: &std::fs::File,

@@ -305,6 +305,8 @@ impl Fills {
 
 /// Allocates `len` bytes for the temp file up front: a full disk fails the fill before any
 /// client waits on it, and the filesystem maps the blocks once instead of page by page.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let Ok(len) = libc::off_t::try_from(len) else {
@@ -320,6 +322,12 @@ fn reserve(file: &std::fs::File, len: u64) -> std::io::Result<()> {
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
         _ => Err(e),
     }
+}
+
+/// Without fallocate the file grows as bytes land.
+#[cfg(not(target_os = "linux"))]
+fn reserve(_: &std::fs::File, _: u64) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Makes a verified temp file the cache entry: fsync, rename, fsync the directory, so a crash

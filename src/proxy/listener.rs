@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 
 use super::server::{self, Proxy};
-use super::{fastpath, watchdog};
+use super::watchdog;
 
 /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight requests finish (up to 30 s).
 pub async fn serve(
@@ -58,7 +58,7 @@ pub async fn serve(
                             let served = async move {
                                 // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
                                 let to_hyper = if fast.settings.sendfile {
-                                    matches!(fastpath::serve(&fast, &mut stream).await, Ok(true))
+                                    fast_path(&fast, &mut stream).await
                                 } else {
                                     true
                                 };
@@ -133,9 +133,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves what the sendfile path takes; `true` when the connection goes on to hyper.
+#[cfg(target_os = "linux")]
+async fn fast_path(proxy: &Arc<Proxy>, stream: &mut tokio::net::TcpStream) -> bool {
+    matches!(super::fastpath::serve(proxy, stream).await, Ok(true))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn fast_path(_: &Arc<Proxy>, _: &mut tokio::net::TcpStream) -> bool {
+    true
+}
+
 /// Resolves once the client has closed its side of the connection (or it failed), checked
 /// once a second: a client that gave up while its request waits (a queued fill) must not keep
 /// its socket in CLOSE-WAIT and its connection slot taken. hyper notices only when it writes.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 async fn client_gone(fd: std::os::fd::RawFd) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -150,6 +163,12 @@ async fn client_gone(fd: std::os::fd::RawFd) {
             return;
         }
     }
+}
+
+/// Without POLLRDHUP a departed client is noticed when hyper next writes to it.
+#[cfg(not(target_os = "linux"))]
+async fn client_gone(_: std::os::fd::RawFd) {
+    std::future::pending::<()>().await
 }
 
 /// Ends the process `deadline` after shutdown began, whatever the runtime is doing: a worker

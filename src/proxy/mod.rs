@@ -10,6 +10,8 @@ pub mod cred_cache;
 pub mod credentials;
 pub mod error;
 pub mod evict;
+// sendfile(2) with these semantics is Linux's; elsewhere hyper serves every request.
+#[cfg(target_os = "linux")]
 pub mod fastpath;
 pub mod fill;
 pub mod fill_queue;
@@ -150,6 +152,7 @@ pub fn log_summary(proxy: &Proxy, listen: &str) {
 /// 1 TiB, so a cold mirror cannot fill the disk; logged so the operator sees the figure.
 // statvfs field types differ between platforms; the casts are identities only on some.
 #[allow(clippy::unnecessary_cast)]
+#[allow(unsafe_code)]
 fn default_max_size(cache: &std::path::Path) -> Option<u64> {
     const CAP: u64 = 1 << 40;
     let c_path = std::ffi::CString::new(cache.as_os_str().as_encoded_bytes()).ok()?;

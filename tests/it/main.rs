@@ -1,5 +1,8 @@
 //! Integration tests against real binaries and services; one test binary for all of them.
 
+// Tests print diagnostics for whoever reads a failure.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod architecture;
 mod canary;
 mod cli_manners;
