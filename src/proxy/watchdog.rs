@@ -85,7 +85,14 @@ impl<F: Future + Unpin> Future for Tracked<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let now = now_ms();
-        with_clock(|c| c.last_poll.store(now, Ordering::Relaxed));
+        with_clock(|c| {
+            c.last_poll.store(now, Ordering::Relaxed);
+            // A worker that has run since its thread started never unparked: polling shows it
+            // is awake (only runtime workers poll tracked tasks).
+            let _ = c
+                .awake_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        });
         Pin::new(&mut self.0).poll(cx)
     }
 }
