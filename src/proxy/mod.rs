@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod tags;
 pub mod tls;
 pub mod upstream;
 pub mod warm;

@@ -18,6 +18,7 @@ mod proxy_support;
 mod proxy_teams;
 mod pull;
 mod pull_support;
+mod read_api;
 mod registry_smoke;
 mod registry_support;
 mod restart;

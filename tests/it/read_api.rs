@@ -1,0 +1,397 @@
+//! The proxy's read API beside manifests and blobs (tag lists, catalog, exact errors, the API
+//! version header) with real clients against a token-auth distribution registry.
+
+use crate::proxy_support::ProxyProcess;
+use crate::registry_support::{
+    basic_auth, http_request, push_image, skopeo, Access, HttpResponse, ImageInfo, Registry,
+    RegistryAuth, TokenIssuerConfig, OCI_MANIFEST,
+};
+use crate::support::{run_with_stdin, stderr, stdout, Env};
+
+const TAGS: [&str; 5] = ["latest", "v1", "v2", "v3", "v4"];
+
+fn token_registry() -> Option<Registry> {
+    let issuer = TokenIssuerConfig::new()
+        .user("pusher", "push-pw", &[("*", &["pull", "push"])])
+        .user("puller", "pull-pw", &[("private/*", &["pull"])])
+        .user("carol", "carol-pw", &[("other/*", &["pull"])]);
+    Registry::start(RegistryAuth::Token(issuer))
+}
+
+/// Pushes one image to `repo` tagged with every one of `tags` (the manifest PUT once per tag).
+pub fn push_tagged(reg: &Registry, repo: &str, tags: &[&str]) -> ImageInfo {
+    let img = push_image(
+        reg.addr(),
+        repo,
+        tags[0],
+        Some(("pusher", "push-pw")),
+        &[b"read api layer".to_vec()],
+    );
+    let issuer = reg.issuer().expect("token registry");
+    let token = issuer.mint(
+        "pusher",
+        &[Access {
+            kind: "repository".into(),
+            name: repo.into(),
+            actions: vec!["pull".into(), "push".into()],
+        }],
+        300,
+    );
+    let bearer = format!("Bearer {token}");
+    for tag in &tags[1..] {
+        let r = http_request(
+            "PUT",
+            reg.addr(),
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Content-Type", OCI_MANIFEST), ("Authorization", &bearer)],
+            &img.manifest,
+        )
+        .expect("put manifest");
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    img
+}
+
+fn secret(env: &Env, name: &str, ns: &str, server: &str, user: &str, pw: &str) {
+    let out = run_with_stdin(
+        env.pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            name,
+            "-n",
+            ns,
+            "--docker-server",
+            server,
+            "--docker-username",
+            user,
+            "--docker-password-stdin",
+            "--overwrite",
+        ]),
+        pw.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn client(env: &Env, user: &str, ns: &str, pw: &str) {
+    let out = run_with_stdin(
+        env.pullsecret(&["proxy", "client", "add", user, "-n", ns, "--password-stdin"]),
+        pw.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A proxy with client auth: `a-client` (namespace team-a) holds a secret that may pull
+/// `private/*`; `b-client` (team-b) holds none; `c-client` (team-c) one without rights to it.
+fn teams_setup(env: &Env) -> Option<(Registry, ProxyProcess)> {
+    let reg = token_registry()?;
+    secret(env, "reg", "team-a", reg.addr(), "puller", "pull-pw");
+    secret(env, "reg", "team-c", reg.addr(), "carol", "carol-pw");
+    client(env, "a-client", "team-a", "a-pw");
+    client(env, "b-client", "team-b", "b-pw");
+    client(env, "c-client", "team-c", "c-pw");
+    let proxy = ProxyProcess::start(
+        env,
+        "[auth]\nenabled = true\n",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    Some((reg, proxy))
+}
+
+/// A bearer header from the proxy's own token endpoint (`None`: anonymous).
+fn proxy_bearer(proxy: &ProxyProcess, creds: Option<(&str, &str)>) -> String {
+    let auth = creds.map(|(u, p)| basic_auth(u, p));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        "/token?service=pullsecret&scope=repository:private/app:pull",
+        &headers,
+        b"",
+    )
+    .expect("token");
+    assert_eq!(r.status, 200, "{}", r.text());
+    format!("Bearer {}", r.json()["token"].as_str().unwrap_or_default())
+}
+
+fn get(proxy: &ProxyProcess, path: &str, auth: Option<&str>) -> HttpResponse {
+    let mut headers = vec![("Accept", OCI_MANIFEST)];
+    if let Some(a) = auth {
+        headers.push(("Authorization", a));
+    }
+    http_request("GET", &proxy.addr, path, &headers, b"").expect("request")
+}
+
+fn tags_of(r: &HttpResponse) -> Vec<String> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_value(r.json()["tags"].clone()).expect("tags array")
+}
+
+fn assert_api_version(r: &HttpResponse, what: &str) {
+    assert_eq!(
+        r.header("docker-distribution-api-version"),
+        Some("registry/2.0"),
+        "{what}: {:?}",
+        r.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_list_with_skopeo_oci_client_and_pages() {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::secrets::RegistryAuth as OciAuth;
+    let env = Env::new();
+    let Some((reg, proxy)) = tokio::task::block_in_place(|| teams_setup(&env)) else {
+        return;
+    };
+    tokio::task::block_in_place(|| push_tagged(&reg, "private/app", &TAGS));
+
+    // skopeo logs in to the proxy like `docker login` and lists every tag.
+    let out = tokio::task::block_in_place(|| {
+        skopeo(
+            &env,
+            &[
+                "list-tags",
+                "--tls-verify=false",
+                "--creds",
+                "a-client:a-pw",
+                &format!("docker://{}/private/app", proxy.addr),
+            ],
+        )
+    });
+    assert!(
+        out.status.success(),
+        "skopeo list-tags: {}\n{}",
+        stderr(&out),
+        proxy.log()
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("skopeo json");
+    assert_eq!(listed["Tags"], serde_json::json!(TAGS), "{listed}");
+
+    // oci-client, whole and paged.
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference = format!("{}/private/app:v1", proxy.addr)
+        .parse()
+        .expect("reference");
+    let auth = OciAuth::Basic("a-client".into(), "a-pw".into());
+    let all = client
+        .list_tags(&reference, &auth, None, None)
+        .await
+        .expect("oci-client list_tags");
+    assert_eq!(all.tags, TAGS);
+    let page = client
+        .list_tags(&reference, &auth, Some(2), Some("v1"))
+        .await
+        .expect("oci-client list_tags n=2 last=v1");
+    assert_eq!(page.tags, ["v2", "v3"]);
+
+    // The Link header walks the pages, as the spec gives it.
+    let a = proxy_bearer(&proxy, Some(("a-client", "a-pw")));
+    let mut path = "/v2/private/app/tags/list?n=2".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let r = get(&proxy, &path, Some(&a));
+        assert_api_version(&r, "tags list");
+        assert_eq!(r.json()["name"], "private/app");
+        pages.push(tags_of(&r));
+        let Some(link) = r.header("link") else { break };
+        path = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(p, _)| p.to_string())
+            .expect("Link: <…>; rel=\"next\"");
+        assert!(pages.len() < 5, "{pages:?}");
+    }
+    assert_eq!(pages, [vec!["latest", "v1"], vec!["v2", "v3"], vec!["v4"]]);
+    let r = get(&proxy, "/v2/private/app/tags/list?n=oops", Some(&a));
+    assert_eq!(
+        (r.status, r.json()["errors"][0]["code"].as_str()),
+        (400, Some("PAGINATION_NUMBER_INVALID"))
+    );
+
+    // Cached per credential identity for tag_ttl: the listings above went upstream once.
+    assert_eq!(
+        reg.count_requests("GET", "/v2/private/app/tags/list"),
+        1,
+        "{}",
+        reg.access_log()
+    );
+
+    // No secret (team-b), a secret without rights (team-c), anonymous: 401, and the cached
+    // list is not theirs.
+    for creds in [Some(("b-client", "b-pw")), Some(("c-client", "c-pw")), None] {
+        let t = proxy_bearer(&proxy, creds);
+        let r = get(&proxy, "/v2/private/app/tags/list", Some(&t));
+        assert_eq!(r.status, 401, "{creds:?}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "UNAUTHORIZED");
+        assert!(!r.text().contains("latest"), "{}", r.text());
+    }
+    // Unauthenticated: the proxy's own challenge.
+    let r = get(&proxy, "/v2/private/app/tags/list", None);
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .contains("/token"));
+    assert_api_version(&r, "401");
+}
+
+#[test]
+fn tags_list_served_stale_when_the_upstream_is_down() {
+    let env = Env::new();
+    let Some(mut reg) = token_registry() else {
+        return;
+    };
+    push_tagged(&reg, "private/app", &TAGS);
+    secret(&env, "up-cred", "default", reg.addr(), "puller", "pull-pw");
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"up-cred\"\ntag_ttl = \"0s\"\n",
+            reg.addr()
+        ),
+    );
+    let r = get(&proxy, "/v2/private/app/tags/list", None);
+    assert_eq!(tags_of(&r), TAGS);
+    assert!(r.header("warning").is_none());
+    // tag_ttl 0: every listing asks the upstream.
+    assert_eq!(
+        tags_of(&get(&proxy, "/v2/private/app/tags/list", None)),
+        TAGS
+    );
+    assert_eq!(reg.count_requests("GET", "/v2/private/app/tags/list"), 2);
+
+    reg.stop();
+    let r = get(&proxy, "/v2/private/app/tags/list?n=1", None);
+    assert_eq!(tags_of(&r), ["latest"]);
+    assert_eq!(
+        r.header("warning"),
+        Some("110 - \"Response is Stale\""),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.header("link").is_some());
+    // A repository never listed has nothing stale to give.
+    let r = get(&proxy, "/v2/private/other/tags/list", None);
+    assert_eq!(r.status, 502, "{}", r.text());
+
+    reg.restart();
+    let r = get(&proxy, "/v2/private/app/tags/list", None);
+    assert_eq!(tags_of(&r), TAGS);
+    assert!(r.header("warning").is_none());
+}
+
+#[test]
+fn catalog_is_unsupported_for_every_client() {
+    let env = Env::new();
+    let Some((_reg, proxy)) = teams_setup(&env) else {
+        return;
+    };
+    let r = get(&proxy, "/v2/_catalog", None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    for creds in [Some(("a-client", "a-pw")), Some(("b-client", "b-pw")), None] {
+        let t = proxy_bearer(&proxy, creds);
+        let r = get(&proxy, "/v2/_catalog?n=10", Some(&t));
+        assert_eq!(r.status, 404, "{creds:?}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
+        assert_api_version(&r, "catalog");
+    }
+}
+
+#[test]
+fn exact_errors_and_the_api_version_header() {
+    let env = Env::new();
+    let Some((reg, proxy)) = teams_setup(&env) else {
+        return;
+    };
+    let img = push_tagged(&reg, "private/app", &["v1"]);
+    let a = proxy_bearer(&proxy, Some(("a-client", "a-pw")));
+    let b = proxy_bearer(&proxy, Some(("b-client", "b-pw")));
+    let code = |r: &HttpResponse| {
+        (
+            r.status,
+            r.json()["errors"][0]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    for auth in [&a, &b] {
+        // A tag outside the grammar names no manifest; a malformed digest is invalid.
+        let r = get(&proxy, "/v2/private/app/manifests/.INVALID", Some(auth));
+        assert_eq!(code(&r), (404, "MANIFEST_UNKNOWN".into()));
+        assert_api_version(&r, "invalid tag");
+        for kind in ["manifests", "blobs"] {
+            let r = get(
+                &proxy,
+                &format!("/v2/private/app/{kind}/sha256:totallywrong"),
+                Some(auth),
+            );
+            assert_eq!(code(&r), (400, "DIGEST_INVALID".into()), "{kind}");
+            assert_api_version(&r, kind);
+        }
+    }
+    // Every answer under /v2/ carries the header: the base, manifests, blobs, refusals.
+    assert_api_version(&get(&proxy, "/v2/", Some(&a)), "base");
+    let m = get(&proxy, "/v2/private/app/manifests/v1", Some(&a));
+    assert_eq!(m.status, 200);
+    assert_api_version(&m, "manifest");
+    let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
+    let r = get(&proxy, &blob, Some(&a));
+    assert_eq!(r.status, 200);
+    assert_api_version(&r, "blob");
+    let r = http_request("HEAD", &proxy.addr, &blob, &[("Authorization", &a)], b"").expect("head");
+    assert_api_version(&r, "blob HEAD");
+    let r = get(&proxy, &blob, Some(&b));
+    assert_eq!(r.status, 401);
+    assert_api_version(&r, "refused blob");
+    let r = http_request(
+        "PUT",
+        &proxy.addr,
+        "/v2/private/app/manifests/v9",
+        &[],
+        b"{}",
+    )
+    .expect("put");
+    assert_eq!(r.status, 405);
+    assert_api_version(&r, "push");
+}
+
+/// Without client auth the sendfile path answers cached blobs; its heads carry the header too.
+#[test]
+fn sendfile_answers_carry_the_api_version() {
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    let img = push_tagged(&reg, "private/app", &["v1"]);
+    secret(&env, "up-cred", "default", reg.addr(), "puller", "pull-pw");
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"up-cred\"\n",
+            reg.addr()
+        ),
+    );
+    let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
+    for _ in 0..2 {
+        let r = get(&proxy, &blob, None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, img.layers[0].data);
+        assert_api_version(&r, "blob");
+        proxy.wait_fills_done();
+    }
+    assert!(
+        proxy.log().contains("sendfile=true"),
+        "the second GET did not take the sendfile path:\n{}",
+        proxy.log()
+    );
+}
