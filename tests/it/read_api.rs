@@ -1,6 +1,11 @@
 //! The proxy's read API beside manifests and blobs (tag lists, catalog, exact errors, the API
 //! version header) with real clients against a token-auth distribution registry.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use crate::proxy_support::ProxyProcess;
 use crate::registry_support::{
     basic_auth, http_request, push_image, skopeo, Access, HttpResponse, ImageInfo, Registry,
@@ -394,4 +399,136 @@ fn sendfile_answers_carry_the_api_version() {
         "the second GET did not take the sendfile path:\n{}",
         proxy.log()
     );
+}
+
+/// An upstream that pages its tag list (`Link`, relative then absolute), as distribution 2.8
+/// does not, and answers 429 while `busy` is set.
+struct PagedTags {
+    addr: String,
+    busy: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl PagedTags {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let busy = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (b, r, a) = (busy.clone(), requests.clone(), addr.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = Self::answer(conn, &a, &b, &r);
+            }
+        });
+        Self {
+            addr,
+            busy,
+            requests,
+        }
+    }
+
+    fn answer(
+        mut conn: TcpStream,
+        addr: &str,
+        busy: &AtomicBool,
+        requests: &Mutex<Vec<String>>,
+    ) -> std::io::Result<()> {
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        requests.lock().expect("requests").push(target.clone());
+        let (status, link, body) = match target.as_str() {
+            "/v2/" => ("200 OK", None, "{}".to_string()),
+            _ if busy.load(Ordering::SeqCst) => ("429 Too Many Requests", None, String::new()),
+            "/v2/r/tags/list" => (
+                "200 OK",
+                Some("</v2/r/tags/list?last=b&n=2>; rel=\"next\"".to_string()),
+                r#"{"name":"r","tags":["b","a"]}"#.to_string(),
+            ),
+            "/v2/r/tags/list?last=b&n=2" => (
+                "200 OK",
+                Some(format!(
+                    "<http://{addr}/v2/r/tags/list?last=d&n=2>; rel=\"next\""
+                )),
+                r#"{"name":"r","tags":["d","c"]}"#.to_string(),
+            ),
+            "/v2/r/tags/list?last=d&n=2" => (
+                "200 OK",
+                None,
+                r#"{"name":"r","tags":["e"]}"#.to_string(),
+            ),
+            "/v2/away/tags/list" => (
+                "200 OK",
+                Some("<http://elsewhere.invalid/v2/away/tags/list?last=a>; rel=\"next\"".into()),
+                r#"{"name":"away","tags":["a"]}"#.to_string(),
+            ),
+            _ => ("404 Not Found", None, r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#.to_string()),
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if status.starts_with("429") {
+            head.push_str("Retry-After: 1\r\n");
+        }
+        if let Some(l) = link {
+            head.push_str(&format!("Link: {l}\r\n"));
+        }
+        head.push_str("\r\n");
+        conn.write_all(head.as_bytes())?;
+        conn.write_all(body.as_bytes())
+    }
+
+    fn tag_requests(&self) -> usize {
+        let r = self.requests.lock().expect("requests");
+        r.iter().filter(|t| t.contains("/tags/list")).count()
+    }
+}
+
+/// The upstream's own pages are followed (relative and absolute `Link` on its origin, never
+/// another host), and a 429 serves the last list stale.
+#[test]
+fn upstream_pages_are_followed_and_429_serves_stale() {
+    let env = Env::new();
+    let up = PagedTags::start();
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\ntag_ttl = \"0s\"\n",
+            up.addr
+        ),
+    );
+    let r = get(&proxy, "/v2/r/tags/list", None);
+    assert_eq!(tags_of(&r), ["a", "b", "c", "d", "e"]);
+    assert_eq!(up.tag_requests(), 3);
+    let r = get(&proxy, "/v2/away/tags/list", None);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        !up.requests
+            .lock()
+            .expect("requests")
+            .iter()
+            .any(|t| t.contains("last=a")),
+        "followed a link off the registry"
+    );
+    let r = get(&proxy, "/v2/nothing/tags/list", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["errors"][0]["code"], "NAME_UNKNOWN");
+
+    up.busy.store(true, Ordering::SeqCst);
+    let r = get(&proxy, "/v2/r/tags/list?n=2&last=a", None);
+    assert_eq!(tags_of(&r), ["b", "c"]);
+    assert_eq!(r.header("warning"), Some("110 - \"Response is Stale\""));
+    let r = get(&proxy, "/v2/nothing/tags/list", None);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
 }
