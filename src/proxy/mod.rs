@@ -17,6 +17,7 @@ pub mod grants;
 pub mod listener;
 pub mod manifests;
 pub mod metrics;
+pub mod referrers;
 pub mod response;
 pub mod route;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The pull side of the distribution API: `/v2/`, manifests and blobs by GET and HEAD, tag
-//! lists, served from the cache or filled from the upstream; pushes refused; client auth, metrics.
+//! lists and referrers, served from the cache or filled from the upstream; pushes refused; client auth, metrics.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -301,7 +301,7 @@ impl Proxy {
                 ("base", r)
             }
             // Lists are GET only (the distribution spec defines no HEAD for them).
-            Ok(Route::Tags { .. } | Route::Catalog) if head => (
+            Ok(Route::Tags { .. } | Route::Referrers { .. } | Route::Catalog) if head => (
                 "invalid",
                 oci_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -347,14 +347,21 @@ impl Proxy {
                     ),
                 )
             }
-            Ok(Route::Referrers { .. }) => (
-                "invalid",
-                oci_error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "unknown registry API path",
-                ),
-            ),
+            Ok(Route::Referrers {
+                upstream,
+                repo,
+                digest,
+                artifact_type,
+                ns,
+            }) => {
+                let who = self.requester(who);
+                let mut r = self
+                    .referrers(upstream, &repo, &digest, artifact_type.as_deref(), &who)
+                    .await;
+                self.challenge_on_401(&mut r, headers);
+                echo_ns(r.headers_mut(), ns.as_deref());
+                ("referrers", r)
+            }
             Ok(Route::Manifest {
                 upstream,
                 repo,

@@ -1,5 +1,6 @@
 //! The upstream registry client shared by `pullsecret pull` and the proxy: ping, challenge,
-//! token flow, manifests (digest-verified), blob streams and tag lists, with one re-auth on 401.
+//! token flow, manifests (digest-verified), blob streams, tag lists and referrers, with one
+//! re-auth on 401.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use super::auth::{Credentials, TokenCache, TokenStyle};
 use super::challenge::{self, Challenge, Scheme};
 use super::digest::Digest;
 use super::http::{describe_reqwest, read_limited};
-use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX};
 use super::RegistryError;
 use crate::secret::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN};
 
@@ -341,6 +342,77 @@ impl Client {
         Err(invalid(format!("more than {MAX_TAG_PAGES} pages")))
     }
 
+    /// The descriptors of every manifest whose `subject` is `subject` in `repo`: the referrers API
+    /// (its pages followed like tags), or, when the registry answers 404 to it (distribution 2.8
+    /// does), the referrers tag schema's `<alg>-<hex>` index; none when neither exists.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<serde_json::Value>, RegistryError> {
+        let what = format!("referrers of {repo}@{subject}");
+        let invalid = |reason: String| RegistryError::Invalid {
+            registry: self.host().into(),
+            what: what.clone(),
+            reason,
+        };
+        let mut path = format!("/v2/{repo}/referrers/{subject}");
+        let mut found = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT, HeaderValue::from_static(OCI_INDEX));
+            let resp = self.send(Method::GET, &path, h, repo, creds).await?;
+            if resp.status() == StatusCode::NOT_FOUND && found.is_empty() {
+                return self.referrers_tag(repo, subject, creds).await;
+            }
+            if !resp.status().is_success() {
+                return Err(RegistryError::from_response(self.host(), &what, resp).await);
+            }
+            let next = match next_link(resp.headers()) {
+                Some(link) => Some(self.same_origin_path(&link).ok_or_else(|| {
+                    invalid("pagination link leaves the registry's origin".into())
+                })?),
+                None => None,
+            };
+            let bytes = read_limited(resp, MAX_MANIFEST_BYTES)
+                .await
+                .map_err(|e| match e {
+                    Some(e) => RegistryError::network(self.host(), &what, &e),
+                    None => RegistryError::TooLarge {
+                        registry: self.host().into(),
+                        what: what.clone(),
+                    },
+                })?;
+            found.extend(index_descriptors(&bytes).map_err(invalid)?);
+            match next {
+                Some(n) if n != path => path = n,
+                Some(_) => return Err(invalid("pagination link points at itself".into())),
+                None => return Ok(found),
+            }
+        }
+        Err(invalid(format!("more than {MAX_TAG_PAGES} pages")))
+    }
+
+    /// The referrers tag schema: the index tagged `<alg>-<hex>` of the subject.
+    async fn referrers_tag(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<serde_json::Value>, RegistryError> {
+        let tag = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
+        match self.get_manifest(repo, &tag, Some(OCI_INDEX), creds).await {
+            Ok(m) => index_descriptors(&m.bytes).map_err(|reason| RegistryError::Invalid {
+                registry: self.host().into(),
+                what: format!("manifest {repo}:{tag}"),
+                reason,
+            }),
+            Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The path and query of `link` (absolute or relative) when it stays on this registry's
     /// scheme, host and port.
     fn same_origin_path(&self, link: &str) -> Option<String> {
@@ -520,6 +592,30 @@ impl Client {
             .await
             .map_err(|e| RegistryError::network(self.host(), path, &e))
     }
+}
+
+/// The `manifests` of an image index, keeping only well-formed descriptors (a `mediaType`, a
+/// valid `digest`, a `size`).
+fn index_descriptors(bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Option<Vec<serde_json::Value>>,
+    }
+    let index: Index =
+        serde_json::from_slice(bytes).map_err(|e| format!("not an image index: {e}"))?;
+    Ok(index
+        .manifests
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| {
+            d.get("mediaType").and_then(|m| m.as_str()).is_some()
+                && d.get("size").and_then(|s| s.as_u64()).is_some()
+                && d.get("digest")
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|x| Digest::parse(x).is_ok())
+        })
+        .collect())
 }
 
 /// The target of `Link: <…>; rel="next"` (RFC 8288), if any.

@@ -1,5 +1,5 @@
-//! The proxy's read API beside manifests and blobs (tag lists, catalog, exact errors, the API
-//! version header) with real clients against a token-auth distribution registry.
+//! The proxy's read API beside manifests and blobs (tag lists, referrers, catalog, exact errors,
+//! the API version header) with real clients against a token-auth distribution registry.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -465,6 +465,15 @@ impl PagedTags {
                 None,
                 r#"{"name":"r","tags":["e"]}"#.to_string(),
             ),
+            REFERRERS_PATH => (
+                "200 OK",
+                None,
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{b}","size":10,"artifactType":"{SIG_TYPE}"}},{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{c}","size":11,"artifactType":"{SBOM_TYPE}"}}]}}"#,
+                    b = "b".repeat(64),
+                    c = "c".repeat(64)
+                ),
+            ),
             "/v2/away/tags/list" => (
                 "200 OK",
                 Some("<http://elsewhere.invalid/v2/away/tags/list?last=a>; rel=\"next\"".into()),
@@ -493,10 +502,14 @@ impl PagedTags {
     }
 }
 
+/// A subject whose referrers the paging upstream's referrers API lists.
+const REFERRERS_PATH: &str =
+    "/v2/r/referrers/sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
 /// The upstream's own pages are followed (relative and absolute `Link` on its origin, never
 /// another host), and a 429 serves the last list stale.
 #[test]
-fn upstream_pages_are_followed_and_429_serves_stale() {
+fn upstream_pages_and_referrers_api_followed_and_429_serves_stale() {
     let env = Env::new();
     let up = PagedTags::start();
     let proxy = ProxyProcess::start(
@@ -524,11 +537,256 @@ fn upstream_pages_are_followed_and_429_serves_stale() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["errors"][0]["code"], "NAME_UNKNOWN");
 
+    // An upstream with the referrers API: its answer passes through, filtered here.
+    let r = get(&proxy, REFERRERS_PATH, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["manifests"].as_array().map(Vec::len), Some(2));
+    let r = get(
+        &proxy,
+        &format!("{REFERRERS_PATH}?artifactType=application%2Fspdx%2Bjson"),
+        None,
+    );
+    assert_eq!(r.json()["manifests"][0]["artifactType"], SBOM_TYPE);
+    assert_eq!(r.json()["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+
     up.busy.store(true, Ordering::SeqCst);
+    // Referrers too are served stale while the upstream answers 429.
+    let r = get(&proxy, REFERRERS_PATH, None);
+    assert_eq!(r.json()["manifests"].as_array().map(Vec::len), Some(2));
+    assert_eq!(r.header("warning"), Some("110 - \"Response is Stale\""));
     let r = get(&proxy, "/v2/r/tags/list?n=2&last=a", None);
     assert_eq!(tags_of(&r), ["b", "c"]);
     assert_eq!(r.header("warning"), Some("110 - \"Response is Stale\""));
     let r = get(&proxy, "/v2/nothing/tags/list", None);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+const SIG_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+const SBOM_TYPE: &str = "application/spdx+json";
+const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+/// A push token for `repo` on the token registry.
+fn push_bearer(reg: &Registry, repo: &str) -> String {
+    let token = reg.issuer().expect("token registry").mint(
+        "pusher",
+        &[Access {
+            kind: "repository".into(),
+            name: repo.into(),
+            actions: vec!["pull".into(), "push".into()],
+        }],
+        300,
+    );
+    format!("Bearer {token}")
+}
+
+/// A monolithic blob upload (POST, then PUT with the digest); returns the digest.
+fn upload_blob(reg: &Registry, bearer: &str, repo: &str, data: &[u8]) -> String {
+    let digest = crate::registry_support::sha256_digest(data);
+    let r = http_request(
+        "POST",
+        reg.addr(),
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[("Authorization", bearer)],
+        b"",
+    )
+    .expect("start upload");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let location = r.header("location").expect("Location").to_string();
+    let path = location
+        .strip_prefix(&reg.url())
+        .unwrap_or(&location)
+        .to_string();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = http_request(
+        "PUT",
+        reg.addr(),
+        &format!("{path}{sep}digest={digest}"),
+        &[
+            ("Authorization", bearer),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        data,
+    )
+    .expect("finish upload");
+    assert_eq!(r.status, 201, "{}", r.text());
+    digest
+}
+
+fn put_manifest(reg: &Registry, bearer: &str, repo: &str, reference: &str, ty: &str, body: &[u8]) {
+    let r = http_request(
+        "PUT",
+        reg.addr(),
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Authorization", bearer), ("Content-Type", ty)],
+        body,
+    )
+    .expect("put manifest");
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// One artifact of `artifact_type` whose `subject` is `img`; its manifest bytes and digest, and
+/// its layer's bytes and digest.
+fn push_artifact(
+    reg: &Registry,
+    repo: &str,
+    img: &ImageInfo,
+    artifact_type: &str,
+    payload: &[u8],
+) -> (Vec<u8>, String, String) {
+    let bearer = push_bearer(reg, repo);
+    let empty = upload_blob(reg, &bearer, repo, b"{}");
+    let layer = upload_blob(reg, &bearer, repo, payload);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": payload.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": img.manifest_digest, "size": img.manifest.len()},
+    }))
+    .expect("artifact manifest");
+    let digest = crate::registry_support::sha256_digest(&manifest);
+    put_manifest(reg, &bearer, repo, &digest, OCI_MANIFEST, &manifest);
+    (manifest, digest, layer)
+}
+
+/// A signature and an SBOM referring to one image, listed through the proxy from distribution
+/// 2.8 (which answers 404 to the referrers API, so the `sha256-<hex>` tag is used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_from_the_fallback_tag_with_and_without_a_filter() {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::secrets::RegistryAuth as OciAuth;
+    use oci_client::RegistryOperation;
+    let env = Env::new();
+    let Some((reg, proxy)) = tokio::task::block_in_place(|| teams_setup(&env)) else {
+        return;
+    };
+    let (img, sig, sbom) = tokio::task::block_in_place(|| {
+        let img = push_tagged(&reg, "private/app", &["v1"]);
+        let sig = push_artifact(&reg, "private/app", &img, SIG_TYPE, b"signature bytes");
+        let sbom = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"{\"spdx\":1}");
+        // The referrers tag schema, as clients write it for registries without the API.
+        let fallback = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::registry_support::OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(), "artifactType": SIG_TYPE},
+                {"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE},
+            ],
+        }))
+        .expect("index");
+        let tag = img.manifest_digest.replace(':', "-");
+        put_manifest(
+            &reg,
+            &push_bearer(&reg, "private/app"),
+            "private/app",
+            &tag,
+            crate::registry_support::OCI_INDEX,
+            &fallback,
+        );
+        (img, sig, sbom)
+    });
+    let a = proxy_bearer(&proxy, Some(("a-client", "a-pw")));
+    let path = format!("/v2/private/app/referrers/{}", img.manifest_digest);
+    let digests = |r: &HttpResponse| -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let r = get(&proxy, &path, Some(&a));
+    assert_eq!(digests(&r), [sig.1.clone(), sbom.1.clone()]);
+    assert_eq!(
+        r.header("content-type"),
+        Some(crate::registry_support::OCI_INDEX)
+    );
+    assert_eq!(r.json()["schemaVersion"], 2);
+    assert!(r.header("oci-filters-applied").is_none());
+    // distribution 2.8 has no referrers API: its 404 sent the proxy to the tag.
+    let fallback_tag = img.manifest_digest.replace(':', "-");
+    tokio::task::block_in_place(|| {
+        assert_eq!(reg.count_requests("GET", &path), 1, "{}", reg.access_log());
+        assert_eq!(
+            reg.count_requests("GET", &format!("/manifests/{fallback_tag}")),
+            1
+        );
+    });
+    assert_api_version(&r, "referrers");
+    let r = get(
+        &proxy,
+        &format!(
+            "{path}?artifactType={}",
+            SIG_TYPE.replace('/', "%2F").replace('+', "%2B")
+        ),
+        Some(&a),
+    );
+    assert_eq!(digests(&r), vec![sig.1.clone()]);
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+
+    // No referrers: an empty index, not a 404.
+    let r = get(
+        &proxy,
+        &format!("/v2/private/app/referrers/{}", img.config_digest()),
+        Some(&a),
+    );
+    assert_eq!(digests(&r), Vec::<String>::new());
+    let r = get(&proxy, "/v2/private/app/referrers/sha256:nope", Some(&a));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errors"][0]["code"], "DIGEST_INVALID");
+    let r = http_request("HEAD", &proxy.addr, &path, &[("Authorization", &a)], b"").expect("head");
+    assert_eq!(r.status, 405);
+
+    // The artifact itself pulls through like any image.
+    let r = get(
+        &proxy,
+        &format!("/v2/private/app/manifests/{}", sig.1),
+        Some(&a),
+    );
+    assert_eq!((r.status, &r.body), (200, &sig.0));
+    let r = get(
+        &proxy,
+        &format!("/v2/private/app/blobs/{}", sig.2),
+        Some(&a),
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"signature bytes"[..])
+    );
+
+    // oci-client's referrers call, filtered.
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference =
+        format!("{}/private/app@{}", proxy.addr, img.manifest_digest)
+            .parse()
+            .expect("reference");
+    client
+        .auth(
+            &reference,
+            &OciAuth::Basic("a-client".into(), "a-pw".into()),
+            RegistryOperation::Pull,
+        )
+        .await
+        .expect("oci-client login to the proxy");
+    let index = client
+        .pull_referrers(&reference, Some(SBOM_TYPE))
+        .await
+        .expect("oci-client pull_referrers");
+    assert_eq!(index.manifests.len(), 1);
+    assert_eq!(index.manifests[0].digest, sbom.1);
+
+    // Clients without rights to the repository: 401, nothing listed.
+    for creds in [Some(("b-client", "b-pw")), Some(("c-client", "c-pw")), None] {
+        let t = proxy_bearer(&proxy, creds);
+        let r = get(&proxy, &path, Some(&t));
+        assert_eq!(r.status, 401, "{creds:?}: {}", r.text());
+        assert!(!r.text().contains(&sig.1), "{}", r.text());
+    }
 }
