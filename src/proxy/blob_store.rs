@@ -1,5 +1,6 @@
 //! The on-disk cache: an OCI image layout under `<cache>/v1` (blobs by digest, written
-//! only after verification), manifest media types, and tag → digest records.
+//! only after verification), manifest media types, tag → digest records, and cached list
+//! answers (tag lists, referrers) per upstream, repository and credential identity.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,14 @@ pub struct TagRecord {
     pub checked: u64,
 }
 
+/// A cached list answer (tags, referrer descriptors) and when the upstream last gave it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListRecord<T> {
+    pub items: Vec<T>,
+    /// Unix seconds of the upstream's answer.
+    pub checked: u64,
+}
+
 impl BlobStore {
     /// Opens (creating) the layout and removes temp files a crash left behind.
     pub fn open(cache_dir: &Path) -> std::io::Result<Self> {
@@ -45,6 +54,7 @@ impl BlobStore {
             "meta/manifests",
             "meta/tags",
             "meta/links",
+            "meta/lists",
         ] {
             create_private_dir(&root.join(d))?;
         }
@@ -158,6 +168,41 @@ impl BlobStore {
         }
         self.root
             .join("meta/tags")
+            .join(format!("{}.json", hex::encode(h.finalize())))
+    }
+
+    /// The cached list of `kind` (`tags`, `referrers`) under `key` (upstream, repository,
+    /// credential identity, …).
+    pub fn get_list<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &[&str],
+    ) -> Option<ListRecord<T>> {
+        let bytes = std::fs::read(self.list_path(kind, key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put_list<T: Serialize>(
+        &self,
+        kind: &str,
+        key: &[&str],
+        rec: &ListRecord<T>,
+    ) -> std::io::Result<()> {
+        write_atomic(
+            &self.list_path(kind, key),
+            &serde_json::to_vec(rec).map_err(std::io::Error::other)?,
+        )
+    }
+
+    /// Named by a hash like tag records.
+    fn list_path(&self, kind: &str, key: &[&str]) -> PathBuf {
+        let mut h = Sha256::new();
+        for part in std::iter::once(&kind).chain(key) {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        self.root
+            .join("meta/lists")
             .join(format!("{}.json", hex::encode(h.finalize())))
     }
 

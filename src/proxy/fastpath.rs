@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::blobs::FastSource;
-use super::response::http1_head;
+use super::response::{api_version, http1_head};
 use super::server::Proxy;
 
 /// Longest request head the fast path looks at; longer ones go to hyper (which may answer 431).
@@ -49,9 +49,10 @@ pub async fn serve(proxy: &Arc<Proxy>, stream: &mut TcpStream) -> std::io::Resul
             // Incomplete, invalid or not eligible: hyper reads it properly (and answers errors).
             return Ok(true);
         };
-        let Some(hit) = proxy.fast_blob(req.path, req.query, peer).await else {
+        let Some(mut hit) = proxy.fast_blob(req.path, req.query, peer).await else {
             return Ok(true);
         };
+        api_version(&mut hit.headers);
         let close = req.close;
         // Eligible: consume exactly this request's head and answer it.
         let mut consumed = vec![0u8; head_len];

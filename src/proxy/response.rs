@@ -67,6 +67,14 @@ pub(super) fn accept_header(headers: &HeaderMap) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// `Docker-Distribution-API-Version: registry/2.0`, on every `/v2/` answer of either transport.
+pub fn api_version(h: &mut HeaderMap) {
+    h.insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+}
+
 /// containerd's `?ns=` comes back as `OCI-Namespace`, on either transport.
 pub(super) fn echo_ns(h: &mut HeaderMap, ns: Option<&str>) {
     if let Some(v) = ns.and_then(|ns| HeaderValue::from_str(ns).ok()) {

@@ -1,5 +1,6 @@
-//! Request routing: `/v2/<name>/(manifests|blobs)/<ref>` parsed and validated, and the
-//! upstream chosen by `?ns=`, then an alias path prefix, then the default.
+//! Request routing: `/v2/<name>/(manifests|blobs)/<ref>`, `/v2/<name>/tags/list`,
+//! `/v2/<name>/referrers/<digest>` and `/v2/_catalog` parsed and validated, and the upstream
+//! chosen by `?ns=`, then an alias path prefix, then the default.
 
 use crate::registry::digest::Digest;
 use crate::registry::reference::RepositoryName;
@@ -21,6 +22,34 @@ pub enum Route {
         digest: Digest,
         ns: Option<String>,
     },
+    /// `GET /v2/<name>/tags/list[?n=&last=]`
+    Tags {
+        upstream: usize,
+        repo: String,
+        /// The name as the client wrote it (alias prefix and all), for the body and `Link`.
+        name: String,
+        page: Page,
+        ns: Option<String>,
+    },
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=]`
+    Referrers {
+        upstream: usize,
+        repo: String,
+        digest: Digest,
+        artifact_type: Option<String>,
+        ns: Option<String>,
+    },
+    /// `GET /v2/_catalog`
+    Catalog,
+}
+
+/// `n` and `last` of a list request (distribution spec: content discovery).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// At most this many entries; `None`: all of them.
+    pub n: Option<usize>,
+    /// Only entries lexically after this one.
+    pub last: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,23 +105,28 @@ pub fn route(
     if path == "/v2" || path == "/v2/" {
         return Ok(Route::Base);
     }
+    if path == "/v2/_catalog" {
+        return Ok(Route::Catalog);
+    }
     let rest = path
         .strip_prefix("/v2/")
         .ok_or_else(|| err(404, "NOT_FOUND", "not a registry API path".into()))?;
     if rest.len() > 4096 || rest.contains('%') {
         return Err(err(400, "NAME_INVALID", "invalid repository name".into()));
     }
-    let (name, kind, reference) = if let Some(i) = rest.rfind("/manifests/") {
+    let (name, kind, reference) = if let Some(name) = rest.strip_suffix("/tags/list") {
+        (name, "tags", "")
+    } else if let Some(i) = rest.rfind("/manifests/") {
         (&rest[..i], "manifests", &rest[i + "/manifests/".len()..])
     } else if let Some(i) = rest.rfind("/blobs/") {
         (&rest[..i], "blobs", &rest[i + "/blobs/".len()..])
+    } else if let Some(i) = rest.rfind("/referrers/") {
+        (&rest[..i], "referrers", &rest[i + "/referrers/".len()..])
     } else {
         return Err(err(404, "NOT_FOUND", "unknown registry API path".into()));
     };
-    let ns = query
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ns=")))
-        .and_then(percent_decode)
-        .filter(|s| !s.is_empty());
+    let ns = query_param(query, "ns").filter(|s| !s.is_empty());
+    let client_name = name;
     let name = RepositoryName::parse(name)
         .map_err(|_| err(400, "NAME_INVALID", "invalid repository name".into()))?;
     let (upstream, repo) = pick(name.as_str(), ns.as_deref(), upstreams, default)?;
@@ -111,12 +145,31 @@ pub fn route(
             } else if valid_tag(reference) {
                 ManifestRef::Tag(reference.to_string())
             } else {
-                return Err(err(400, "TAG_INVALID", "invalid tag".into()));
+                // No manifest can have this tag (the distribution spec's tag grammar).
+                return Err(err(404, "MANIFEST_UNKNOWN", "manifest unknown".into()));
             };
             Ok(Route::Manifest {
                 upstream,
                 repo,
                 reference,
+                ns,
+            })
+        }
+        "tags" => Ok(Route::Tags {
+            upstream,
+            repo,
+            name: client_name.to_string(),
+            page: page(query)?,
+            ns,
+        }),
+        "referrers" => {
+            let digest = Digest::parse(reference)
+                .map_err(|_| err(400, "DIGEST_INVALID", "invalid digest".into()))?;
+            Ok(Route::Referrers {
+                upstream,
+                repo,
+                digest,
+                artifact_type: query_param(query, "artifactType").filter(|s| !s.is_empty()),
                 ns,
             })
         }
@@ -131,6 +184,28 @@ pub fn route(
             })
         }
     }
+}
+
+/// `n` (a count; 400 `PAGINATION_NUMBER_INVALID` otherwise, as distribution answers) and `last`.
+fn page(query: Option<&str>) -> Result<Page, RouteError> {
+    let n = match query_param(query, "n") {
+        None => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| RouteError {
+            status: 400,
+            code: "PAGINATION_NUMBER_INVALID",
+            message: "invalid number of results requested".into(),
+        })?),
+    };
+    let last = query_param(query, "last").filter(|s| !s.is_empty());
+    Ok(Page { n, last })
+}
+
+/// The first `key=value` of `query`, percent-decoded; `None` when absent or malformed.
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(percent_decode)
 }
 
 fn pick(
@@ -269,6 +344,78 @@ mod tests {
         assert_eq!(
             route("/v2/x/manifests/t", Some("ns=quay.io"), &u, Some(0)).map_err(|e| e.status),
             Err(404)
+        );
+    }
+
+    #[test]
+    fn routes_read_api_lists() {
+        let u = ups();
+        assert_eq!(
+            route(
+                "/v2/ghcr/org/app/tags/list",
+                Some("n=2&last=v1.0"),
+                &u,
+                Some(0)
+            ),
+            Ok(Route::Tags {
+                upstream: 1,
+                repo: "org/app".into(),
+                name: "ghcr/org/app".into(),
+                page: Page {
+                    n: Some(2),
+                    last: Some("v1.0".into())
+                },
+                ns: None
+            })
+        );
+        assert!(matches!(
+            route("/v2/alpine/tags/list", None, &u, Some(0)),
+            Ok(Route::Tags { upstream: 0, ref repo, page: Page { n: None, last: None }, .. })
+                if repo == "library/alpine"
+        ));
+        assert!(matches!(
+            route("/v2/a/tags/list", Some("n=-1"), &u, Some(0)),
+            Err(RouteError {
+                status: 400,
+                code: "PAGINATION_NUMBER_INVALID",
+                ..
+            })
+        ));
+        assert_eq!(
+            route("/v2/_catalog", Some("n=1"), &u, None),
+            Ok(Route::Catalog)
+        );
+        assert!(matches!(
+            route(
+                &format!("/v2/a/referrers/{D}"),
+                Some("artifactType=application%2Fvnd.x"),
+                &u,
+                Some(1)
+            ),
+            Ok(Route::Referrers { upstream: 1, artifact_type: Some(ref t), .. })
+                if t == "application/vnd.x"
+        ));
+    }
+
+    #[test]
+    fn exact_errors_for_impossible_references() {
+        let u = ups();
+        let code = |p: &str| route(p, None, &u, Some(0)).map_err(|e| (e.status, e.code));
+        assert_eq!(
+            code("/v2/a/manifests/.INVALID"),
+            Err((404, "MANIFEST_UNKNOWN"))
+        );
+        assert_eq!(
+            code("/v2/a/manifests/sha256:totallywrong"),
+            Err((400, "DIGEST_INVALID"))
+        );
+        assert_eq!(
+            code("/v2/a/blobs/sha256:totallywrong"),
+            Err((400, "DIGEST_INVALID"))
+        );
+        assert_eq!(
+            code("/v2/a/referrers/sha256:totallywrong"),
+            Err((400, "DIGEST_INVALID"))
         );
     }
 

@@ -1,5 +1,5 @@
-//! The pull side of the distribution API: `/v2/`, manifests and blobs by GET and HEAD,
-//! served from the cache or filled from the upstream; pushes refused; client auth, metrics.
+//! The pull side of the distribution API: `/v2/`, manifests and blobs by GET and HEAD, tag
+//! lists and referrers, served from the cache or filled from the upstream; pushes refused; client auth, metrics.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::blob_store::BlobStore;
@@ -19,7 +19,7 @@ use super::fill::Fills;
 use super::fill_queue::FillQueue;
 use super::grants::Grants;
 use super::metrics::{KindLabels, Metrics, RequestLabels};
-use super::response::{bytes_response, echo_ns, hv, oci_error, text, Body};
+use super::response::{api_version, bytes_response, echo_ns, hv, oci_error, text, Body};
 use super::route::{route, Route};
 use super::upstream::Upstream;
 use crate::registry::digest::Digest;
@@ -179,6 +179,9 @@ impl Proxy {
         let (route_label, mut resp) = self
             .dispatch(&method, &path, query.as_deref(), &headers, &body, peer)
             .await;
+        if path.starts_with("/v2") {
+            api_version(resp.headers_mut());
+        }
         let status = resp.status().as_u16();
         log.finish(&self, resp.headers_mut(), route_label, status, false);
         resp
@@ -289,17 +292,75 @@ impl Proxy {
                         ),
                     );
                 }
-                let mut r = bytes_response(
+                let r = bytes_response(
                     StatusCode::OK,
                     Bytes::from_static(b"{}"),
                     "application/json",
                     head,
                 );
-                r.headers_mut().insert(
-                    "docker-distribution-api-version",
-                    HeaderValue::from_static("registry/2.0"),
-                );
                 ("base", r)
+            }
+            // Lists are GET only (the distribution spec defines no HEAD for them).
+            Ok(Route::Tags { .. } | Route::Referrers { .. } | Route::Catalog) if head => (
+                "invalid",
+                oci_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "UNSUPPORTED",
+                    "HEAD is not defined for this endpoint",
+                ),
+            ),
+            Ok(Route::Tags {
+                upstream,
+                repo,
+                name,
+                page,
+                ns,
+            }) => {
+                let who = self.requester(who);
+                let mut r = self
+                    .tags(upstream, &repo, &name, &page, ns.as_deref(), &who)
+                    .await;
+                self.challenge_on_401(&mut r, headers);
+                echo_ns(r.headers_mut(), ns.as_deref());
+                ("tags", r)
+            }
+            Ok(Route::Catalog) => {
+                if self.settings.auth_enabled && who.is_none() {
+                    return (
+                        "catalog",
+                        self.challenge(
+                            headers,
+                            StatusCode::UNAUTHORIZED,
+                            "UNAUTHORIZED",
+                            "authentication required",
+                        ),
+                    );
+                }
+                // What a requester may list is what its upstream credentials may list, which
+                // the proxy cannot know for a whole registry: no catalog (README, "Read API").
+                (
+                    "catalog",
+                    oci_error(
+                        StatusCode::NOT_FOUND,
+                        "UNSUPPORTED",
+                        "this pull-through cache does not list repositories; list tags of a repository instead",
+                    ),
+                )
+            }
+            Ok(Route::Referrers {
+                upstream,
+                repo,
+                digest,
+                artifact_type,
+                ns,
+            }) => {
+                let who = self.requester(who);
+                let mut r = self
+                    .referrers(upstream, &repo, &digest, artifact_type.as_deref(), &who)
+                    .await;
+                self.challenge_on_401(&mut r, headers);
+                echo_ns(r.headers_mut(), ns.as_deref());
+                ("referrers", r)
             }
             Ok(Route::Manifest {
                 upstream,

@@ -1,5 +1,6 @@
 //! The upstream registry client shared by `pullsecret pull` and the proxy: ping, challenge,
-//! token flow, manifests (digest-verified) and blob streams, with one re-auth on 401.
+//! token flow, manifests (digest-verified), blob streams, tag lists and referrers, with one
+//! re-auth on 401.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use super::auth::{Credentials, TokenCache, TokenStyle};
 use super::challenge::{self, Challenge, Scheme};
 use super::digest::Digest;
 use super::http::{describe_reqwest, read_limited};
-use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX};
 use super::RegistryError;
 use crate::secret::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN};
 
@@ -51,6 +52,13 @@ pub struct Manifest {
     pub media_type: String,
     pub digest: Digest,
 }
+
+/// Most tags read from one repository, all pages together.
+pub const MAX_TAGS: usize = 100_000;
+/// Largest tag-list page read into memory.
+const MAX_TAGS_PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Most `Link` pages followed for one tag list.
+const MAX_TAG_PAGES: usize = 1000;
 
 /// What a HEAD on a manifest says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +278,155 @@ impl Client {
         Ok(resp)
     }
 
+    /// Every tag of `repo`: `GET /v2/<repo>/tags/list` (with `?n=page` when given), following
+    /// `Link: <…>; rel="next"` only on this registry's own origin, so credentials never leave it.
+    pub async fn list_tags(
+        &self,
+        repo: &str,
+        page: Option<usize>,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let what = format!("tags of {repo}");
+        let invalid = |reason: String| RegistryError::Invalid {
+            registry: self.host().into(),
+            what: what.clone(),
+            reason,
+        };
+        let mut path = format!("/v2/{repo}/tags/list");
+        if let Some(n) = page {
+            path.push_str(&format!("?n={n}"));
+        }
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let resp = self
+                .send(Method::GET, &path, HeaderMap::new(), repo, creds)
+                .await?;
+            if !resp.status().is_success() {
+                return Err(RegistryError::from_response(self.host(), &what, resp).await);
+            }
+            let next = match next_link(resp.headers()) {
+                Some(link) => Some(self.same_origin_path(&link).ok_or_else(|| {
+                    invalid("pagination link leaves the registry's origin".into())
+                })?),
+                None => None,
+            };
+            let bytes = read_limited(resp, MAX_TAGS_PAGE_BYTES)
+                .await
+                .map_err(|e| match e {
+                    Some(e) => RegistryError::network(self.host(), &what, &e),
+                    None => RegistryError::TooLarge {
+                        registry: self.host().into(),
+                        what: what.clone(),
+                    },
+                })?;
+            let list: TagList = serde_json::from_slice(&bytes)
+                .map_err(|e| invalid(format!("not a tag list: {e}")))?;
+            tags.extend(list.tags.unwrap_or_default());
+            if tags.len() > MAX_TAGS {
+                return Err(RegistryError::TooLarge {
+                    registry: self.host().into(),
+                    what,
+                });
+            }
+            match next {
+                Some(n) if n != path => path = n,
+                Some(_) => return Err(invalid("pagination link points at itself".into())),
+                None => return Ok(tags),
+            }
+        }
+        Err(invalid(format!("more than {MAX_TAG_PAGES} pages")))
+    }
+
+    /// The descriptors of every manifest whose `subject` is `subject` in `repo`: the referrers API
+    /// (its pages followed like tags), or, when the registry answers 404 to it (distribution 2.8
+    /// does), the referrers tag schema's `<alg>-<hex>` index; none when neither exists.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<serde_json::Value>, RegistryError> {
+        let what = format!("referrers of {repo}@{subject}");
+        let invalid = |reason: String| RegistryError::Invalid {
+            registry: self.host().into(),
+            what: what.clone(),
+            reason,
+        };
+        let mut path = format!("/v2/{repo}/referrers/{subject}");
+        let mut found = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT, HeaderValue::from_static(OCI_INDEX));
+            let resp = self.send(Method::GET, &path, h, repo, creds).await?;
+            if resp.status() == StatusCode::NOT_FOUND && found.is_empty() {
+                return self.referrers_tag(repo, subject, creds).await;
+            }
+            if !resp.status().is_success() {
+                return Err(RegistryError::from_response(self.host(), &what, resp).await);
+            }
+            let next = match next_link(resp.headers()) {
+                Some(link) => Some(self.same_origin_path(&link).ok_or_else(|| {
+                    invalid("pagination link leaves the registry's origin".into())
+                })?),
+                None => None,
+            };
+            let bytes = read_limited(resp, MAX_MANIFEST_BYTES)
+                .await
+                .map_err(|e| match e {
+                    Some(e) => RegistryError::network(self.host(), &what, &e),
+                    None => RegistryError::TooLarge {
+                        registry: self.host().into(),
+                        what: what.clone(),
+                    },
+                })?;
+            found.extend(index_descriptors(&bytes).map_err(invalid)?);
+            match next {
+                Some(n) if n != path => path = n,
+                Some(_) => return Err(invalid("pagination link points at itself".into())),
+                None => return Ok(found),
+            }
+        }
+        Err(invalid(format!("more than {MAX_TAG_PAGES} pages")))
+    }
+
+    /// The referrers tag schema: the index tagged `<alg>-<hex>` of the subject.
+    async fn referrers_tag(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        creds: Option<&Credentials>,
+    ) -> Result<Vec<serde_json::Value>, RegistryError> {
+        let tag = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
+        match self.get_manifest(repo, &tag, Some(OCI_INDEX), creds).await {
+            Ok(m) => index_descriptors(&m.bytes).map_err(|reason| RegistryError::Invalid {
+                registry: self.host().into(),
+                what: format!("manifest {repo}:{tag}"),
+                reason,
+            }),
+            Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The path and query of `link` (absolute or relative) when it stays on this registry's
+    /// scheme, host and port.
+    fn same_origin_path(&self, link: &str) -> Option<String> {
+        let base = reqwest::Url::parse(&self.base).ok()?;
+        let url = base.join(link).ok()?;
+        if url.origin() != base.origin() || !url.path().starts_with("/v2/") {
+            return None;
+        }
+        Some(match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        })
+    }
+
     /// Sends with auth: up front from the remembered challenge, and once more after a 401
     /// with a freshly fetched token (the cached one may have been revoked or expired).
     async fn send(
@@ -437,6 +594,48 @@ impl Client {
     }
 }
 
+/// The `manifests` of an image index, keeping only well-formed descriptors (a `mediaType`, a
+/// valid `digest`, a `size`).
+fn index_descriptors(bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Option<Vec<serde_json::Value>>,
+    }
+    let index: Index =
+        serde_json::from_slice(bytes).map_err(|e| format!("not an image index: {e}"))?;
+    Ok(index
+        .manifests
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| {
+            d.get("mediaType").and_then(|m| m.as_str()).is_some()
+                && d.get("size").and_then(|s| s.as_u64()).is_some()
+                && d.get("digest")
+                    .and_then(|x| x.as_str())
+                    .is_some_and(|x| Digest::parse(x).is_ok())
+        })
+        .collect())
+}
+
+/// The target of `Link: <…>; rel="next"` (RFC 8288), if any.
+pub fn next_link(h: &HeaderMap) -> Option<String> {
+    h.get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+            let next = params.split(';').any(|p| {
+                p.trim()
+                    .strip_prefix("rel=")
+                    .map(|r| r.trim_matches('"'))
+                    .is_some_and(|r| r.split_whitespace().any(|r| r == "next"))
+            });
+            next.then(|| target.to_string())
+        })
+}
+
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -460,4 +659,47 @@ fn content_type(h: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_stay_on_the_registry() {
+        let mut h = HeaderMap::new();
+        h.append(
+            reqwest::header::LINK,
+            HeaderValue::from_static(
+                r#"<https://x/other>; rel="prev", </v2/a/tags/list?n=2&last=b>; rel="next""#,
+            ),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?n=2&last=b"));
+        assert_eq!(next_link(&HeaderMap::new()), None);
+        let c = Client::new(
+            UpstreamOptions {
+                host: "reg.example:5000".into(),
+                ..Default::default()
+            },
+            Arc::new(TokenCache::default()),
+        )
+        .expect("client");
+        assert_eq!(
+            c.same_origin_path("/v2/a/tags/list?last=b").as_deref(),
+            Some("/v2/a/tags/list?last=b")
+        );
+        assert_eq!(
+            c.same_origin_path("https://reg.example:5000/v2/a/tags/list?last=b")
+                .as_deref(),
+            Some("/v2/a/tags/list?last=b")
+        );
+        for away in [
+            "https://evil.example/v2/a/tags/list",
+            "http://reg.example:5000/v2/a/tags/list",
+            "//evil.example/v2/x",
+            "/token?x=1",
+        ] {
+            assert_eq!(c.same_origin_path(away), None, "{away}");
+        }
+    }
 }

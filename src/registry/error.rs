@@ -49,6 +49,13 @@ pub enum RegistryError {
     },
     #[error("{registry}: {reason}")]
     Config { registry: String, reason: String },
+    /// A success answer whose body or headers do not mean what the API says they must.
+    #[error("{registry}: {what}: invalid answer: {reason}")]
+    Invalid {
+        registry: String,
+        what: String,
+        reason: String,
+    },
 }
 
 /// Largest upstream error body read into memory.
@@ -124,7 +131,7 @@ impl RegistryError {
             | RegistryError::Network { .. }
             | RegistryError::Token { .. } => 502,
             RegistryError::DigestMismatch { .. } => 502,
-            RegistryError::TooLarge { .. } => 502,
+            RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => 502,
             RegistryError::Config { .. } => 500,
         }
     }

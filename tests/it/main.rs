@@ -19,6 +19,7 @@ mod proxy;
 mod proxy_server;
 mod proxy_teams;
 mod pull;
+mod read_api;
 mod registry_smoke;
 mod restart;
 mod security;
