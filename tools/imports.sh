@@ -16,6 +16,7 @@ LAYERS = [
     ["store"],
     ["helper", "kubelet", "registry_login", "pull"],
     ["proxy"],
+    ["admin"],
     ["cli"],
     ["lib", "main"],
 ]

@@ -1,5 +1,6 @@
 //! The `pullsecret` command line: global flags, logging, and dispatch to one file per subcommand.
 
+mod admin;
 mod doctor;
 mod kubelet;
 mod login;
@@ -67,6 +68,9 @@ enum Command {
     },
     /// Print the man page (roff) on stdout (`pullsecret man | man -l -`).
     Man,
+    /// Admin API tokens (`admin token create NAME [-n NS]`, `list`, `revoke NAME`).
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
 }
 
 /// Everything subcommands share: config, the store, the working namespace.
@@ -115,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Man => man(),
         _ => Ctx::new(&cli).and_then(|ctx| match &cli.command {
             Command::Secret(cmd) => secret::run(&ctx, cmd),
+            Command::Admin(cmd) => admin::run(&ctx, cmd),
             Command::Login(a) => login::login(&ctx, a),
             Command::Logout(a) => login::logout(&ctx, a),
             Command::Doctor(a) => doctor::run(&ctx, a),

@@ -120,6 +120,7 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let admin_store = store.clone();
     let proxy = crate::proxy::build(&cfg, store, namespace).map_err(|e| anyhow!(e))?;
     if let Some(ProxyCmd::Warm { images, platform }) = &a.command {
         return ops::warm(&proxy, images, platform);
@@ -148,6 +149,19 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
             eprintln!("{banner}");
         }
         crate::proxy::log_summary(&proxy, &format!("{scheme}://{addr}"));
+        if let Some(admin) = &cfg.admin {
+            // The admin API on its own address, so the registry port can be exposed alone.
+            let l = tokio::net::TcpListener::bind(&admin.listen)
+                .await
+                .with_context(|| format!("admin listener on {}", admin.listen))?;
+            tracing::info!(admin = %l.local_addr()?, "admin API listening");
+            let state = std::sync::Arc::new(crate::admin::api::AdminState {
+                store: admin_store,
+                proxy: proxy.clone(),
+                audit: Default::default(),
+            });
+            tokio::spawn(crate::admin::serve(state, l));
+        }
         crate::proxy::serve(proxy, listener, tls).await?;
         Ok(())
     })

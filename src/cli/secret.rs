@@ -851,7 +851,13 @@ fn read_utf8(path: &Path) -> Result<String> {
 }
 
 /// Namespaces only pullsecret itself writes: `secret create` and `secret import` refuse them.
-const RESERVED_NAMESPACES: &[(&str, &str)] = &[(CLIENTS_NAMESPACE, "pullsecret proxy client add")];
+const RESERVED_NAMESPACES: &[(&str, &str)] = &[
+    (CLIENTS_NAMESPACE, "pullsecret proxy client add"),
+    (
+        crate::admin::tokens::ADMIN_TOKENS_NAMESPACE,
+        "pullsecret admin token create",
+    ),
+];
 
 fn check_not_reserved(ns: &str) -> Result<()> {
     if let Some((_, by)) = RESERVED_NAMESPACES.iter().find(|(r, _)| *r == ns) {

@@ -44,6 +44,22 @@ pub struct ProxyConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The admin API's own listener; absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens (default 127.0.0.1:5001; keep it on loopback or a private
+    /// network: it manages every namespace's secrets).
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:5001".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -264,6 +264,28 @@ impl SecretStore for FileStore {
         "file"
     }
 
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = FileStore::namespaces(self)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        super::validate_namespace(namespace)?;
+        let lock_path = self.dir().join(".lock");
+        let _lock = LockGuard::exclusive(&lock_path).map_err(StoreError::io(&lock_path))?;
+        let path = self.ns_path(namespace);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        }
+        // The directory entry's removal is durable only once the directory is synced.
+        std::fs::File::open(self.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io(self.dir()))
+    }
+
     fn generation(&self) -> Option<u128> {
         // Every write renames a file into this directory, which moves its mtime (ns resolution).
         let m = std::fs::metadata(self.dir()).ok()?.modified().ok()?;

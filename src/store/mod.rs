@@ -39,6 +39,27 @@ pub trait SecretStore {
         edit: &mut dyn FnMut(&mut Vec<StoredSecret>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// Every namespace that exists (holds secrets, or was created empty).
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self.list(None)?.into_iter().map(|s| s.namespace).collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Creates `namespace` empty when it does not exist (a write that changes nothing).
+    fn create_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        self.update(namespace, &mut |_| Ok(()))
+    }
+
+    /// Removes `namespace` and every secret in it.
+    fn delete_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        self.update(namespace, &mut |secrets| {
+            secrets.clear();
+            Ok(())
+        })
+    }
+
     /// A value that changes whenever stored secrets change, when the backend can tell cheaply
     /// (the file store: its directory's mtime); lets callers cache lookups safely.
     fn generation(&self) -> Option<u128> {

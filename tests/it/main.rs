@@ -3,6 +3,7 @@
 // Tests print diagnostics for whoever reads a failure.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod admin;
 mod architecture;
 mod canary;
 mod cli_manners;

@@ -1,0 +1,205 @@
+//! The admin listener: the REST API under `/api/v1` (and its OpenAPI document) on its own
+//! address, apart from the registry port, for admin tokens only.
+
+pub mod api;
+pub mod audit;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+use self::api::{AdminState, Answer};
+
+type Body = Full<Bytes>;
+
+/// The OpenAPI 3.1 document of `/api/v1`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+/// Largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+/// Failed token attempts from one address before it must wait.
+const FREE_FAILURES: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// Serves the admin API on `listener` until the process ends.
+pub async fn serve(state: Arc<AdminState>, listener: tokio::net::TcpListener) {
+    let failures = Arc::new(Failures::default());
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        let failures = failures.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let failures = failures.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(state, failures, req, peer.ip()).await)
+                }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<AdminState>,
+    failures: Arc<Failures>,
+    req: Request<hyper::body::Incoming>,
+    peer: IpAddr,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    if path == "/api/v1/openapi.json" && method == http::Method::GET {
+        return respond_raw(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from_static(OPENAPI.as_bytes()),
+        );
+    }
+    if !path.starts_with("/api/v1/") {
+        return respond(Answer::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such path",
+        ));
+    }
+    if let Some(wait) = failures.backoff(peer) {
+        let mut r = respond(Answer::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            "too many failed token attempts; retry later",
+        ));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return r;
+    }
+    let token = bearer(req.headers());
+    let presented = token.is_some();
+    let who = match token {
+        Some(t) => {
+            let store = state.store.clone();
+            tokio::task::spawn_blocking(move || tokens::verify(store.as_ref(), &t))
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    let Some(who) = who else {
+        // Only a presented token that is wrong counts towards the limit.
+        if presented {
+            failures.fail(peer);
+        }
+        tracing::warn!(%peer, %path, "admin request without a valid token");
+        let mut r = respond(Answer::error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "an admin token is required (Authorization: Bearer …)",
+        ));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"pullsecret-admin\""),
+        );
+        return r;
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return respond(Answer::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("request bodies are limited to {MAX_BODY} bytes"),
+            ))
+        }
+    };
+    let answer = tokio::task::spawn_blocking(move || {
+        api::route(&state, &who, &method, &path, query.as_deref(), &body)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Answer::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "the request failed",
+        )
+    });
+    respond(answer)
+}
+
+/// `Authorization: Bearer T`, or Direktiv's `direktiv-token` / `apikey` headers.
+fn bearer(headers: &http::HeaderMap) -> Option<zeroize::Zeroizing<String>> {
+    let from = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    from(header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| from("direktiv-token"))
+        .or_else(|| from("apikey"))
+        .map(|t| zeroize::Zeroizing::new(t.trim().to_string()))
+}
+
+fn respond(a: Answer) -> Response<Body> {
+    match a.body {
+        Some(v) => respond_raw(a.status, "application/json", Bytes::from(v.to_string())),
+        None => respond_raw(a.status, "application/json", Bytes::new()),
+    }
+}
+
+fn respond_raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Failed token attempts per address.
+#[derive(Default)]
+struct Failures {
+    map: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Failures {
+    fn fail(&self, ip: IpAddr) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        let e = m.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() > FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
+    }
+
+    fn backoff(&self, ip: IpAddr) -> Option<Duration> {
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, last) = m.get(&ip)?;
+        if *n < FREE_FAILURES || last.elapsed() > FAILURE_WINDOW {
+            return None;
+        }
+        let wait = Duration::from_secs(1u64 << (n - FREE_FAILURES).min(8));
+        wait.checked_sub(last.elapsed())
+    }
+}
