@@ -358,6 +358,7 @@ mod tests {
                 username: "u".into(),
                 password: SecretValue::Literal(SecretString::from(password.to_string())),
                 email: None,
+                also: Vec::new(),
             },
         }
     }
