@@ -180,10 +180,8 @@ impl Helper<'_> {
         let secrets = self.store.list(Some(&self.namespace))?;
         // Go encodes maps with sorted keys.
         let mut map = std::collections::BTreeMap::new();
-        for s in &secrets {
-            if let (Some(server), Some(user)) = (s.server(), s.username()) {
-                map.insert(server.to_string(), user.to_string());
-            }
+        for e in secrets.iter().flat_map(|s| s.registries()) {
+            map.insert(e.server, e.username);
         }
         let body: Vec<String> = map
             .iter()

@@ -118,8 +118,8 @@ fn report_shadowing(ctx: &Ctx, ns: &str, key: &ServerKey) -> Result<()> {
             eprintln!(
                 "note: {} secrets match {key}; {}/{} answers ({RULE}); not used: {}",
                 matches.len(),
-                first.namespace,
-                first.name,
+                first.secret.namespace,
+                first.secret.name,
                 describe(rest)
             );
         }

@@ -24,7 +24,7 @@ use crate::registry::manifest::Platform;
 use crate::registry::reference::Reference;
 use crate::registry::RegistryError;
 use crate::secret::{RefResolver, RegistrySecret, ServerKey};
-use crate::store::chain::{Chain, Source};
+use crate::store::chain::{best_match, Chain, Source};
 use crate::store::StoreRefs;
 
 #[derive(Args, Debug)]
@@ -212,15 +212,22 @@ fn credentials(
             .ok_or_else(|| anyhow!("no secret {name:?} in namespace {namespace}"))?;
         let refs = StoreRefs(ctx.store.as_ref());
         let resolver = RefResolver::with_store(&refs);
-        let secret = stored
-            .to_registry_secret(&resolver)
-            .with_context(|| format!("secret {namespace}/{name}"))?
+        // Of a secret holding several registries, the one matching the image, else the primary.
+        let server = format!("{}/{}", reference.registry(), reference.repository());
+        let registry = ServerKey::parse(&server)
+            .ok()
+            .and_then(|key| best_match(std::iter::once(&stored), &key))
+            .map(|m| m.registry)
+            .or_else(|| stored.registries().into_iter().next())
             .ok_or_else(|| {
                 anyhow!(
                     "secret {namespace}/{name} is {}, not a docker-registry secret",
                     stored.type_name()
                 )
             })?;
+        let secret = registry
+            .resolve(&resolver)
+            .with_context(|| format!("secret {namespace}/{name}"))?;
         warn_if_other_registry(&secret, reference, name);
         return Ok(Some((
             to_credentials(secret),

@@ -20,7 +20,7 @@ use crate::secret::{
 use crate::store::docker_config;
 use crate::store::kube::{self, KubeSecret};
 use crate::store::{
-    now_unix, validate_namespace, Origin, Scope, SecretData, StoreRefs, StoredSecret,
+    now_unix, validate_namespace, Origin, RegistryEntry, Scope, SecretData, StoreRefs, StoredSecret,
 };
 
 #[derive(Subcommand, Debug)]
@@ -279,6 +279,7 @@ fn create_docker_registry(ctx: &Ctx, a: &DockerRegistryArgs) -> Result<()> {
         username,
         password,
         email,
+        also: Vec::new(),
     };
     finish_create(ctx, &a.name, &a.common, data)
 }
@@ -392,13 +393,11 @@ fn kube_document(
     let yaml = output == "yaml";
     Ok(match &s.data {
         SecretData::DockerRegistry { .. } => {
-            let entry = s
-                .to_registry_secret(&resolver)?
-                .ok_or_else(|| anyhow!("not a registry secret"))?;
+            let entries = resolved_registries(s, &resolver)?;
             if yaml {
-                kube::docker_registry_yaml(&s.name, namespace, &[entry])
+                kube::docker_registry_yaml(&s.name, namespace, &entries)
             } else {
-                kube::docker_registry_json(&s.name, namespace, &[entry])
+                kube::docker_registry_json(&s.name, namespace, &entries)
             }
         }
         SecretData::Generic(map) => {
@@ -593,26 +592,25 @@ fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<St
         data,
     };
     Ok(match ks.kind.as_str() {
+        // One secret for the whole Secret: its first registry is the primary, the rest go
+        // along (`also`), so export writes the same `.dockerconfigjson` back.
         "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" => {
-            let entries = kube::registry_entries(ks)?;
-            let many = entries.len() > 1;
-            entries
-                .into_iter()
-                .map(|e| {
-                    let name = if many {
-                        format!(
-                            "{}-{}",
-                            ks.name,
-                            ServerKey::parse(&e.server)
-                                .map(|k| k.secret_name())
-                                .unwrap_or_default()
-                        )
-                    } else {
-                        ks.name.clone()
-                    };
-                    registry_stored(&name, ns, scope, now, e)
-                })
-                .collect()
+            let mut entries = kube::registry_entries(ks)?.into_iter();
+            match entries.next() {
+                Some(first) => {
+                    let mut s = registry_stored(&ks.name, ns, scope, now, first);
+                    if let SecretData::DockerRegistry { also, .. } = &mut s.data {
+                        also.extend(entries.map(|e| RegistryEntry {
+                            server: e.server,
+                            username: e.username,
+                            password: SecretValue::Literal(e.password),
+                            email: e.email,
+                        }));
+                    }
+                    vec![s]
+                }
+                None => Vec::new(),
+            }
         }
         "kubernetes.io/tls" => {
             vec![stored(SecretData::Tls {
@@ -651,6 +649,7 @@ fn registry_stored(
             username: e.username,
             password: SecretValue::Literal(e.password),
             email: e.email,
+            also: Vec::new(),
         },
     }
 }
@@ -695,7 +694,7 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
             let mut row = vec![
                 s.name.clone(),
                 s.type_name().to_string(),
-                s.server().unwrap_or("").to_string(),
+                server_column(s),
                 s.username().unwrap_or("").to_string(),
                 s.scope.as_str().to_string(),
                 ago(s.created, now),
@@ -721,6 +720,26 @@ fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// The primary server, plus `+N` when the secret holds N further registries.
+fn server_column(s: &StoredSecret) -> String {
+    match s.servers().as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    }
+}
+
+/// Every registry of a docker-registry secret with its password resolved, the primary first.
+fn resolved_registries(s: &StoredSecret, resolver: &RefResolver) -> Result<Vec<RegistrySecret>> {
+    s.registries()
+        .iter()
+        .map(|e| {
+            e.resolve(resolver)
+                .with_context(|| format!("secret {}/{}, server {}", s.namespace, s.name, e.server))
+        })
+        .collect()
+}
+
 /// A JSON description of a secret; values masked unless `show` (references are shown as written).
 fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
     let mask = |v: &SecretValue| match v {
@@ -741,12 +760,29 @@ fn summary(s: &StoredSecret, show: bool) -> serde_json::Value {
             username,
             password,
             email,
+            also,
         } => {
             m.insert("server".into(), server.clone().into());
             m.insert("username".into(), username.clone().into());
             m.insert("password".into(), mask(password));
             if let Some(e) = email {
                 m.insert("email".into(), e.clone().into());
+            }
+            if !also.is_empty() {
+                let also: Vec<serde_json::Value> = also
+                    .iter()
+                    .map(|e| {
+                        let mut r = serde_json::Map::new();
+                        r.insert("server".into(), e.server.clone().into());
+                        r.insert("username".into(), e.username.clone().into());
+                        r.insert("password".into(), mask(&e.password));
+                        if let Some(x) = &e.email {
+                            r.insert("email".into(), x.clone().into());
+                        }
+                        serde_json::Value::Object(r)
+                    })
+                    .collect();
+                m.insert("also".into(), also.into());
             }
         }
         SecretData::Generic(map) => {
@@ -798,21 +834,19 @@ fn export(ctx: &Ctx, a: &ExportArgs) -> Result<()> {
     }
     let refs = StoreRefs(ctx.store.as_ref());
     let resolver = RefResolver::with_store(&refs);
-    let entry = s.to_registry_secret(&resolver)?.ok_or_else(|| {
-        anyhow!(
+    if !matches!(s.data, SecretData::DockerRegistry { .. }) {
+        bail!(
             "--format {} needs a docker-registry secret; {} is {}",
             a.format,
             s.name,
             s.type_name()
-        )
-    })?;
+        );
+    }
+    let entries = resolved_registries(&s, &resolver)?;
     let out = match a.format.as_str() {
-        "dockerconfigjson" => format!(
-            "{}\n",
-            kube::dockerconfigjson_payload(std::slice::from_ref(&entry))
-        ),
-        "auth.json" => docker_config::auth_json(std::slice::from_ref(&entry)),
-        _ => docker_config::docker_config_json(std::slice::from_ref(&entry)),
+        "dockerconfigjson" => format!("{}\n", kube::dockerconfigjson_payload(&entries)),
+        "auth.json" => docker_config::auth_json(&entries),
+        _ => docker_config::docker_config_json(&entries),
     };
     out!("{out}");
     if !out.ends_with('\n') {

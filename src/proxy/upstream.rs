@@ -13,7 +13,8 @@ use crate::registry::client::{Client, UpstreamOptions};
 use crate::secret::ServerKey;
 use crate::secret::{value_identity, RefResolver, SecretValue};
 use crate::store::chain::best_match;
-use crate::store::{Scope, SecretData, SecretStore, StoreRefs, StoredSecret};
+use crate::store::chain::Match;
+use crate::store::{Scope, SecretStore, StoreRefs, StoredSecret};
 
 pub struct Upstream {
     pub cfg: UpstreamConfig,
@@ -86,8 +87,9 @@ impl Upstream {
     }
 
     /// Resolves the credentials `who` may use for `repo` on this upstream, now (blocking: the
-    /// store and `cmd://` are sync). An explicit `secret`/`username` in the config comes first;
-    /// otherwise the store is searched by server key (`host/repo` down to `host`).
+    /// store and `cmd://` are sync). An explicit `secret`/`username` in the config comes first
+    /// (of a secret holding several registries, the one matching `host/repo`, else its
+    /// primary); otherwise the store is searched by server key (`host/repo` down to `host`).
     pub fn credentials(
         &self,
         store: &dyn SecretStore,
@@ -121,7 +123,8 @@ impl Upstream {
                 grant,
             }));
         }
-        let secret = if let Some(spec) = &self.cfg.secret {
+        let key = ServerKey::parse(&format!("{}/{repo}", self.names.host)).ok();
+        let found = if let Some(spec) = &self.cfg.secret {
             let crate::secret::SecretName {
                 namespace: ns,
                 name,
@@ -140,11 +143,28 @@ impl Upstream {
                 );
                 return Ok(None);
             }
-            secret
+            let matching = key
+                .as_ref()
+                .and_then(|k| best_match(std::iter::once(&secret), k));
+            match matching {
+                Some(m) => m,
+                None => {
+                    let Some(registry) = secret.registries().into_iter().next() else {
+                        return Err(err(format!(
+                            "secret {}/{} is not a docker-registry secret",
+                            secret.namespace, secret.name
+                        )));
+                    };
+                    Match {
+                        secret,
+                        registry,
+                        primary: true,
+                    }
+                }
+            }
         } else {
-            let key = match ServerKey::parse(&format!("{}/{repo}", self.names.host)) {
-                Ok(k) => k,
-                Err(_) => return Ok(None),
+            let Some(key) = key else {
+                return Ok(None);
             };
             let all = store.list(None).map_err(|e| err(e.to_string()))?;
             let own = all
@@ -154,9 +174,9 @@ impl Upstream {
                 .iter()
                 .filter(|s| s.namespace != who.namespace && who.may_use(s));
             match best_match(own, &key).or_else(|| best_match(shared, &key)) {
-                Some(s) => s.clone(),
+                Some(m) => m,
                 None => {
-                    if let Some(s) = best_match(all.iter(), &key) {
+                    if let Some(Match { secret: s, .. }) = best_match(all.iter(), &key) {
                         tracing::info!(
                             upstream = %self.cfg.name,
                             client_namespace = %who.namespace,
@@ -169,21 +189,25 @@ impl Upstream {
                 }
             }
         };
-        let SecretData::DockerRegistry {
-            username, password, ..
-        } = &secret.data
-        else {
-            return Err(err(format!(
-                "secret {}/{} is not a docker-registry secret",
-                secret.namespace, secret.name
-            )));
-        };
+        let Match {
+            secret,
+            registry,
+            primary,
+        } = found;
         let value = resolver
-            .resolve_value(password)
+            .resolve_value(&registry.password)
             .map_err(|e| err(e.to_string()))?;
-        let grant = format!("secret:{}/{}", secret.namespace, secret.name);
+        // Each registry of a secret is its own identity: tokens and links stay per registry.
+        let grant = if primary {
+            format!("secret:{}/{}", secret.namespace, secret.name)
+        } else {
+            format!(
+                "secret:{}/{}@{}",
+                secret.namespace, secret.name, registry.server
+            )
+        };
         Ok(Some(Picked {
-            creds: credentials(&grant, username.clone(), password, value),
+            creds: credentials(&grant, registry.username, &registry.password, value),
             grant,
         }))
     }
@@ -221,7 +245,8 @@ impl Requester {
 #[derive(Debug, Clone)]
 pub struct Picked {
     pub creds: Credentials,
-    /// `secret:NS/NAME`, `config:UPSTREAM`: stable across restarts and rotations.
+    /// `secret:NS/NAME` (`secret:NS/NAME@SERVER` for a secret's further registry),
+    /// `config:UPSTREAM`: stable across restarts and rotations.
     pub grant: String,
 }
 

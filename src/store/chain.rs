@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::cred_helper::{run_helper_get, CredHelperError};
 use super::docker_config::{self, AuthLookup};
 use super::kube::{self, KubeError};
-use super::{Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
+use super::{RegistryEntry, Scope, SecretStore, StoreError, StoreRefs, StoredSecret};
 use crate::secret::{RefError, RefResolver, RegistrySecret, ServerKey};
 
 /// Our own helper's name; the chain never calls itself through docker's config.
@@ -108,14 +108,22 @@ impl Chain<'_> {
         // 1. Own store.
         match self.store_matches(&key) {
             Ok(matches) if !matches.is_empty() => {
-                let stored = &matches[0];
+                let found = &matches[0];
+                let stored = &found.secret;
                 let source = Source::Store {
                     namespace: stored.namespace.clone(),
                     name: stored.name.clone(),
                 };
                 note(Attempt {
                     source: "pullsecret store".into(),
-                    outcome: format!("found secret {}/{}", stored.namespace, stored.name),
+                    outcome: if found.primary {
+                        format!("found secret {}/{}", stored.namespace, stored.name)
+                    } else {
+                        format!(
+                            "found secret {}/{} (its registry {})",
+                            stored.namespace, stored.name, found.registry.server
+                        )
+                    },
                 });
                 if matches.len() > 1 {
                     note(Attempt {
@@ -128,9 +136,8 @@ impl Chain<'_> {
                 }
                 let refs = StoreRefs(self.store);
                 let resolver = RefResolver::with_store(&refs);
-                return match stored.to_registry_secret(&resolver) {
-                    Ok(Some(s)) => Ok(Some((s, source))),
-                    Ok(None) => Ok(None),
+                return match found.registry.resolve(&resolver) {
+                    Ok(s) => Ok(Some((s, source))),
                     Err(error) => Err(ChainError::Ref {
                         source_name: source.to_string(),
                         error,
@@ -268,17 +275,14 @@ impl Chain<'_> {
     /// Every stored docker-registry secret that matches `key`, the one that answers first:
     /// this namespace's matches, then `global`-scoped secrets of other namespaces, each group
     /// ordered by [`RULE`].
-    pub fn store_matches(&self, key: &ServerKey) -> Result<Vec<StoredSecret>, StoreError> {
+    pub fn store_matches(&self, key: &ServerKey) -> Result<Vec<Match>, StoreError> {
         let own = self.store.list(Some(&self.namespace))?;
-        let mut out: Vec<StoredSecret> = ranked_matches(own.iter(), key)
-            .into_iter()
-            .cloned()
-            .collect();
+        let mut out = ranked_matches(own.iter(), key);
         let all = self.store.list(None)?;
         let global = all
             .iter()
             .filter(|s| s.namespace != self.namespace && s.scope == Scope::Global);
-        out.extend(ranked_matches(global, key).into_iter().cloned());
+        out.extend(ranked_matches(global, key));
         Ok(out)
     }
 }
@@ -287,50 +291,68 @@ impl Chain<'_> {
 pub const RULE: &str =
     "the most specific server key wins, then the most recently written secret, then the name in alphabetical order";
 
-/// `ns/name (key K)` for each secret, comma-separated.
-pub fn describe(secrets: &[StoredSecret]) -> String {
-    secrets
+/// A stored docker-registry secret that answers for a server key, and the one of its
+/// registries that matched (a secret imported from Kubernetes may hold several).
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub secret: StoredSecret,
+    /// The matching registry's server and credentials (password not yet resolved).
+    pub registry: RegistryEntry,
+    /// Whether `registry` is the secret's primary one.
+    pub primary: bool,
+}
+
+/// `ns/name (server S)` for each match, S the registry that matched; comma-separated.
+pub fn describe(matches: &[Match]) -> String {
+    matches
         .iter()
-        .map(|s| {
+        .map(|m| {
             format!(
                 "{}/{} (server {})",
-                s.namespace,
-                s.name,
-                s.server().unwrap_or_default()
+                m.secret.namespace, m.secret.name, m.registry.server
             )
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The docker-registry secrets whose server key is a candidate of `key`, best first: the most
-/// specific key, then the most recently written (`created`), then namespace and name.
+/// The docker-registry secrets with a registry whose server key is a candidate of `key`, best
+/// first: the most specific key (of the secret's best-matching registry, see
+/// [`StoredSecret::registry_for`]), then the most recently written (`created`), then
+/// namespace and name. Each with the registry that matched.
 pub fn ranked_matches<'s>(
     secrets: impl Iterator<Item = &'s StoredSecret>,
     key: &ServerKey,
-) -> Vec<&'s StoredSecret> {
-    let candidates = key.candidates();
-    let mut hits: Vec<(usize, &StoredSecret)> = secrets
+) -> Vec<Match> {
+    let mut hits: Vec<(usize, usize, &StoredSecret)> = secrets
         .filter_map(|s| {
-            let server = s.server()?;
-            let k = ServerKey::parse(server).ok()?;
-            let rank = candidates.iter().position(|c| c == &k)?;
-            Some((rank, s))
+            let (rank, index) = s.registry_for(key)?;
+            Some((rank, index, s))
         })
         .collect();
-    hits.sort_by(|(ra, a), (rb, b)| {
+    hits.sort_by(|(ra, _, a), (rb, _, b)| {
         ra.cmp(rb)
             .then(b.created.cmp(&a.created))
             .then_with(|| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
     });
-    hits.into_iter().map(|(_, s)| s).collect()
+    hits.into_iter()
+        .filter_map(|(_, index, s)| {
+            Some(Match {
+                registry: s.registries().into_iter().nth(index)?,
+                primary: index == 0,
+                secret: s.clone(),
+            })
+        })
+        .collect()
 }
 
-/// The secret that answers for `key` among `secrets` (see [`ranked_matches`]).
+/// The secret that answers for `key` among `secrets`, with the registry of it that matched
+/// (see [`ranked_matches`]). Every use of a stored secret's credentials for a server goes
+/// through this or [`Chain::store_matches`].
 pub fn best_match<'s>(
-    secrets: impl Iterator<Item = &'s StoredSecret> + Clone,
+    secrets: impl Iterator<Item = &'s StoredSecret>,
     key: &ServerKey,
-) -> Option<&'s StoredSecret> {
+) -> Option<Match> {
     ranked_matches(secrets, key).into_iter().next()
 }
 
@@ -406,6 +428,7 @@ mod tests {
                 username: name.into(),
                 password: SecretValue::Literal(SecretString::from("p".to_string())),
                 email: None,
+                also: Vec::new(),
             },
         }
     }
@@ -420,20 +443,52 @@ mod tests {
             secret("a", "other", "quay.io/other", 99),
         ];
         let key = ServerKey::parse("quay.io/org/app").expect("key");
-        let names: Vec<&str> = ranked_matches(secrets.iter(), &key)
-            .iter()
-            .map(|s| s.name.as_str())
+        let names: Vec<String> = ranked_matches(secrets.iter(), &key)
+            .into_iter()
+            .map(|m| m.secret.name)
             .collect();
         assert_eq!(names, ["org-new-a", "org-new-b", "org-old", "host-new"]);
         // The order of the input does not matter.
         assert_eq!(
-            best_match(secrets.iter(), &key).map(|s| s.name.as_str()),
-            Some("org-new-a")
+            best_match(secrets.iter(), &key).map(|m| m.secret.name),
+            Some("org-new-a".to_string())
         );
         let reversed: Vec<&StoredSecret> = secrets.iter().rev().collect();
         assert_eq!(
-            best_match(reversed.into_iter(), &key).map(|s| s.name.as_str()),
-            Some("org-new-a")
+            best_match(reversed.into_iter(), &key).map(|m| m.secret.name),
+            Some("org-new-a".to_string())
         );
+    }
+
+    #[test]
+    fn a_further_registry_matches_with_its_own_specificity_and_credentials() {
+        let mut both = secret("a", "both", "quay.io", 10);
+        if let SecretData::DockerRegistry { also, .. } = &mut both.data {
+            also.push(RegistryEntry {
+                server: "ghcr.io/org".into(),
+                username: "octo".into(),
+                password: SecretValue::Literal(SecretString::from("o".to_string())),
+                email: None,
+            });
+        }
+        let secrets = [secret("a", "ghcr-wide", "ghcr.io", 99), both];
+        let key = ServerKey::parse("ghcr.io/org/app").expect("key");
+        let m = best_match(secrets.iter(), &key).expect("a match");
+        assert_eq!(
+            (
+                m.secret.name.as_str(),
+                m.registry.username.as_str(),
+                m.primary
+            ),
+            ("both", "octo", false)
+        );
+        assert_eq!(
+            describe(&ranked_matches(secrets.iter(), &key)),
+            "a/both (server ghcr.io/org), a/ghcr-wide (server ghcr.io)"
+        );
+        // For the primary's registry the primary answers.
+        let quay = ServerKey::parse("quay.io/x").expect("key");
+        let m = best_match(secrets.iter(), &quay).expect("a match");
+        assert_eq!((m.registry.username.as_str(), m.primary), ("both", true));
     }
 }

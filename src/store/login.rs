@@ -25,6 +25,7 @@ pub fn store_login(
             username: entry.username,
             password: SecretValue::Literal(entry.password),
             email: entry.email,
+            also: Vec::new(),
         },
     });
     let mut name = derived.clone();
@@ -114,6 +115,7 @@ mod tests {
                 username: "u".into(),
                 password: SecretValue::Literal(SecretString::from("p".to_string())),
                 email: None,
+                also: Vec::new(),
             },
         }
     }

@@ -15,7 +15,7 @@ pub mod open;
 
 pub use error::StoreError;
 pub use file::{FileStore, StorePaths};
-pub use model::{now_unix, Origin, Scope, SecretData, StoredSecret};
+pub use model::{now_unix, Origin, RegistryEntry, Scope, SecretData, StoredSecret};
 pub use open::{open_store, OpenedStore, StoreKind};
 
 use secrecy::SecretString;

@@ -6,7 +6,7 @@ use std::fmt;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::secret::{RefError, RefResolver, RegistrySecret, SecretValue};
+use crate::secret::{RefError, RefResolver, RegistrySecret, SecretValue, ServerKey};
 
 /// Who may use a secret (see DESIGN.md: namespaces and scopes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, PartialOrd, Ord)]
@@ -71,17 +71,50 @@ impl Origin {
 /// The payload of a stored secret, by Kubernetes type.
 #[derive(Clone)]
 pub enum SecretData {
+    /// One registry's credentials (the primary), and the further registries a Kubernetes
+    /// Secret's `.dockerconfigjson` may hold beside it (`also`, usually empty).
     DockerRegistry {
         server: String,
         username: String,
         password: SecretValue,
         email: Option<String>,
+        also: Vec<RegistryEntry>,
     },
     Generic(BTreeMap<String, SecretValue>),
     Tls {
         cert: String,
         key: SecretValue,
     },
+}
+
+/// One registry's credentials in a docker-registry secret. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct RegistryEntry {
+    pub server: String,
+    pub username: String,
+    pub password: SecretValue,
+    pub email: Option<String>,
+}
+
+impl RegistryEntry {
+    /// The credentials with the password resolved (following a reference).
+    pub fn resolve(&self, resolver: &RefResolver) -> Result<RegistrySecret, RefError> {
+        Ok(RegistrySecret {
+            server: self.server.clone(),
+            username: self.username.clone(),
+            password: resolver.resolve_value(&self.password)?,
+            email: self.email.clone(),
+        })
+    }
+}
+
+impl fmt::Debug for RegistryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryEntry")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One secret in a namespace.
@@ -127,25 +160,67 @@ impl StoredSecret {
         }
     }
 
-    /// Resolves a docker-registry secret's password (following references) into a `RegistrySecret`.
-    pub fn to_registry_secret(
-        &self,
-        resolver: &RefResolver,
-    ) -> Result<Option<RegistrySecret>, RefError> {
+    /// Every registry of a docker-registry secret, the primary first; empty for other types.
+    pub fn registries(&self) -> Vec<RegistryEntry> {
         match &self.data {
             SecretData::DockerRegistry {
                 server,
                 username,
                 password,
                 email,
-            } => Ok(Some(RegistrySecret {
-                server: server.clone(),
-                username: username.clone(),
-                password: resolver.resolve_value(password)?,
-                email: email.clone(),
-            })),
-            _ => Ok(None),
+                also,
+            } => {
+                let mut all = Vec::with_capacity(1 + also.len());
+                all.push(RegistryEntry {
+                    server: server.clone(),
+                    username: username.clone(),
+                    password: password.clone(),
+                    email: email.clone(),
+                });
+                all.extend(also.iter().cloned());
+                all
+            }
+            _ => Vec::new(),
         }
+    }
+
+    /// The servers of a docker-registry secret, the primary first; empty for other types.
+    pub fn servers(&self) -> Vec<&str> {
+        match &self.data {
+            SecretData::DockerRegistry { server, also, .. } => std::iter::once(server.as_str())
+                .chain(also.iter().map(|e| e.server.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Which of this secret's registries answers for `key`: the one whose server key is the
+    /// most specific candidate of `key` (the primary, then the earlier one, on a tie). Returns
+    /// that candidate's position in `key.candidates()` (0 = most specific) and the registry's
+    /// index in [`StoredSecret::registries`] (0 = the primary); `None` when none matches.
+    pub fn registry_for(&self, key: &ServerKey) -> Option<(usize, usize)> {
+        let candidates = key.candidates();
+        self.servers()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, server)| {
+                let k = ServerKey::parse(server).ok()?;
+                let rank = candidates.iter().position(|c| c == &k)?;
+                Some((rank, i))
+            })
+            .min()
+    }
+
+    /// Resolves a docker-registry secret's primary registry (following references) into a
+    /// `RegistrySecret`.
+    pub fn to_registry_secret(
+        &self,
+        resolver: &RefResolver,
+    ) -> Result<Option<RegistrySecret>, RefError> {
+        self.registries()
+            .first()
+            .map(|e| e.resolve(resolver))
+            .transpose()
     }
 
     /// Bytes the secret occupies as stored, for `limits.max_secret_bytes`.
@@ -156,12 +231,16 @@ impl StoredSecret {
             SecretValue::Ref(r) => r.as_str().len(),
         };
         match &self.data {
-            SecretData::DockerRegistry {
-                server,
-                username,
-                password,
-                email,
-            } => server.len() + username.len() + v(password) + email.as_deref().map_or(0, str::len),
+            SecretData::DockerRegistry { .. } => self
+                .registries()
+                .iter()
+                .map(|e| {
+                    e.server.len()
+                        + e.username.len()
+                        + v(&e.password)
+                        + e.email.as_deref().map_or(0, str::len)
+                })
+                .sum(),
             SecretData::Generic(map) => map.iter().map(|(k, x)| k.len() + v(x)).sum(),
             SecretData::Tls { cert, key } => cert.len() + v(key),
         }
@@ -201,6 +280,7 @@ impl fmt::Debug for StoredSecret {
             .field("type", &self.type_name())
             .field("server", &self.server())
             .field("username", &self.username())
+            .field("also", &self.servers().get(1..).unwrap_or_default())
             .field("scope", &self.scope)
             .field("origin", &self.origin)
             .finish_non_exhaustive()
@@ -230,6 +310,25 @@ pub(crate) struct Record {
     /// Keys of `data` whose value is a SecretRef rather than the value itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refs: Vec<String>,
+    /// A docker-registry secret's further registries (absent in older records and for one
+    /// registry). The password of the Nth (from 1) is `data["password.N"]`, so it is zeroized
+    /// and may be a reference like the primary's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<RecordRegistry>,
+}
+
+/// A further registry of a docker-registry `Record`, its password kept in `data`.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct RecordRegistry {
+    pub server: String,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// The `data` key of the password of a docker-registry record's `n`th further registry.
+fn also_password_key(n: usize) -> String {
+    format!("password.{n}")
 }
 
 fn is_unknown(o: &Origin) -> bool {
@@ -271,11 +370,20 @@ impl Record {
                 username,
                 password,
                 email,
+                also,
             } => {
                 r.server = Some(server.clone());
                 r.username = Some(username.clone());
                 r.email = email.clone();
                 put(&mut r, "password", password);
+                for (i, e) in also.iter().enumerate() {
+                    put(&mut r, &also_password_key(i + 1), &e.password);
+                    r.also.push(RecordRegistry {
+                        server: e.server.clone(),
+                        username: e.username.clone(),
+                        email: e.email.clone(),
+                    });
+                }
             }
             SecretData::Generic(map) => {
                 for (k, v) in map {
@@ -314,6 +422,19 @@ impl Record {
                 username: self.username.clone().unwrap_or_default(),
                 password: value("password")?,
                 email: self.email.clone(),
+                also: self
+                    .also
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        Ok(RegistryEntry {
+                            server: e.server.clone(),
+                            username: e.username.clone(),
+                            password: value(&also_password_key(i + 1))?,
+                            email: e.email.clone(),
+                        })
+                    })
+                    .collect::<Result<_, RecordError>>()?,
             },
             "Opaque" => {
                 let mut map = BTreeMap::new();
@@ -361,4 +482,101 @@ pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn literal(s: &str) -> SecretValue {
+        SecretValue::Literal(SecretString::from(s.to_string()))
+    }
+
+    fn two_registries() -> StoredSecret {
+        StoredSecret {
+            name: "regcred".into(),
+            namespace: "team".into(),
+            scope: Scope::Namespace,
+            created: 7,
+            origin: Origin::Imported,
+            data: SecretData::DockerRegistry {
+                server: "quay.io".into(),
+                username: "robot".into(),
+                password: literal("quay-pw"),
+                email: None,
+                also: vec![
+                    RegistryEntry {
+                        server: "ghcr.io/org".into(),
+                        username: "octo".into(),
+                        password: SecretValue::Ref(
+                            crate::secret::SecretRef::parse("env://GHCR_PW")
+                                .expect("parse")
+                                .expect("a reference"),
+                        ),
+                        email: Some("o@example.com".into()),
+                    },
+                    RegistryEntry {
+                        server: "ghcr.io".into(),
+                        username: "wide".into(),
+                        password: literal("wide-pw"),
+                        email: None,
+                    },
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn further_registries_round_trip_through_the_record() {
+        let json = serde_json::to_string(&Record::from_secret(&two_registries())).expect("json");
+        // Passwords live in `data` under distinct keys; the reference stays a reference.
+        let r: Record = serde_json::from_str(&json).expect("record");
+        assert_eq!(
+            r.data.keys().collect::<Vec<_>>(),
+            ["password", "password.1", "password.2"]
+        );
+        assert_eq!(r.refs, ["password.1"]);
+        let back = r.into_secret("team").expect("secret");
+        let entries = back.registries();
+        let shown: Vec<(&str, &str, Option<&str>)> = entries
+            .iter()
+            .map(|e| (e.server.as_str(), e.username.as_str(), e.email.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("quay.io", "robot", None),
+                ("ghcr.io/org", "octo", Some("o@example.com")),
+                ("ghcr.io", "wide", None)
+            ]
+        );
+        assert!(
+            matches!(&entries[1].password, SecretValue::Ref(r) if r.as_str() == "env://GHCR_PW")
+        );
+        assert!(
+            matches!(&entries[2].password, SecretValue::Literal(p) if p.expose_secret() == "wide-pw")
+        );
+        assert!(!format!("{back:?}").contains("pw"), "{back:?}");
+    }
+
+    #[test]
+    fn records_without_further_registries_read_and_write_as_before() {
+        let old = r#"{"name":"r","type":"kubernetes.io/dockerconfigjson","scope":"namespace","created":1,"server":"quay.io","username":"u","data":{"password":"p"}}"#;
+        let r: Record = serde_json::from_str(old).expect("record");
+        let s = r.into_secret("default").expect("secret");
+        assert_eq!(s.servers(), ["quay.io"]);
+        let again = serde_json::to_string(&Record::from_secret(&s)).expect("json");
+        assert_eq!(again, old);
+    }
+
+    #[test]
+    fn the_most_specific_registry_of_a_secret_answers() {
+        let s = two_registries();
+        let key = |k: &str| ServerKey::parse(k).expect("key");
+        assert_eq!(s.registry_for(&key("quay.io/x/y")), Some((2, 0)));
+        assert_eq!(s.registry_for(&key("ghcr.io/org/app")), Some((1, 1)));
+        assert_eq!(s.registry_for(&key("ghcr.io/other/app")), Some((2, 2)));
+        assert_eq!(s.registry_for(&key("docker.io/library/alpine")), None);
+    }
 }

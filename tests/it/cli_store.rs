@@ -938,3 +938,87 @@ fn relative_file_reference_is_stored_absolute() {
         "{\"ServerURL\":\"file.example\",\"Username\":\"u\",\"Secret\":\"file-pw\"}\n"
     );
 }
+
+/// A Kubernetes Secret (as kubectl writes it) holding two registries, with emails.
+fn two_registry_secret() -> String {
+    use pullsecret::secret::RegistrySecret;
+    use secrecy::SecretString;
+    let mut quay = RegistrySecret::new("quay.io", "robot", SecretString::from("quay-pw"));
+    quay.email = Some("robot@example.com".into());
+    let mut ghcr = RegistrySecret::new("ghcr.io/org", "octo", SecretString::from("ghcr-pw"));
+    ghcr.email = Some("octo@example.com".into());
+    pullsecret::store::kube::docker_registry_json("regcred", None, &[quay, ghcr])
+}
+
+#[test]
+fn import_of_a_secret_with_several_registries_keeps_one_secret() {
+    let env = Env::new();
+    let secret = two_registry_secret();
+    let out = run_with_stdin(
+        env.pullsecret(&["secret", "import", "-f", "-"]),
+        secret.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "secret/regcred imported into default\n");
+    assert_eq!(registry_names(&env), ["regcred"]);
+
+    // The table names the primary (the first in the file: Go sorts the keys) plus the rest.
+    let table = stdout(&env.pullsecret(&["secret", "list"]).output().expect("list"));
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("ghcr.io/org +1"), "{table}");
+
+    // inspect lists every registry.
+    let shown: serde_json::Value = serde_json::from_str(&stdout(
+        &env.pullsecret(&["secret", "inspect", "regcred", "--show-secret"])
+            .output()
+            .expect("inspect"),
+    ))
+    .expect("json");
+    assert_eq!(shown["server"], "ghcr.io/org");
+    assert_eq!(shown["password"], "ghcr-pw");
+    assert_eq!(
+        shown["also"],
+        serde_json::json!([{"server": "quay.io", "username": "robot", "password": "quay-pw", "email": "robot@example.com"}])
+    );
+
+    // Export writes the same Secret back, byte for byte.
+    let exported = env
+        .pullsecret(&["secret", "export", "regcred"])
+        .output()
+        .expect("export");
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert_eq!(stdout(&exported), secret);
+
+    // The helper answers each registry with its own credentials.
+    for (server, answer) in [
+        (
+            "quay.io",
+            r#"{"ServerURL":"quay.io","Username":"robot","Secret":"quay-pw"}"#,
+        ),
+        (
+            "ghcr.io/org/app",
+            r#"{"ServerURL":"ghcr.io/org/app","Username":"octo","Secret":"ghcr-pw"}"#,
+        ),
+    ] {
+        let mut get = env.helper();
+        get.arg("get");
+        assert_eq!(
+            stdout(&run_with_stdin(get, server.as_bytes())),
+            format!("{answer}\n")
+        );
+    }
+    let mut get = env.helper();
+    get.arg("get");
+    let out = run_with_stdin(get, b"ghcr.io/other/app");
+    assert_eq!(
+        stdout(&out),
+        "credentials not found in native keychain\n",
+        "only ghcr.io/org was stored"
+    );
+    let mut list = env.helper();
+    list.arg("list");
+    assert_eq!(
+        stdout(&run_with_stdin(list, b"")),
+        "{\"ghcr.io/org\":\"octo\",\"quay.io\":\"robot\"}\n"
+    );
+}

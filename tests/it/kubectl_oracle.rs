@@ -472,3 +472,55 @@ fn kubectl_output_round_trips_through_the_parser() {
     assert_eq!(parsed[1].kind, "Opaque");
     assert_eq!(parsed[1].data["k"], b"v");
 }
+
+/// A Secret that kubectl made from a `.dockerconfigjson` with two registries (as it writes
+/// one: servers sorted, compact, `auth` last) goes through `secret import` and comes back out of
+/// `secret export` byte for byte, in JSON and YAML.
+#[test]
+fn several_registries_round_trip_through_import_and_export_like_kubectl() {
+    use crate::support::{run_with_stdin, stderr, stdout, Env};
+    let Some(k) = kubectl() else { return };
+    let env = Env::new();
+    let mut alice = RegistrySecret::new(
+        "registry.example.com:5000",
+        "alice",
+        SecretString::from("s3cr3t"),
+    );
+    alice.email = Some("alice@example.com".into());
+    let robot = RegistrySecret::new(
+        "https://quay.io/v2/",
+        "robot+ci",
+        SecretString::from("tok:with:colons"),
+    );
+    let payload = pullsecret::store::kube::dockerconfigjson_payload(&[alice, robot]);
+    let file = env.path("dockerconfig.json");
+    std::fs::write(&file, &payload).expect("write");
+    let from = format!("--from-file=.dockerconfigjson={}", file.display());
+    for output in ["json", "yaml"] {
+        let made = run(
+            &k,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "multi",
+                &from,
+                "-n",
+                "dev",
+                "-o",
+                output,
+            ],
+        );
+        let out = run_with_stdin(
+            env.pullsecret(&["secret", "import", "-f", "-", "-n", "dev", "--overwrite"]),
+            made.as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let exported = env
+            .pullsecret(&["secret", "export", "multi", "-n", "dev", "-o", output])
+            .output()
+            .expect("export");
+        assert!(exported.status.success(), "{}", stderr(&exported));
+        assert_eq!(stdout(&exported), made, "{output}");
+    }
+}

@@ -475,3 +475,63 @@ fn metrics_eviction_gc_and_status() {
         stdout(&gc)
     );
 }
+
+/// A Kubernetes Secret holding two registries is imported as one secret; the upstream the
+/// config names it for is its SECOND registry, so the proxy pulls with that registry's
+/// credentials (alice), never the primary's (carol, who may not pull `team-a/*`).
+#[test]
+fn a_named_secret_answers_with_the_registry_matching_the_upstream() {
+    let env = Env::new();
+    let Some(s) = team_registry(&env) else {
+        return;
+    };
+    let img = s.push("team-a/multi", "v1", &[b"multi".to_vec()]);
+    let payload = format!(
+        r#"{{"auths":{{"10.255.255.1:5000":{{"username":"carol","password":"carol-pw"}},"{}":{{"username":"alice","password":"alice-pw"}}}}}}"#,
+        s.registry().addr()
+    );
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "multi"},
+        "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": payload},
+    });
+    let out = crate::support::run_with_stdin(
+        env.pullsecret(&["secret", "import", "-f", "-"]),
+        secret.to_string().as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(
+        &env.pullsecret(&["secret", "inspect", "multi"])
+            .output()
+            .expect("inspect"),
+    ))
+    .expect("json");
+    assert_eq!(shown["server"], "10.255.255.1:5000", "the primary: {shown}");
+    assert_eq!(shown["also"][0]["server"], s.registry().addr(), "{shown}");
+
+    let (reg, proxy) = s.upstream("up", "secret = \"multi\"").start();
+    let issuer = reg.issuer().expect("a token registry");
+    issuer.clear_requests();
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/team-a/multi/manifests/v1",
+        &[OCI],
+        b"",
+    )
+    .expect("get");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), proxy.log());
+    assert_eq!(r.body, img.manifest);
+    let blob = format!("/v2/team-a/multi/blobs/{}", img.layers[0].digest);
+    let r = http_request("GET", &proxy.addr, &blob, &[], b"").expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, img.layers[0].data);
+    let users: Vec<Option<String>> = issuer
+        .requests()
+        .into_iter()
+        .map(|t| t.offered_user)
+        .collect();
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u.as_deref() == Some("alice")),
+        "token requests offered {users:?}"
+    );
+}

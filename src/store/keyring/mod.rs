@@ -358,6 +358,7 @@ mod tests {
                 username: "u".into(),
                 password: SecretValue::Literal(SecretString::from(password.to_string())),
                 email: None,
+                also: Vec::new(),
             },
         }
     }
@@ -393,6 +394,29 @@ mod tests {
         ));
         s.delete("a", &["one".into()]).expect("delete");
         assert!(s.list(Some("a")).expect("list").is_empty());
+    }
+
+    #[test]
+    fn further_registries_survive_the_keyring() {
+        let (s, _d) = store();
+        let mut two = registry("ns", "multi", "p1");
+        if let SecretData::DockerRegistry { also, .. } = &mut two.data {
+            also.push(crate::store::RegistryEntry {
+                server: "other.example".into(),
+                username: "v".into(),
+                password: SecretValue::Literal(SecretString::from("p2".to_string())),
+                email: Some("v@example.com".into()),
+            });
+        }
+        s.put(two, false).expect("put");
+        let got = s.get("ns", "multi").expect("get").expect("found");
+        let entries = got.registries();
+        assert_eq!(got.servers(), ["multi.example", "other.example"]);
+        assert_eq!(entries[1].username, "v");
+        assert_eq!(entries[1].email.as_deref(), Some("v@example.com"));
+        assert!(
+            matches!(&entries[1].password, SecretValue::Literal(p) if secrecy::ExposeSecret::expose_secret(p) == "p2")
+        );
     }
 
     #[test]
