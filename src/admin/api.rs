@@ -366,6 +366,7 @@ fn create_secret(state: &AdminState, who: &AdminIdentity, ns: &str, body: &Bytes
                 username,
                 password: literal(password),
                 email: req.email,
+                also: Vec::new(),
             }
         }
         "generic" => match req.data {
