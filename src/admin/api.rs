@@ -33,7 +33,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn ok(body: Value) -> Self {
+    pub fn ok(body: Value) -> Self {
         Self {
             status: StatusCode::OK,
             body: Some(body),

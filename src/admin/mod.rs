@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod direktiv;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -68,7 +69,7 @@ async fn handle(
             Bytes::from_static(OPENAPI.as_bytes()),
         );
     }
-    if !path.starts_with("/api/v1/") {
+    if !path.starts_with("/api/v1/") && !path.starts_with("/api/functions/registries") {
         return respond(Answer::error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -129,6 +130,9 @@ async fn handle(
             ))
         }
     };
+    if path.starts_with("/api/functions/registries") {
+        return respond(direktiv::handle(state, who, &method, &path, body).await);
+    }
     let answer = tokio::task::spawn_blocking(move || {
         api::route(&state, &who, &method, &path, query.as_deref(), &body)
     })

@@ -443,3 +443,128 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
     assert!(check.status.success(), "{said}");
     assert!(said.contains("responses conform"), "{said}");
 }
+
+/// Direktiv's registry endpoints and headers, against distribution with htpasswd and token auth.
+#[test]
+fn direktiv_registry_endpoints_work_unchanged() {
+    use crate::support::registry::{Registry, RegistryAuth};
+    let env = Env::new();
+    let Some(sc) = Scenario::token_registry(&env, &[("robot", "robot-pw", "private/*")]) else {
+        return;
+    };
+    sc.push("private/app", "v1", &[vec![4u8; 3000]]);
+    let Some(basic) = Registry::start(RegistryAuth::Htpasswd {
+        users: vec![("bob".into(), "bob-pw".into())],
+    }) else {
+        return;
+    };
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let reg = sc.registry().addr().to_string();
+    let (_reg, proxy) = sc
+        .client("ci", "team-a", "ci-pw")
+        .config(&format!(
+            "[auth]\nenabled = true\n[admin]\nlisten = \"{admin_addr}\""
+        ))
+        .start();
+    let out = env
+        .pullsecret(&["admin", "token", "create", "direktiv"])
+        .output()
+        .expect("token");
+    let token = stdout(&out).trim().to_string();
+    let out = env
+        .pullsecret(&["admin", "token", "create", "a-only", "-n", "team-a"])
+        .output()
+        .expect("token");
+    let scoped = stdout(&out).trim().to_string();
+    let call = |method: &str, path: &str, header: (&str, &str), body: Value| {
+        let raw = body.to_string();
+        let r = http_request(
+            method,
+            &admin_addr,
+            path,
+            &[header, ("Content-Type", "application/json")],
+            raw.as_bytes(),
+        )
+        .expect("direktiv API");
+        assert!(
+            !r.text().contains("robot-pw") && !r.text().contains("bob-pw"),
+            "{}",
+            r.text()
+        );
+        (
+            r.status,
+            serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null),
+        )
+    };
+    let hdr = ("direktiv-token", token.as_str());
+    // The registry test call, with htpasswd and with token auth: right and wrong.
+    for (url, user, pw) in [
+        (format!("http://{}", basic.addr()), "bob", "bob-pw"),
+        (format!("http://{reg}"), "robot", "robot-pw"),
+    ] {
+        let (s, _) = call(
+            "POST",
+            "/api/functions/registries/test",
+            hdr,
+            json!({"url": url, "username": user, "password": pw}),
+        );
+        assert_eq!(s, 200, "{url} with the right password");
+        let (s, _) = call(
+            "POST",
+            "/api/functions/registries/test",
+            hdr,
+            json!({"url": url, "username": user, "password": "wrong"}),
+        );
+        assert_eq!(s, 401, "{url} with a wrong password");
+    }
+    // Create through Direktiv's body; the apikey header works as well; a client pulls.
+    let ns_path = "/api/functions/registries/namespaces/team-a";
+    let (s, v) = call(
+        "POST",
+        ns_path,
+        ("apikey", &token),
+        json!({"data": "robot:robot-pw", "reg": format!("http://{reg}")}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call("GET", ns_path, hdr, Value::Null);
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["registries"][0]["name"],
+        json!(format!("http://{reg}")),
+        "{v}"
+    );
+    assert!(v["registries"][0]["id"].is_string(), "{v}");
+    let auth = basic_auth("ci", "ci-pw");
+    let pull = || {
+        http_request(
+            "GET",
+            &proxy.addr,
+            "/v2/private/app/manifests/v1",
+            &[OCI, ("Authorization", &auth)],
+            b"",
+        )
+        .expect("pull")
+        .status
+    };
+    assert_eq!(pull(), 200, "{}", proxy.log());
+    let (s, _) = call(
+        "DELETE",
+        ns_path,
+        hdr,
+        json!({"reg": format!("http://{reg}")}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(pull(), 401);
+    // Global registries need an all-namespaces token; no token at all is 401.
+    let (s, _) = call(
+        "GET",
+        "/api/functions/registries/global",
+        ("direktiv-token", &scoped),
+        Value::Null,
+    );
+    assert_eq!(s, 403);
+    let (s, v) = call("GET", "/api/functions/registries/global", hdr, Value::Null);
+    assert_eq!((s, &v["registries"]), (200, &json!([])));
+    let (s, _) = call("GET", ns_path, ("x-none", "x"), Value::Null);
+    assert_eq!(s, 401);
+}
