@@ -842,6 +842,7 @@ fn at_digest(mut e: RegistryError, repo: &str, reference: &str) -> RegistryError
         | RegistryError::Status { what, .. }
         | RegistryError::Network { what, .. }
         | RegistryError::DigestMismatch { what, .. }
+        | RegistryError::UnsupportedManifest { what, .. }
         | RegistryError::TooLarge { what, .. } => *what = what.replace(&wrong, &right),
         _ => {}
     }

@@ -788,3 +788,118 @@ async fn referrers_from_the_fallback_tag_with_and_without_a_filter() {
         assert!(!r.text().contains(&sig.1), "{}", r.text());
     }
 }
+
+/// distribution converts a Docker manifest list asked for by tag with only the OCI index in
+/// Accept into a signed schema 1 manifest (its digest is not the body's sha256): refused as an
+/// unknown manifest with a message naming schema 1, never a 502; by digest the list is served.
+#[test]
+fn schema1_conversions_are_refused_as_unknown_manifests() {
+    use crate::support::images::{push_blob, put_manifest as put_anon, DOCKER_LIST};
+    let env = Env::new();
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let layer = crate::support::images::tar_one_file("f", b"schema1");
+    let layer_digest = push_blob(reg.addr(), "dock/app", &layer);
+    // distribution needs a history to write schema 1 (without one it answers 400 instead).
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "test"}],
+    }))
+    .expect("config");
+    let config_digest = push_blob(reg.addr(), "dock/app", &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::support::images::DOCKER_MANIFEST,
+        "config": {"mediaType": crate::support::images::DOCKER_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": crate::support::images::DOCKER_LAYER_TAR, "digest": layer_digest, "size": layer.len()}],
+    }))
+    .expect("manifest");
+    let manifest_digest = crate::support::images::sha256_digest(&manifest);
+    put_anon(
+        reg.addr(),
+        "dock/app",
+        &manifest_digest,
+        crate::support::images::DOCKER_MANIFEST,
+        &manifest,
+    );
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [{"mediaType": crate::support::images::DOCKER_MANIFEST, "digest": manifest_digest,
+                       "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .expect("list");
+    put_anon(reg.addr(), "dock/app", "multi", DOCKER_LIST, &list);
+
+    // What distribution itself answers: schema 1, signed, under a digest of the payload alone.
+    let direct = http_request(
+        "GET",
+        reg.addr(),
+        "/v2/dock/app/manifests/multi",
+        &[("Accept", OCI_INDEX)],
+        b"",
+    )
+    .expect("direct GET");
+    assert_eq!(
+        direct.header("content-type"),
+        Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        "{}",
+        direct.text()
+    );
+    assert_ne!(
+        direct.header("docker-content-digest").map(str::to_string),
+        Some(crate::support::images::sha256_digest(&direct.body))
+    );
+
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    for method in ["GET", "HEAD"] {
+        let r = http_request(
+            method,
+            &proxy.addr,
+            "/v2/dock/app/manifests/multi",
+            &[("Accept", OCI_INDEX)],
+            b"",
+        )
+        .expect("through the proxy");
+        assert_eq!(r.status, 404, "{method}: {}", r.text());
+        if method == "GET" {
+            assert_eq!(r.json()["errors"][0]["code"], "MANIFEST_UNKNOWN");
+            let message = r.json()["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(message.contains("schema 1"), "{message}");
+        }
+    }
+    // Asked for what it is, the list passes through; by digest distribution never converts.
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/dock/app/manifests/multi",
+        &[("Accept", &format!("{OCI_INDEX}, {DOCKER_LIST}"))],
+        b"",
+    )
+    .expect("list through the proxy");
+    assert_eq!((r.status, &r.body), (200, &list), "{}", r.text());
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        &format!(
+            "/v2/dock/app/manifests/{}",
+            crate::support::images::sha256_digest(&list)
+        ),
+        &[("Accept", OCI_INDEX)],
+        b"",
+    )
+    .expect("list by digest");
+    assert_eq!((r.status, &r.body), (200, &list), "{}", r.text());
+}
