@@ -344,6 +344,27 @@ fn exact_errors_and_the_api_version_header() {
             assert_api_version(&r, kind);
         }
     }
+    // An unknown repository: distribution says NAME_UNKNOWN for its tag list and
+    // MANIFEST_UNKNOWN / BLOB_UNKNOWN for its content; each passes through as it said it.
+    let unknown = [
+        ("/v2/private/nothing/tags/list", "NAME_UNKNOWN"),
+        ("/v2/private/nothing/manifests/v1", "MANIFEST_UNKNOWN"),
+        (
+            &*format!("/v2/private/nothing/manifests/{}", img.manifest_digest),
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            &*format!("/v2/private/nothing/blobs/{}", img.layers[0].digest),
+            "BLOB_UNKNOWN",
+        ),
+    ];
+    for (path, want) in unknown {
+        assert_eq!(
+            code(&get(&proxy, path, Some(&a))),
+            (404, want.into()),
+            "{path}"
+        );
+    }
     // Every answer under /v2/ carries the header: the base, manifests, blobs, refusals.
     assert_api_version(&get(&proxy, "/v2/", Some(&a)), "base");
     let m = get(&proxy, "/v2/private/app/manifests/v1", Some(&a));
@@ -534,9 +555,22 @@ fn upstream_pages_and_referrers_api_followed_and_429_serves_stale() {
             .any(|t| t.contains("last=a")),
         "followed a link off the registry"
     );
-    let r = get(&proxy, "/v2/nothing/tags/list", None);
-    assert_eq!(r.status, 404);
-    assert_eq!(r.json()["errors"][0]["code"], "NAME_UNKNOWN");
+    // An upstream that says NAME_UNKNOWN for an unknown repository is passed on for every read
+    // (a tag's HEAD 404 has no body, so the GET brings the code); referrers are an empty index.
+    let digest = format!("sha256:{}", "d".repeat(64));
+    for path in [
+        "/v2/nothing/tags/list".to_string(),
+        "/v2/nothing/manifests/v1".to_string(),
+        format!("/v2/nothing/manifests/{digest}"),
+        format!("/v2/nothing/blobs/{digest}"),
+    ] {
+        let r = get(&proxy, &path, None);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "NAME_UNKNOWN", "{path}");
+    }
+    let r = get(&proxy, &format!("/v2/nothing/referrers/{digest}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
 
     // An upstream with the referrers API: its answer passes through, filtered here.
     let r = get(&proxy, REFERRERS_PATH, None);
