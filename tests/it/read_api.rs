@@ -687,6 +687,26 @@ fn push_artifact(
     (manifest, digest, layer)
 }
 
+/// The referrers tag schema, as clients write it for registries without the API: an index of
+/// `descriptors` tagged `sha256-<hex>` of `img`'s manifest.
+fn fallback_tag(reg: &Registry, img: &ImageInfo, descriptors: Vec<serde_json::Value>) {
+    let fallback = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": descriptors,
+    }))
+    .expect("index");
+    let tag = img.manifest_digest.replace(':', "-");
+    put_manifest(
+        reg,
+        &push_bearer(reg, "private/app"),
+        "private/app",
+        &tag,
+        OCI_INDEX,
+        &fallback,
+    );
+}
+
 /// A signature and an SBOM referring to one image, listed through the proxy from distribution
 /// 2.8 (which answers 404 to the referrers API, so the `sha256-<hex>` tag is used).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,24 +722,13 @@ async fn referrers_from_the_fallback_tag_with_and_without_a_filter() {
         let img = push_tagged(&reg, "private/app", &["v1"]);
         let sig = push_artifact(&reg, "private/app", &img, SIG_TYPE, b"signature bytes");
         let sbom = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"{\"spdx\":1}");
-        // The referrers tag schema, as clients write it for registries without the API.
-        let fallback = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(), "artifactType": SIG_TYPE},
-                {"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE},
-            ],
-        }))
-        .expect("index");
-        let tag = img.manifest_digest.replace(':', "-");
-        put_manifest(
+        fallback_tag(
             &reg,
-            &push_bearer(&reg, "private/app"),
-            "private/app",
-            &tag,
-            OCI_INDEX,
-            &fallback,
+            &img,
+            vec![
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(), "artifactType": SIG_TYPE}),
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE}),
+            ],
         );
         (img, sig, sbom)
     });
@@ -936,4 +945,143 @@ fn schema1_conversions_are_refused_as_unknown_manifests() {
     )
     .expect("list by digest");
     assert_eq!((r.status, &r.body), (200, &list), "{}", r.text());
+}
+
+/// `pull --referrers` from distribution 2.8 (token auth; referrers from the fallback tag): the
+/// signature and the SBOM land in the layout with their blobs, index.json lists them by digest
+/// with their artifactType, skopeo still reads the image, and a listed artifact that is gone is
+/// named, not fatal.
+#[test]
+fn pull_referrers_copies_artifacts_into_the_layout() {
+    use crate::support::images::sha256_digest;
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    let img = push_tagged(&reg, "private/app", &["v1"]);
+    let sig = push_artifact(&reg, "private/app", &img, SIG_TYPE, b"signature bytes");
+    let sbom = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"{\"spdx\":1}");
+    // A third artifact, listed in the fallback tag and then deleted.
+    let gone = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"deleted later").1;
+    fallback_tag(
+        &reg,
+        &img,
+        vec![
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(),
+                               "artifactType": SIG_TYPE, "annotations": {"dev.cosignproject.cosign/signature": "MEUC"}}),
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE}),
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": gone, "size": 10, "artifactType": SBOM_TYPE}),
+        ],
+    );
+    let token = reg.issuer().expect("token registry").mint(
+        "pusher",
+        &[Access {
+            kind: "repository".into(),
+            name: "private/app".into(),
+            actions: vec!["delete".into()],
+        }],
+        300,
+    );
+    let r = http_request(
+        "DELETE",
+        reg.addr(),
+        &format!("/v2/private/app/manifests/{gone}"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    )
+    .expect("delete");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let dir = env.path("layout");
+    let image = format!("{}/private/app:v1", reg.addr());
+    let pull = |extra: &[&str]| {
+        let d = dir.display().to_string();
+        let mut args = vec![
+            "pull",
+            &image,
+            "--insecure",
+            "--output",
+            &d,
+            "--creds",
+            "puller:pull-pw",
+        ];
+        args.extend_from_slice(extra);
+        env.pullsecret(&args).output().expect("run pullsecret pull")
+    };
+    let index_json = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json"))
+            .expect("index.json is JSON")
+    };
+    let blob = |d: &str| {
+        std::fs::read(
+            dir.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+    };
+
+    // Without --referrers, only the image.
+    let out = pull(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(index_json()["manifests"].as_array().map(Vec::len), Some(1));
+    assert!(blob(&sig.1).is_err());
+
+    for run in 0..2 {
+        let out = pull(&["--referrers"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), img.manifest_digest);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "warning: referrer {gone} not copied: listed, but gone"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("2 referrers)"), "{err}");
+        // Run twice: the same three entries, no duplicates.
+        let index = index_json();
+        let entries = index["manifests"].as_array().expect("manifests");
+        assert_eq!(entries.len(), 3, "run {run}: {index}");
+        assert_eq!(entries[0]["digest"], img.manifest_digest.as_str());
+        assert_eq!(
+            entries[0]["annotations"]["org.opencontainers.image.ref.name"],
+            "v1"
+        );
+        assert_eq!(
+            entries[1],
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(),
+                               "artifactType": SIG_TYPE, "annotations": {"dev.cosignproject.cosign/signature": "MEUC"}})
+        );
+        assert_eq!(
+            entries[2],
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE})
+        );
+    }
+    // The referrer manifests and their blobs, byte for byte.
+    assert_eq!(blob(&sig.1).expect("signature manifest"), sig.0);
+    assert_eq!(blob(&sbom.1).expect("sbom manifest"), sbom.0);
+    assert_eq!(blob(&sig.2).expect("signature layer"), b"signature bytes");
+    assert_eq!(blob(&sbom.2).expect("sbom layer"), b"{\"spdx\":1}");
+    assert_eq!(blob(&sha256_digest(b"{}")).expect("empty config"), b"{}");
+
+    // skopeo still finds the image by tag and copies it whole.
+    let skopeo_env = Env::new();
+    let copy = tempfile::tempdir().expect("copy dir");
+    let out = skopeo(
+        &skopeo_env,
+        &[
+            "copy",
+            &format!("oci:{}:v1", dir.display()),
+            &format!("dir:{}", copy.path().display()),
+        ],
+    );
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read(copy.path().join("manifest.json")).expect("copied manifest"),
+        img.manifest
+    );
+    // oci-client would follow the same subject: the copied signature names the image's digest.
+    let sig_manifest: serde_json::Value = serde_json::from_slice(&sig.0).expect("sig json");
+    assert_eq!(
+        sig_manifest["subject"]["digest"],
+        img.manifest_digest.as_str()
+    );
 }
