@@ -85,6 +85,9 @@ pub struct PullOptions {
     /// Tries per blob when a transfer breaks off; each one resumes where the last stopped.
     pub attempts: u32,
     pub format: Format,
+    /// Also copy the image's referrers (signatures, SBOMs, attestations: manifests whose
+    /// `subject` is one of the pulled manifests), listed in index.json without a ref name.
+    pub referrers: bool,
 }
 
 impl Default for PullOptions {
@@ -95,6 +98,7 @@ impl Default for PullOptions {
             verify_existing: false,
             attempts: 3,
             format: Format::Oci,
+            referrers: false,
         }
     }
 }
@@ -112,6 +116,11 @@ pub struct Pulled {
     pub ref_name: Option<String>,
     pub blobs_fetched: usize,
     pub blobs_reused: usize,
+    /// Referrers copied (with `referrers`), as index.json lists them.
+    pub referrers: Vec<Digest>,
+    /// Referrers listed by the registry but not copied, with why (gone from the repository, or
+    /// not an image manifest or index).
+    pub referrers_skipped: Vec<(Digest, String)>,
 }
 
 /// How a blob came to be in the layout.
@@ -230,6 +239,8 @@ pub async fn pull(
         .await
         .map_err(|e| at_digest(e, reference.repository(), reference.reference_str()))?;
     let what = format!("{}/{}", client.host(), reference.repository());
+    // What the reference names at the registry: signatures usually refer to it (an index).
+    let top_digest = top.digest.clone();
     let mut plan = Plan {
         format: opts.format,
         ..Plan::default()
@@ -240,6 +251,13 @@ pub async fn pull(
         PlatformChoice::One(p) => src.resolve(top, p, reference).await?,
     };
     let landed = src.gather(&chosen, &what, &mut plan, 0).await?;
+    let found = if opts.referrers {
+        let mut subjects = vec![top_digest];
+        subjects.extend(plan.gathered.iter().cloned());
+        src.referrers(subjects, &what, &mut plan).await?
+    } else {
+        Referrers::default()
+    };
 
     // Only now touch DIR: a pull that fails to resolve leaves no empty layout behind.
     let layout = Layout::open(dir)?;
@@ -278,7 +296,14 @@ pub async fn pull(
     if let Some(name) = &ref_name {
         desc["annotations"] = json!({ REF_NAME: name });
     }
-    layout.file_in_index(desc, ref_name.as_deref(), &landed.digest)?;
+    let mut entries = vec![IndexEntry {
+        desc,
+        ref_name: ref_name.clone(),
+        digest: landed.digest.clone(),
+    }];
+    let referrers = found.entries.iter().map(|e| e.digest.clone()).collect();
+    entries.extend(found.entries);
+    layout.file_in_index(entries)?;
     Ok(Pulled {
         digest: landed.digest,
         source_digest: chosen.digest,
@@ -287,7 +312,45 @@ pub async fn pull(
         ref_name,
         blobs_fetched: outcomes.iter().filter(|o| **o != Fetched::Reused).count(),
         blobs_reused: outcomes.iter().filter(|o| **o == Fetched::Reused).count(),
+        referrers,
+        referrers_skipped: found.skipped,
     })
+}
+
+/// One index.json entry: its descriptor, the ref name it is filed under, its digest.
+struct IndexEntry {
+    desc: Value,
+    ref_name: Option<String>,
+    digest: Digest,
+}
+
+/// The referrers a pull copies, as index.json entries, and those it leaves out with why.
+#[derive(Default)]
+struct Referrers {
+    entries: Vec<IndexEntry>,
+    skipped: Vec<(Digest, String)>,
+}
+
+/// A referrer's index.json descriptor: what the registry's listing says of it (`artifactType`
+/// and annotations included, a ref name never: it is no tag), with the digest and size it landed
+/// under.
+fn referrer_descriptor(listed: &Value, landed: &Landed) -> Value {
+    let mut desc = json!({
+        "mediaType": landed.media_type,
+        "digest": landed.digest.as_str(),
+        "size": landed.bytes.len(),
+    });
+    if let Some(t) = listed.get("artifactType").and_then(Value::as_str) {
+        desc["artifactType"] = json!(t);
+    }
+    if let Some(a) = listed.get("annotations").and_then(Value::as_object) {
+        let mut a = a.clone();
+        a.remove(REF_NAME);
+        if !a.is_empty() {
+            desc["annotations"] = Value::Object(a);
+        }
+    }
+    desc
 }
 
 /// What one pull writes: manifest bytes (verified already, or converted from verified ones),
@@ -300,6 +363,8 @@ struct Plan {
     landed: HashMap<Digest, Landed>,
     blobs: Vec<BlobRef>,
     seen: HashSet<Digest>,
+    /// Registry digests of the gathered manifests, in the order gathered.
+    gathered: Vec<Digest>,
 }
 
 /// A manifest as written into the layout.
@@ -479,7 +544,68 @@ impl Source<'_> {
                 .push((landed.digest.clone(), landed.bytes.clone()));
         }
         plan.landed.insert(m.digest.clone(), landed.clone());
+        plan.gathered.push(m.digest.clone());
         Ok(landed)
+    }
+
+    /// The referrers of each of `subjects` (the registry's referrers API, or its `<alg>-<hex>`
+    /// tag), gathered into `plan` with their blobs as the registry has them: never converted, as
+    /// a signature names the digest it signed. Referrers of referrers are not followed.
+    async fn referrers(
+        &self,
+        subjects: Vec<Digest>,
+        what: &str,
+        plan: &mut Plan,
+    ) -> Result<Referrers, PullError> {
+        plan.format = Format::Preserve;
+        let mut found = Referrers::default();
+        let mut listed = HashSet::new();
+        let mut asked = HashSet::new();
+        for subject in subjects {
+            if !asked.insert(subject.clone()) {
+                continue;
+            }
+            let descriptors = self
+                .client
+                .referrers(self.repo, &subject, self.creds)
+                .await?;
+            for v in descriptors {
+                let whole = format!("{what}@{subject} (referrers)");
+                let entry: Descriptor =
+                    serde_json::from_value(v.clone()).map_err(|e| PullError::BadManifest {
+                        what: whole.clone(),
+                        reason: format!("referrer descriptor: {e}"),
+                    })?;
+                let digest = descriptor_digest(&entry, &whole)?;
+                // Listed under two subjects, or itself a pulled manifest: once is enough.
+                if plan.landed.contains_key(&digest) || !listed.insert(digest.clone()) {
+                    continue;
+                }
+                let pullable = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+                if !pullable.contains(&entry.media_type.as_str()) {
+                    let why = format!("{:?} is not an image manifest or index", entry.media_type);
+                    found.skipped.push((digest, why));
+                    continue;
+                }
+                let m = match self.child(&entry).await {
+                    Ok(m) => m,
+                    // A fallback tag may still list an artifact deleted since.
+                    Err(PullError::Registry(RegistryError::NotFound { .. })) => {
+                        let why = "listed, but gone from the repository".to_string();
+                        found.skipped.push((digest, why));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let landed = self.gather(&m, what, plan, 0).await?;
+                found.entries.push(IndexEntry {
+                    desc: referrer_descriptor(&v, &landed),
+                    ref_name: None,
+                    digest: landed.digest,
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// Fetches the manifest an index entry names (the client verifies its digest) and checks its size.
@@ -842,6 +968,7 @@ fn at_digest(mut e: RegistryError, repo: &str, reference: &str) -> RegistryError
         | RegistryError::Status { what, .. }
         | RegistryError::Network { what, .. }
         | RegistryError::DigestMismatch { what, .. }
+        | RegistryError::UnsupportedManifest { what, .. }
         | RegistryError::TooLarge { what, .. } => *what = what.replace(&wrong, &right),
         _ => {}
     }
@@ -1046,14 +1173,9 @@ impl Layout {
         write_public_atomic(&path, bytes)
     }
 
-    /// Adds `desc` to index.json, replacing the entry filed under the same ref name (or, when
-    /// there is none, an unnamed entry for the same digest) and keeping every other one.
-    fn file_in_index(
-        &self,
-        desc: Value,
-        ref_name: Option<&str>,
-        digest: &Digest,
-    ) -> Result<(), PullError> {
+    /// Adds each entry to index.json, replacing the entry filed under the same ref name (or,
+    /// when there is none, an unnamed entry for the same digest) and keeping every other one.
+    fn file_in_index(&self, entries: Vec<IndexEntry>) -> Result<(), PullError> {
         // Serializes read-modify-write with other pulls into this layout.
         let dir = File::open(&self.root).map_err(io_err(&self.root))?;
         dir.lock().map_err(io_err(&self.root))?;
@@ -1077,20 +1199,27 @@ impl Layout {
                 reason: "index.json has no manifests array".into(),
             });
         };
-        manifests.retain(|m| {
-            let name = m
-                .get("annotations")
-                .and_then(|a| a.get(REF_NAME))
-                .and_then(Value::as_str);
-            match ref_name {
-                Some(want) => name != Some(want),
-                None => {
-                    name.is_some()
-                        || m.get("digest").and_then(Value::as_str) != Some(digest.as_str())
+        for IndexEntry {
+            desc,
+            ref_name,
+            digest,
+        } in entries
+        {
+            manifests.retain(|m| {
+                let name = m
+                    .get("annotations")
+                    .and_then(|a| a.get(REF_NAME))
+                    .and_then(Value::as_str);
+                match ref_name.as_deref() {
+                    Some(want) => name != Some(want),
+                    None => {
+                        name.is_some()
+                            || m.get("digest").and_then(Value::as_str) != Some(digest.as_str())
+                    }
                 }
-            }
-        });
-        manifests.push(desc);
+            });
+            manifests.push(desc);
+        }
         let text = serde_json::to_vec(&index).map_err(|e| PullError::Layout {
             path: path.clone(),
             reason: e.to_string(),
@@ -1204,18 +1333,16 @@ mod tests {
         let d2 = Digest::of_bytes(b"two");
         let d3 = Digest::of_bytes(b"three");
         let entry = |d: &Digest, name: &str| {
-            json!({"mediaType": OCI_MANIFEST, "digest": d.as_str(), "size": 3,
-                   "annotations": {REF_NAME: name}})
+            vec![IndexEntry {
+                desc: json!({"mediaType": OCI_MANIFEST, "digest": d.as_str(), "size": 3,
+                             "annotations": {REF_NAME: name}}),
+                ref_name: Some(name.to_string()),
+                digest: d.clone(),
+            }]
         };
-        layout
-            .file_in_index(entry(&d1, "a"), Some("a"), &d1)
-            .unwrap();
-        layout
-            .file_in_index(entry(&d2, "b"), Some("b"), &d2)
-            .unwrap();
-        layout
-            .file_in_index(entry(&d3, "a"), Some("a"), &d3)
-            .unwrap();
+        layout.file_in_index(entry(&d1, "a")).unwrap();
+        layout.file_in_index(entry(&d2, "b")).unwrap();
+        layout.file_in_index(entry(&d3, "a")).unwrap();
         let index: Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
         let got: Vec<(&str, &str)> = index["manifests"]

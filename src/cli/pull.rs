@@ -65,6 +65,10 @@ pub struct PullArgs {
     /// so every OCI layout reader finds them by tag; `preserve`: the registry's bytes as they are.
     #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
     format: FormatArg,
+    /// Also copy the image's referrers (signatures, SBOMs, attestations) into the layout;
+    /// index.json lists them by digest, with their artifactType.
+    #[arg(long)]
+    referrers: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -104,6 +108,7 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
             FormatArg::Oci => Format::Oci,
             FormatArg::Preserve => Format::Preserve,
         },
+        referrers: a.referrers,
         ..Default::default()
     };
     let progress: Box<dyn Progress> = if a.quiet {
@@ -129,6 +134,10 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
     progress.finish();
     drop(progress);
     let pulled = result.map_err(|e| with_hint(e, a.insecure, creds_from.as_deref()))?;
+    // Not quiet-able: an artifact the user asked for did not travel.
+    for (digest, why) in &pulled.referrers_skipped {
+        eprintln!("warning: referrer {digest} not copied: {why}");
+    }
     if !a.quiet {
         if pulled.source_digest != pulled.digest {
             eprintln!(
@@ -136,8 +145,13 @@ pub fn run(ctx: &Ctx, a: &PullArgs) -> Result<()> {
                 pulled.source_digest, pulled.digest
             );
         }
+        let referrers = if a.referrers {
+            format!(", {} referrers", pulled.referrers.len())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{} → {}{} ({} fetched, {} already present)",
+            "{} → {}{} ({} fetched, {} already present{referrers})",
             reference,
             a.output.display(),
             pulled

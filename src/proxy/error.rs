@@ -43,6 +43,11 @@ impl ProxyError {
             RegistryError::NotFound { code, .. } => {
                 (StatusCode::NOT_FOUND, known_code(code, unknown))
             }
+            // Schema 1: a manifest the proxy does not know how to serve, as distribution calls an
+            // OCI manifest a client cannot accept.
+            RegistryError::UnsupportedManifest { .. } => {
+                (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+            }
             RegistryError::Status { status: 429, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
             }

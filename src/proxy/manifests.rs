@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 
 use super::blob_store::TagRecord;
 use super::error::ProxyError;
@@ -151,8 +151,11 @@ impl Proxy {
         self.count_upstream(&up.cfg.name);
         let head_result = up.client.head_manifest(repo, tag, accept, creds).await;
         match head_result {
-            Ok(Some(h)) => {
-                if let (Some(hd), Some(d), Some(rec)) = (&h.digest, &cached_digest, &cached) {
+            // A 404 to HEAD has no body to say why; the GET below brings the upstream's own code
+            // (`NAME_UNKNOWN` for an unknown repository, `MANIFEST_UNKNOWN` for a tag).
+            Ok(head) => {
+                let head_digest = head.and_then(|h| h.digest);
+                if let (Some(hd), Some(d), Some(rec)) = (&head_digest, &cached_digest, &cached) {
                     if hd == d {
                         let rec = TagRecord {
                             checked: now,
@@ -197,11 +200,6 @@ impl Proxy {
                     }
                 }
             }
-            Ok(None) => Err(ProxyError::new(
-                StatusCode::NOT_FOUND,
-                "MANIFEST_UNKNOWN",
-                format!("manifest unknown to {}", up.names.host),
-            )),
             Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), identity),
         }
     }

@@ -13,7 +13,10 @@ use super::auth::{Credentials, TokenCache, TokenStyle};
 use super::challenge::{self, Challenge, Scheme};
 use super::digest::Digest;
 use super::http::{describe_reqwest, read_limited};
-use super::manifest::{ACCEPT as MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX};
+use super::manifest::{
+    ACCEPT as MANIFEST_ACCEPT, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
+    OCI_MANIFEST,
+};
 use super::RegistryError;
 use crate::secret::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN};
 
@@ -178,6 +181,15 @@ impl Client {
                     what: what.clone(),
                 },
             })?;
+        // Schema 1's digest covers its payload without the signatures, so it would fail the check
+        // below; it is refused as unsupported, whatever its digest.
+        if let Some(media_type) = schema1(&media_type, &bytes) {
+            return Err(RegistryError::UnsupportedManifest {
+                registry: self.host().into(),
+                what,
+                media_type,
+            });
+        }
         let digest = Digest::of_bytes(&bytes);
         let expected = match Digest::parse(reference) {
             Ok(d) => Some(d),
@@ -618,6 +630,27 @@ fn index_descriptors(bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
         .collect())
 }
 
+/// The media type of a Docker schema 1 manifest (by its Content-Type, or, when that names no
+/// v2 type, by its `schemaVersion`), else `None`.
+fn schema1(content_type: &str, bytes: &[u8]) -> Option<String> {
+    const SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
+    let header = content_type.split(';').next().unwrap_or("").trim();
+    if header.starts_with(SCHEMA1) {
+        return Some(header.to_string());
+    }
+    let v2 = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+    if v2.contains(&header) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u64>,
+    }
+    let v: Version = serde_json::from_slice(bytes).ok()?;
+    (v.schema_version == Some(1)).then(|| format!("{SCHEMA1}+json"))
+}
+
 /// The target of `Link: <…>; rel="next"` (RFC 8288), if any.
 pub fn next_link(h: &HeaderMap) -> Option<String> {
     h.get_all(reqwest::header::LINK)
@@ -664,6 +697,16 @@ fn content_type(h: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema1_by_content_type_or_version() {
+        let prettyjws = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+        assert_eq!(schema1(prettyjws, b"{}").as_deref(), Some(prettyjws));
+        assert!(schema1("application/json", br#"{"schemaVersion":1}"#).is_some());
+        assert!(schema1("", br#"{"schemaVersion":2,"config":{}}"#).is_none());
+        assert!(schema1(OCI_MANIFEST, br#"{"schemaVersion":1}"#).is_none());
+        assert!(schema1("", b"not json").is_none());
+    }
 
     #[test]
     fn next_links_stay_on_the_registry() {

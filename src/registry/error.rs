@@ -39,6 +39,18 @@ pub enum RegistryError {
         expected: String,
         actual: String,
     },
+    /// A manifest of a format pullsecret does not serve (Docker schema 1, which distribution
+    /// writes when asked for a manifest list by tag without its media type in Accept).
+    #[error(
+        "{registry}: {what} is a {media_type} manifest (Docker schema 1), which pullsecret does not \
+         serve (docker 28 no longer pulls it either); accept the manifest list or image manifest \
+         media types to get the image"
+    )]
+    UnsupportedManifest {
+        registry: String,
+        what: String,
+        media_type: String,
+    },
     #[error("{registry}: {what} is larger than allowed")]
     TooLarge { registry: String, what: String },
     #[error("{registry}: token endpoint {realm}: {reason}")]
@@ -125,7 +137,7 @@ impl RegistryError {
     pub fn status(&self) -> u16 {
         match self {
             RegistryError::Unauthorized { .. } => 401,
-            RegistryError::NotFound { .. } => 404,
+            RegistryError::NotFound { .. } | RegistryError::UnsupportedManifest { .. } => 404,
             RegistryError::Status { status, .. } if *status == 429 => 429,
             RegistryError::Status { .. }
             | RegistryError::Network { .. }

@@ -344,6 +344,27 @@ fn exact_errors_and_the_api_version_header() {
             assert_api_version(&r, kind);
         }
     }
+    // An unknown repository: distribution says NAME_UNKNOWN for its tag list and
+    // MANIFEST_UNKNOWN / BLOB_UNKNOWN for its content; each passes through as it said it.
+    let unknown = [
+        ("/v2/private/nothing/tags/list", "NAME_UNKNOWN"),
+        ("/v2/private/nothing/manifests/v1", "MANIFEST_UNKNOWN"),
+        (
+            &*format!("/v2/private/nothing/manifests/{}", img.manifest_digest),
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            &*format!("/v2/private/nothing/blobs/{}", img.layers[0].digest),
+            "BLOB_UNKNOWN",
+        ),
+    ];
+    for (path, want) in unknown {
+        assert_eq!(
+            code(&get(&proxy, path, Some(&a))),
+            (404, want.into()),
+            "{path}"
+        );
+    }
     // Every answer under /v2/ carries the header: the base, manifests, blobs, refusals.
     assert_api_version(&get(&proxy, "/v2/", Some(&a)), "base");
     let m = get(&proxy, "/v2/private/app/manifests/v1", Some(&a));
@@ -534,9 +555,22 @@ fn upstream_pages_and_referrers_api_followed_and_429_serves_stale() {
             .any(|t| t.contains("last=a")),
         "followed a link off the registry"
     );
-    let r = get(&proxy, "/v2/nothing/tags/list", None);
-    assert_eq!(r.status, 404);
-    assert_eq!(r.json()["errors"][0]["code"], "NAME_UNKNOWN");
+    // An upstream that says NAME_UNKNOWN for an unknown repository is passed on for every read
+    // (a tag's HEAD 404 has no body, so the GET brings the code); referrers are an empty index.
+    let digest = format!("sha256:{}", "d".repeat(64));
+    for path in [
+        "/v2/nothing/tags/list".to_string(),
+        "/v2/nothing/manifests/v1".to_string(),
+        format!("/v2/nothing/manifests/{digest}"),
+        format!("/v2/nothing/blobs/{digest}"),
+    ] {
+        let r = get(&proxy, &path, None);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "NAME_UNKNOWN", "{path}");
+    }
+    let r = get(&proxy, &format!("/v2/nothing/referrers/{digest}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
 
     // An upstream with the referrers API: its answer passes through, filtered here.
     let r = get(&proxy, REFERRERS_PATH, None);
@@ -653,6 +687,26 @@ fn push_artifact(
     (manifest, digest, layer)
 }
 
+/// The referrers tag schema, as clients write it for registries without the API: an index of
+/// `descriptors` tagged `sha256-<hex>` of `img`'s manifest.
+fn fallback_tag(reg: &Registry, img: &ImageInfo, descriptors: Vec<serde_json::Value>) {
+    let fallback = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": descriptors,
+    }))
+    .expect("index");
+    let tag = img.manifest_digest.replace(':', "-");
+    put_manifest(
+        reg,
+        &push_bearer(reg, "private/app"),
+        "private/app",
+        &tag,
+        OCI_INDEX,
+        &fallback,
+    );
+}
+
 /// A signature and an SBOM referring to one image, listed through the proxy from distribution
 /// 2.8 (which answers 404 to the referrers API, so the `sha256-<hex>` tag is used).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,24 +722,13 @@ async fn referrers_from_the_fallback_tag_with_and_without_a_filter() {
         let img = push_tagged(&reg, "private/app", &["v1"]);
         let sig = push_artifact(&reg, "private/app", &img, SIG_TYPE, b"signature bytes");
         let sbom = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"{\"spdx\":1}");
-        // The referrers tag schema, as clients write it for registries without the API.
-        let fallback = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(), "artifactType": SIG_TYPE},
-                {"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE},
-            ],
-        }))
-        .expect("index");
-        let tag = img.manifest_digest.replace(':', "-");
-        put_manifest(
+        fallback_tag(
             &reg,
-            &push_bearer(&reg, "private/app"),
-            "private/app",
-            &tag,
-            OCI_INDEX,
-            &fallback,
+            &img,
+            vec![
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(), "artifactType": SIG_TYPE}),
+                serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE}),
+            ],
         );
         (img, sig, sbom)
     });
@@ -787,4 +830,258 @@ async fn referrers_from_the_fallback_tag_with_and_without_a_filter() {
         assert_eq!(r.status, 401, "{creds:?}: {}", r.text());
         assert!(!r.text().contains(&sig.1), "{}", r.text());
     }
+}
+
+/// distribution converts a Docker manifest list asked for by tag with only the OCI index in
+/// Accept into a signed schema 1 manifest (its digest is not the body's sha256): refused as an
+/// unknown manifest with a message naming schema 1, never a 502; by digest the list is served.
+#[test]
+fn schema1_conversions_are_refused_as_unknown_manifests() {
+    use crate::support::images::{push_blob, put_manifest as put_anon, DOCKER_LIST};
+    let env = Env::new();
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let layer = crate::support::images::tar_one_file("f", b"schema1");
+    let layer_digest = push_blob(reg.addr(), "dock/app", &layer);
+    // distribution needs a history to write schema 1 (without one it answers 400 instead).
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "test"}],
+    }))
+    .expect("config");
+    let config_digest = push_blob(reg.addr(), "dock/app", &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::support::images::DOCKER_MANIFEST,
+        "config": {"mediaType": crate::support::images::DOCKER_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": crate::support::images::DOCKER_LAYER_TAR, "digest": layer_digest, "size": layer.len()}],
+    }))
+    .expect("manifest");
+    let manifest_digest = crate::support::images::sha256_digest(&manifest);
+    put_anon(
+        reg.addr(),
+        "dock/app",
+        &manifest_digest,
+        crate::support::images::DOCKER_MANIFEST,
+        &manifest,
+    );
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [{"mediaType": crate::support::images::DOCKER_MANIFEST, "digest": manifest_digest,
+                       "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .expect("list");
+    put_anon(reg.addr(), "dock/app", "multi", DOCKER_LIST, &list);
+
+    // What distribution itself answers: schema 1, signed, under a digest of the payload alone.
+    let direct = http_request(
+        "GET",
+        reg.addr(),
+        "/v2/dock/app/manifests/multi",
+        &[("Accept", OCI_INDEX)],
+        b"",
+    )
+    .expect("direct GET");
+    assert_eq!(
+        direct.header("content-type"),
+        Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        "{}",
+        direct.text()
+    );
+    assert_ne!(
+        direct.header("docker-content-digest").map(str::to_string),
+        Some(crate::support::images::sha256_digest(&direct.body))
+    );
+
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &format!(
+            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+            reg.addr()
+        ),
+    );
+    for method in ["GET", "HEAD"] {
+        let r = http_request(
+            method,
+            &proxy.addr,
+            "/v2/dock/app/manifests/multi",
+            &[("Accept", OCI_INDEX)],
+            b"",
+        )
+        .expect("through the proxy");
+        assert_eq!(r.status, 404, "{method}: {}", r.text());
+        if method == "GET" {
+            assert_eq!(r.json()["errors"][0]["code"], "MANIFEST_UNKNOWN");
+            let message = r.json()["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(message.contains("schema 1"), "{message}");
+        }
+    }
+    // Asked for what it is, the list passes through; by digest distribution never converts.
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        "/v2/dock/app/manifests/multi",
+        &[("Accept", &format!("{OCI_INDEX}, {DOCKER_LIST}"))],
+        b"",
+    )
+    .expect("list through the proxy");
+    assert_eq!((r.status, &r.body), (200, &list), "{}", r.text());
+    let r = http_request(
+        "GET",
+        &proxy.addr,
+        &format!(
+            "/v2/dock/app/manifests/{}",
+            crate::support::images::sha256_digest(&list)
+        ),
+        &[("Accept", OCI_INDEX)],
+        b"",
+    )
+    .expect("list by digest");
+    assert_eq!((r.status, &r.body), (200, &list), "{}", r.text());
+}
+
+/// `pull --referrers` from distribution 2.8 (token auth; referrers from the fallback tag): the
+/// signature and the SBOM land in the layout with their blobs, index.json lists them by digest
+/// with their artifactType, skopeo still reads the image, and a listed artifact that is gone is
+/// named, not fatal.
+#[test]
+fn pull_referrers_copies_artifacts_into_the_layout() {
+    use crate::support::images::sha256_digest;
+    let env = Env::new();
+    let Some(reg) = token_registry() else {
+        return;
+    };
+    let img = push_tagged(&reg, "private/app", &["v1"]);
+    let sig = push_artifact(&reg, "private/app", &img, SIG_TYPE, b"signature bytes");
+    let sbom = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"{\"spdx\":1}");
+    // A third artifact, listed in the fallback tag and then deleted.
+    let gone = push_artifact(&reg, "private/app", &img, SBOM_TYPE, b"deleted later").1;
+    fallback_tag(
+        &reg,
+        &img,
+        vec![
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(),
+                               "artifactType": SIG_TYPE, "annotations": {"dev.cosignproject.cosign/signature": "MEUC"}}),
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE}),
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": gone, "size": 10, "artifactType": SBOM_TYPE}),
+        ],
+    );
+    let token = reg.issuer().expect("token registry").mint(
+        "pusher",
+        &[Access {
+            kind: "repository".into(),
+            name: "private/app".into(),
+            actions: vec!["delete".into()],
+        }],
+        300,
+    );
+    let r = http_request(
+        "DELETE",
+        reg.addr(),
+        &format!("/v2/private/app/manifests/{gone}"),
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    )
+    .expect("delete");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let dir = env.path("layout");
+    let image = format!("{}/private/app:v1", reg.addr());
+    let pull = |extra: &[&str]| {
+        let d = dir.display().to_string();
+        let mut args = vec![
+            "pull",
+            &image,
+            "--insecure",
+            "--output",
+            &d,
+            "--creds",
+            "puller:pull-pw",
+        ];
+        args.extend_from_slice(extra);
+        env.pullsecret(&args).output().expect("run pullsecret pull")
+    };
+    let index_json = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json"))
+            .expect("index.json is JSON")
+    };
+    let blob = |d: &str| {
+        std::fs::read(
+            dir.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+    };
+
+    // Without --referrers, only the image.
+    let out = pull(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(index_json()["manifests"].as_array().map(Vec::len), Some(1));
+    assert!(blob(&sig.1).is_err());
+
+    for run in 0..2 {
+        let out = pull(&["--referrers"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), img.manifest_digest);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "warning: referrer {gone} not copied: listed, but gone"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("2 referrers)"), "{err}");
+        // Run twice: the same three entries, no duplicates.
+        let index = index_json();
+        let entries = index["manifests"].as_array().expect("manifests");
+        assert_eq!(entries.len(), 3, "run {run}: {index}");
+        assert_eq!(entries[0]["digest"], img.manifest_digest.as_str());
+        assert_eq!(
+            entries[0]["annotations"]["org.opencontainers.image.ref.name"],
+            "v1"
+        );
+        assert_eq!(
+            entries[1],
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sig.1, "size": sig.0.len(),
+                               "artifactType": SIG_TYPE, "annotations": {"dev.cosignproject.cosign/signature": "MEUC"}})
+        );
+        assert_eq!(
+            entries[2],
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": sbom.1, "size": sbom.0.len(), "artifactType": SBOM_TYPE})
+        );
+    }
+    // The referrer manifests and their blobs, byte for byte.
+    assert_eq!(blob(&sig.1).expect("signature manifest"), sig.0);
+    assert_eq!(blob(&sbom.1).expect("sbom manifest"), sbom.0);
+    assert_eq!(blob(&sig.2).expect("signature layer"), b"signature bytes");
+    assert_eq!(blob(&sbom.2).expect("sbom layer"), b"{\"spdx\":1}");
+    assert_eq!(blob(&sha256_digest(b"{}")).expect("empty config"), b"{}");
+
+    // skopeo still finds the image by tag and copies it whole.
+    let skopeo_env = Env::new();
+    let copy = tempfile::tempdir().expect("copy dir");
+    let out = skopeo(
+        &skopeo_env,
+        &[
+            "copy",
+            &format!("oci:{}:v1", dir.display()),
+            &format!("dir:{}", copy.path().display()),
+        ],
+    );
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read(copy.path().join("manifest.json")).expect("copied manifest"),
+        img.manifest
+    );
+    // oci-client would follow the same subject: the copied signature names the image's digest.
+    let sig_manifest: serde_json::Value = serde_json::from_slice(&sig.0).expect("sig json");
+    assert_eq!(
+        sig_manifest["subject"]["digest"],
+        img.manifest_digest.as_str()
+    );
 }
