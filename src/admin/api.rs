@@ -109,6 +109,15 @@ pub fn route(
         }
         (&Method::GET, ["upstreams"]) => upstreams(state),
         (&Method::GET, ["cache"]) => cache(state),
+        (&Method::GET, ["pulls"]) => {
+            let n = query
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("n=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100usize)
+                .min(1000);
+            let pulls = state.proxy.recent.last(n, who.namespace.as_deref());
+            Answer::ok(json!({ "pulls": pulls }))
+        }
         (&Method::GET, ["audit"]) => {
             let entries = state.audit.entries(who.namespace.as_deref());
             Answer::ok(json!({ "entries": entries }))

@@ -19,7 +19,7 @@ use hyper_util::server::conn::auto;
 
 use self::api::{AdminState, Answer};
 
-type Body = Full<Bytes>;
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
 /// The OpenAPI 3.1 document of `/api/v1`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -130,6 +130,9 @@ async fn handle(
             ))
         }
     };
+    if path == "/api/v1/pulls/events" && method == http::Method::GET {
+        return pull_events(&state, who.namespace.clone());
+    }
     if path.starts_with("/api/functions/registries") {
         return respond(direktiv::handle(state, who, &method, &path, body).await);
     }
@@ -145,6 +148,53 @@ async fn handle(
         )
     });
     respond(answer)
+}
+
+/// Recent pulls as Server-Sent Events, live (`data: {json}` per pull; a comment every 15 s
+/// keeps idle connections open); only the token's namespace for a namespace token.
+fn pull_events(state: &AdminState, namespace: Option<String>) -> Response<Body> {
+    use futures_util::StreamExt;
+    let rx = state.proxy.recent.subscribe();
+    let events = futures_util::stream::unfold(rx, move |mut rx| {
+        let namespace = namespace.clone();
+        async move {
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(15), rx.recv()).await;
+                let chunk = match next {
+                    Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+                    Ok(Ok(r)) => {
+                        if namespace.as_deref().is_some_and(|ns| ns != r.namespace) {
+                            continue;
+                        }
+                        let json = serde_json::to_string(&r).unwrap_or_default();
+                        Bytes::from(format!("event: pull\ndata: {json}\n\n"))
+                    }
+                    // A slow reader missed some; it goes on with the next.
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Err(_)) => return None,
+                };
+                return Some((
+                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
+                    rx,
+                ));
+            }
+        }
+    })
+    .boxed();
+    let mut r = Response::new(BodyExt::boxed_unsync(http_body_util::StreamBody::new(
+        events,
+    )));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// `Authorization: Bearer T`, or Direktiv's `direktiv-token` / `apikey` headers.
@@ -165,7 +215,7 @@ fn respond(a: Answer) -> Response<Body> {
 }
 
 fn respond_raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(BodyExt::boxed_unsync(Full::new(body)));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

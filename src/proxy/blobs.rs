@@ -240,7 +240,10 @@ impl Proxy {
                     }
                 }
                 self.miss("blob");
-                stream_fill(fill.subscribe(), digest, range.as_deref()).await
+                let mut r = stream_fill(fill.subscribe(), digest, range.as_deref()).await;
+                r.extensions_mut()
+                    .insert(super::recent::CacheOutcome("miss"));
+                r
             }
             // Only a HEAD leaves a miss without a fill, and it is answered above.
             BlobPlan::Missing => oci_error(
@@ -307,7 +310,10 @@ impl Proxy {
     ) -> Response<Body> {
         self.hit("blob");
         let pin = self.lru.pin(digest);
-        let resp = serve_file(self.store.blob_path(digest), size, digest, range, head, pin).await;
+        let mut resp =
+            serve_file(self.store.blob_path(digest), size, digest, range, head, pin).await;
+        resp.extensions_mut()
+            .insert(super::recent::CacheOutcome("hit"));
         if !head {
             self.metrics.cache_hit_bytes.inc_by(
                 resp.headers()
@@ -491,7 +497,11 @@ impl Proxy {
                 _ => return None,
             };
         echo_ns(&mut headers, ns.as_deref());
-        let log = self.request_log("GET", path, query);
+        let mut log = self.request_log("GET", path, query);
+        log.cache = Some(match &source {
+            FastSource::Cached(..) => "hit",
+            _ => "miss",
+        });
         let sendfile = status == StatusCode::OK;
         log.finish(self, &mut headers, "blob", status.as_u16(), sendfile);
         Some(FastHit {

@@ -19,6 +19,7 @@ pub mod grants;
 pub mod listener;
 pub mod manifests;
 pub mod metrics;
+pub mod recent;
 pub mod referrers;
 pub mod response;
 pub mod route;

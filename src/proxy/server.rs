@@ -29,6 +29,10 @@ use crate::store::SecretStore;
 /// sendfile path.
 pub struct RequestLog {
     pub id: u64,
+    /// The namespace the request was served for, once known.
+    pub namespace: Option<String>,
+    /// `hit` or `miss`, when the serving stage said.
+    pub cache: Option<&'static str>,
     started: Instant,
     method: String,
     path: String,
@@ -36,6 +40,36 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
+    /// Records a content request for the admin API's recent pulls.
+    fn remember_pull(&self, proxy: &Proxy, headers: &HeaderMap, status: u16) {
+        let Some((image, reference, kind)) = super::recent::split_path(&self.path) else {
+            return;
+        };
+        let bytes = if self.method == "HEAD" {
+            0
+        } else {
+            headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        proxy.recent.record(super::recent::PullRecord {
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            namespace: self
+                .namespace
+                .clone()
+                .unwrap_or_else(|| proxy.settings.namespace.clone()),
+            image,
+            reference,
+            kind,
+            status,
+            bytes,
+            cache: self.cache.unwrap_or("-"),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+
     pub fn finish(
         self,
         proxy: &Proxy,
@@ -50,6 +84,9 @@ impl RequestLog {
             .get_or_create(&RequestLabels { route, status })
             .inc();
         headers.insert("x-request-id", hv(&self.id.to_string()));
+        if route == "manifest" || route == "blob" {
+            self.remember_pull(proxy, headers, status);
+        }
         tracing::info!(
             request_id = self.id,
             method = %self.method,
@@ -110,6 +147,8 @@ pub struct Proxy {
     /// Set when shutdown begins, so idle connections waiting in the fast path close.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub(super) manifests: Mutex<std::collections::HashMap<Digest, (String, Bytes)>>,
+    /// The last content requests, for the admin API.
+    pub recent: super::recent::RecentPulls,
 }
 
 /// Why a request could not get credentials or was refused before reaching the upstream.
@@ -152,6 +191,7 @@ impl Proxy {
             fast_in_flight: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
             manifests: Mutex::new(std::collections::HashMap::new()),
+            recent: Default::default(),
         })
     }
 
@@ -183,6 +223,15 @@ impl Proxy {
             api_version(resp.headers_mut());
         }
         let status = resp.status().as_u16();
+        let mut log = log;
+        log.namespace = resp
+            .extensions()
+            .get::<super::recent::PullNamespace>()
+            .map(|n| n.0.clone());
+        log.cache = resp
+            .extensions()
+            .get::<super::recent::CacheOutcome>()
+            .map(|c| c.0);
         log.finish(&self, resp.headers_mut(), route_label, status, false);
         resp
     }
@@ -191,6 +240,8 @@ impl Proxy {
     pub fn request_log(&self, method: &str, path: &str, query: Option<&str>) -> RequestLog {
         RequestLog {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            namespace: None,
+            cache: None,
             started: Instant::now(),
             method: method.to_string(),
             path: path.to_string(),
@@ -374,6 +425,8 @@ impl Proxy {
                     .await;
                 self.challenge_on_401(&mut r, headers);
                 echo_ns(r.headers_mut(), ns.as_deref());
+                r.extensions_mut()
+                    .insert(super::recent::PullNamespace(who.namespace.clone()));
                 ("manifest", r)
             }
             Ok(Route::Blob {
@@ -388,6 +441,8 @@ impl Proxy {
                     .await;
                 self.challenge_on_401(&mut r, headers);
                 echo_ns(r.headers_mut(), ns.as_deref());
+                r.extensions_mut()
+                    .insert(super::recent::PullNamespace(who.namespace.clone()));
                 ("blob", r)
             }
             Err(e) => (

@@ -140,6 +140,8 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         ("GET", "/api/v1/upstreams", "/api/v1/upstreams"),
         ("GET", "/api/v1/cache", "/api/v1/cache"),
         ("GET", "/api/v1/audit", "/api/v1/audit"),
+        ("GET", "/api/v1/pulls", "/api/v1/pulls"),
+        ("GET", "/api/v1/pulls/events", "/api/v1/pulls/events"),
     ];
     for (m, p, t) in endpoints {
         for tok in [None, Some("psa_not-a-token")] {
@@ -323,6 +325,49 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         s, 409,
         "a namespace holding secrets was deleted without force"
     );
+    // Recent pulls: listed, and live as Server-Sent Events.
+    let (s, v) = api.call("GET", "/api/v1/pulls", "/api/v1/pulls", Some(&root), None);
+    assert_eq!(s, 200);
+    assert!(
+        v["pulls"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["namespace"] == "team-a"
+                && p["image"] == "private/app"
+                && p["kind"] == "manifest"
+                && p["status"] == 200)),
+        "{v}"
+    );
+    let events = {
+        use std::io::{BufRead, BufReader};
+        let mut s = std::net::TcpStream::connect(&admin_addr).expect("sse");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /api/v1/pulls/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {root}\r\n\r\n"
+        )
+        .expect("write");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(s).lines().map_while(Result::ok) {
+                if line.starts_with("data: ") && line.contains("private/app") {
+                    let _ = tx.send(line);
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    // The subscription is live once the response head arrived; a pull now is an event.
+    let event = (0..20).find_map(|_| {
+        pull(&proxy.addr, "ci", &client_pw);
+        events
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .ok()
+    });
+    let event = event.expect("no pull event arrived over SSE");
+    assert!(event.contains("\"namespace\":\"team-a\""), "{event}");
+    assert_no_canary("the SSE event", &event);
     // Deleted through the API: the next pull has no credentials.
     let (s, _) = api.call(
         "DELETE",

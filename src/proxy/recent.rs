@@ -1,0 +1,88 @@
+//! The last content requests (manifests and blobs) for the admin API's recent pulls: kept in
+//! memory and broadcast live; each names the namespace and image, never a credential.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+const KEEP: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PullRecord {
+    pub time: String,
+    pub namespace: String,
+    /// `repository` as the client named it (with any upstream prefix).
+    pub image: String,
+    /// The tag or digest asked for.
+    pub reference: String,
+    pub kind: &'static str,
+    pub status: u16,
+    pub bytes: u64,
+    /// `hit`, `miss`, or `-` when not known.
+    pub cache: &'static str,
+    pub duration_ms: u64,
+}
+
+/// The namespace a content request was served for (set by dispatch on the response).
+#[derive(Debug, Clone)]
+pub struct PullNamespace(pub String);
+
+/// Whether a response came from the cache (set by the stages that know).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheOutcome(pub &'static str);
+
+pub struct RecentPulls {
+    ring: Mutex<VecDeque<PullRecord>>,
+    tx: broadcast::Sender<PullRecord>,
+}
+
+impl Default for RecentPulls {
+    fn default() -> Self {
+        Self {
+            ring: Mutex::new(VecDeque::new()),
+            tx: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl RecentPulls {
+    pub fn record(&self, r: PullRecord) {
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            if ring.len() >= KEEP {
+                ring.pop_front();
+            }
+            ring.push_back(r.clone());
+        }
+        // Nobody listening is fine.
+        let _ = self.tx.send(r);
+    }
+
+    /// The newest `n` records, newest first; only `namespace`'s when given.
+    pub fn last(&self, n: usize, namespace: Option<&str>) -> Vec<PullRecord> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter()
+            .rev()
+            .filter(|r| namespace.is_none_or(|ns| r.namespace == ns))
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<PullRecord> {
+        self.tx.subscribe()
+    }
+}
+
+/// `/v2/<image>/(manifests|blobs)/<reference>` → (image, reference, kind).
+pub fn split_path(path: &str) -> Option<(String, String, &'static str)> {
+    let rest = path.strip_prefix("/v2/")?;
+    for (marker, kind) in [("/manifests/", "manifest"), ("/blobs/", "blob")] {
+        if let Some((image, reference)) = rest.rsplit_once(marker) {
+            return Some((image.to_string(), reference.to_string(), kind));
+        }
+    }
+    None
+}
