@@ -109,6 +109,14 @@ pub fn route(
         }
         (&Method::GET, ["upstreams"]) => upstreams(state),
         (&Method::GET, ["cache"]) => cache(state),
+        (&Method::GET, ["cache", "pins"]) => {
+            Answer::ok(json!({ "pins": state.proxy.store.pins() }))
+        }
+        (&Method::POST, ["cache", "pins"]) => all_namespaces(who, || pin(state, who, body)),
+        (&Method::DELETE, ["cache", "pins", digest]) => {
+            all_namespaces(who, || unpin(state, who, digest))
+        }
+        (&Method::DELETE, ["cache", "tags"]) => all_namespaces(who, || purge(state, who, query)),
         (&Method::GET, ["pulls"]) => {
             let n = query
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("n=")))
@@ -146,6 +154,151 @@ fn with_ns(who: &AdminIdentity, ns: &str, f: impl FnOnce() -> Answer) -> Answer 
         );
     }
     f()
+}
+
+/// The cache is shared by every namespace: only an all-namespaces token changes it.
+fn all_namespaces(who: &AdminIdentity, f: impl FnOnce() -> Answer) -> Answer {
+    if who.namespace.is_some() {
+        return Answer::error(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "the cache is shared: only an all-namespaces token changes it",
+        );
+    }
+    f()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPin {
+    upstream: String,
+    repository: String,
+    digest: String,
+}
+
+/// The digests an image needs from the cache: its manifest, config and layers, and for an index
+/// each platform manifest that is cached and what that one names.
+fn image_digests(
+    store: &crate::proxy::blob_store::BlobStore,
+    root: &crate::registry::digest::Digest,
+) -> Vec<String> {
+    use crate::registry::manifest::{is_index, ImageIndex, ImageManifest};
+    let mut out = Vec::new();
+    let mut queue = vec![root.clone()];
+    while let Some(d) = queue.pop() {
+        if out.contains(&d.to_string()) {
+            continue;
+        }
+        out.push(d.to_string());
+        let Some(meta) = store.manifest_meta(&d) else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(store.blob_path(&d)) else {
+            continue;
+        };
+        if is_index(&meta.media_type) {
+            if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) {
+                queue.extend(
+                    index
+                        .manifests
+                        .iter()
+                        .filter_map(|m| crate::registry::digest::Digest::parse(&m.digest).ok()),
+                );
+            }
+        } else if let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) {
+            for desc in std::iter::once(&m.config).chain(m.layers.iter()) {
+                if !out.contains(&desc.digest) {
+                    out.push(desc.digest.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn pin(state: &AdminState, who: &AdminIdentity, body: &Bytes) -> Answer {
+    let req: NewPin = match parse(body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let Ok(digest) = crate::registry::digest::Digest::parse(&req.digest) else {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "digest must be sha256:<64 hex>",
+        );
+    };
+    let store = &state.proxy.store;
+    if store.manifest_meta(&digest).is_none() {
+        return Answer::error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("{digest} is not a cached manifest; pull (or warm) the image first"),
+        );
+    }
+    let mut pins = store.pins();
+    pins.retain(|p| p.digest != req.digest);
+    let new = crate::proxy::blob_store::Pin {
+        upstream: req.upstream,
+        repository: req.repository,
+        digest: req.digest.clone(),
+        digests: image_digests(store, &digest),
+    };
+    pins.push(new.clone());
+    if let Err(e) = store.put_pins(&pins) {
+        return Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "CACHE", e.to_string());
+    }
+    state.proxy.lru.set_pinned(&pins);
+    state.audit.record(who, "cache.pin", "", &req.digest);
+    Answer::created(json!(new))
+}
+
+fn unpin(state: &AdminState, who: &AdminIdentity, digest: &str) -> Answer {
+    let store = &state.proxy.store;
+    let mut pins = store.pins();
+    let before = pins.len();
+    pins.retain(|p| p.digest != digest);
+    if pins.len() == before {
+        return Answer::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{digest} is not pinned"),
+        );
+    }
+    if let Err(e) = store.put_pins(&pins) {
+        return Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "CACHE", e.to_string());
+    }
+    state.proxy.lru.set_pinned(&pins);
+    state.audit.record(who, "cache.unpin", "", digest);
+    Answer::no_content()
+}
+
+fn purge(state: &AdminState, who: &AdminIdentity, query: Option<&str>) -> Answer {
+    let field = |k: &str| {
+        query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .map(|v| v.replace("%2F", "/").replace("%2f", "/"))
+        })
+    };
+    let (Some(upstream), Some(repo)) = (field("upstream"), field("repository")) else {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "QUERY_INVALID",
+            "upstream and repository are required",
+        );
+    };
+    let tag = field("tag");
+    let n = state
+        .proxy
+        .store
+        .purge_tags(&upstream, &repo, tag.as_deref());
+    let what = match &tag {
+        Some(t) => format!("{upstream}/{repo}:{t}"),
+        None => format!("{upstream}/{repo}"),
+    };
+    state.audit.record(who, "cache.purge", "", &what);
+    Answer::ok(json!({ "purged": n }))
 }
 
 fn store_error(e: StoreError) -> Answer {

@@ -26,7 +26,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Largest request body the API reads.
 const MAX_BODY: usize = 64 * 1024;
 /// Failed token attempts from one address before it must wait.
-const FREE_FAILURES: u32 = 20;
+const FREE_FAILURES: u32 = 30;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 /// Serves the admin API on `listener` until the process ends.

@@ -25,7 +25,7 @@ pub struct ManifestMeta {
 }
 
 /// A tag's last known digest and when the upstream last confirmed it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct TagRecord {
     pub digest: String,
     #[serde(rename = "mediaType")]
@@ -33,6 +33,23 @@ pub struct TagRecord {
     pub size: u64,
     /// Unix seconds of the last upstream confirmation.
     pub checked: u64,
+    /// Which tag this is (records from before these fields have them empty): what purge finds.
+    #[serde(default)]
+    pub upstream: String,
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default)]
+    pub tag: String,
+}
+
+/// An image kept from eviction: its manifest and every blob it names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pin {
+    pub upstream: String,
+    pub repository: String,
+    pub digest: String,
+    /// The manifest, its config and layers (and an index's platform manifests and theirs).
+    pub digests: Vec<String>,
 }
 
 /// A cached list answer (tags, referrer descriptors) and when the upstream last gave it.
@@ -153,9 +170,55 @@ impl BlobStore {
         accept: &str,
         rec: &TagRecord,
     ) -> std::io::Result<()> {
+        let rec = TagRecord {
+            upstream: upstream.to_string(),
+            repository: repo.to_string(),
+            tag: tag.to_string(),
+            ..rec.clone()
+        };
         write_atomic(
             &self.tag_path(upstream, repo, tag, accept),
-            &serde_json::to_vec(rec).map_err(std::io::Error::other)?,
+            &serde_json::to_vec(&rec).map_err(std::io::Error::other)?,
+        )
+    }
+
+    /// Forgets the cached tags of `upstream`/`repo` (one `tag`, or all): the next pull asks the
+    /// upstream again. Content stays (other tags and repositories may share it) until evicted.
+    pub fn purge_tags(&self, upstream: &str, repo: &str, tag: Option<&str>) -> usize {
+        let mut n = 0;
+        let Ok(entries) = std::fs::read_dir(self.root.join("meta/tags")) else {
+            return 0;
+        };
+        for e in entries.flatten() {
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<TagRecord>(&bytes) else {
+                continue;
+            };
+            if rec.upstream == upstream
+                && rec.repository == repo
+                && tag.is_none_or(|t| t == rec.tag)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Pinned images (`meta/pins.json`).
+    pub fn pins(&self) -> Vec<Pin> {
+        std::fs::read(self.root.join("meta/pins.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn put_pins(&self, pins: &[Pin]) -> std::io::Result<()> {
+        write_atomic(
+            &self.root.join("meta/pins.json"),
+            &serde_json::to_vec_pretty(pins).map_err(std::io::Error::other)?,
         )
     }
 

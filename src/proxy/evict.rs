@@ -14,6 +14,8 @@ struct State {
     total: u64,
     tick: u64,
     in_use: HashMap<Digest, usize>,
+    /// Digests of pinned images: never evicted.
+    pinned: std::collections::HashSet<Digest>,
 }
 
 pub struct Lru {
@@ -60,14 +62,26 @@ impl Lru {
             state.total += size;
             state.entries.insert(d, (size, state.tick));
         }
-        Self {
+        let lru = Self {
             max,
             state: Mutex::new(state),
-        }
+        };
+        lru.set_pinned(&store.pins());
+        lru
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the set of pinned digests (from the store's pins).
+    pub fn set_pinned(&self, pins: &[super::blob_store::Pin]) {
+        let set = pins
+            .iter()
+            .flat_map(|p| p.digests.iter())
+            .filter_map(|d| Digest::parse(d).ok())
+            .collect();
+        self.lock().pinned = set;
     }
 
     pub fn usage(&self) -> (u64, u64) {
@@ -109,7 +123,7 @@ impl Lru {
         let mut order: Vec<(u64, Digest, u64)> = s
             .entries
             .iter()
-            .filter(|(k, _)| *k != d && !s.in_use.contains_key(*k))
+            .filter(|(k, _)| *k != d && !s.in_use.contains_key(*k) && !s.pinned.contains(*k))
             .map(|(k, (size, t))| (*t, k.clone(), *size))
             .collect();
         order.sort_by_key(|(t, _, _)| *t);
@@ -175,6 +189,26 @@ mod tests {
         let victims = lru.inserted(&d(5), 150);
         assert_eq!(victims, vec![d(3), d(4)]);
         assert_eq!(lru.usage(), (250, 2));
+    }
+
+    #[test]
+    fn pinned_images_are_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let pin = crate::proxy::blob_store::Pin {
+            upstream: "up".into(),
+            repository: "app".into(),
+            digest: d(1).to_string(),
+            digests: vec![d(1).to_string()],
+        };
+        store.put_pins(&[pin]).unwrap();
+        let lru = Arc::new(Lru::load(&store, Some(200)));
+        assert!(lru.inserted(&d(1), 100).is_empty());
+        assert!(lru.inserted(&d(2), 100).is_empty());
+        // d1 is the least recently used, but pinned: d2 goes.
+        assert_eq!(lru.inserted(&d(3), 100), vec![d(2)]);
+        lru.set_pinned(&[]);
+        assert_eq!(lru.inserted(&d(4), 100), vec![d(1)]);
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl Proxy {
                             media_type: m.media_type.clone(),
                             size: m.bytes.len() as u64,
                             checked: now,
+                            ..Default::default()
                         };
                         self.store_manifest(up, repo, &m, picked);
                         if let Err(e) =

@@ -67,10 +67,10 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
     let Some(sc) = Scenario::token_registry(&env, &[("robot", CANARY, "private/*")]) else {
         return;
     };
-    sc.push("private/app", "v1", &[vec![3u8; 5000]]);
+    let img = sc.push("private/app", "v1", &[vec![3u8; 5000]]);
     let admin_addr = format!("127.0.0.1:{}", free_port());
     let reg_addr = sc.registry().addr().to_string();
-    let (_reg, proxy) = sc
+    let (reg, proxy) = sc
         .config(&format!(
             "[auth]\nenabled = true\n[admin]\nlisten = \"{admin_addr}\""
         ))
@@ -142,6 +142,18 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         ("GET", "/api/v1/audit", "/api/v1/audit"),
         ("GET", "/api/v1/pulls", "/api/v1/pulls"),
         ("GET", "/api/v1/pulls/events", "/api/v1/pulls/events"),
+        ("GET", "/api/v1/cache/pins", "/api/v1/cache/pins"),
+        ("POST", "/api/v1/cache/pins", "/api/v1/cache/pins"),
+        (
+            "DELETE",
+            "/api/v1/cache/pins/sha256:00",
+            "/api/v1/cache/pins/{digest}",
+        ),
+        (
+            "DELETE",
+            "/api/v1/cache/tags?upstream=up&repository=x",
+            "/api/v1/cache/tags",
+        ),
     ];
     for (m, p, t) in endpoints {
         for tok in [None, Some("psa_not-a-token")] {
@@ -325,6 +337,72 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         s, 409,
         "a namespace holding secrets was deleted without force"
     );
+    // Pins keep an image from eviction; purge forgets a tag so the next pull asks again.
+    let pins = "/api/v1/cache/pins";
+    let (s, _) = api.call(
+        "POST",
+        pins,
+        pins,
+        Some(&scoped),
+        Some(json!({"upstream": "up", "repository": "private/app", "digest": img.manifest_digest})),
+    );
+    assert_eq!(s, 403, "a namespace token pinned shared cache content");
+    let (s, v) = api.call(
+        "POST",
+        pins,
+        pins,
+        Some(&root),
+        Some(json!({"upstream": "up", "repository": "private/app", "digest": img.manifest_digest})),
+    );
+    assert_eq!(s, 201, "{v}");
+    for d in img.layer_digests() {
+        assert!(
+            v["digests"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(d))),
+            "{v}"
+        );
+    }
+    let pins_file = proxy.cache.join("v1/meta/pins.json");
+    assert!(std::fs::read_to_string(&pins_file)
+        .unwrap_or_default()
+        .contains(&img.manifest_digest));
+    let (s, v) = api.call("GET", pins, pins, Some(&root), None);
+    assert_eq!((s, v["pins"].as_array().map(Vec::len)), (200, Some(1)));
+    let gets = || reg.count_requests("GET", "/manifests/v1");
+    let before_purge = gets();
+    let (s, v) = api.call(
+        "DELETE",
+        "/api/v1/cache/tags?upstream=up&repository=private/app&tag=v1",
+        "/api/v1/cache/tags",
+        Some(&root),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["purged"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    assert_eq!(pull(&proxy.addr, "ci", &client_pw).status, 200);
+    assert!(
+        gets() > before_purge,
+        "a purged tag was served without asking the upstream"
+    );
+    let pin_path = format!("{pins}/{}", img.manifest_digest);
+    let (s, _) = api.call(
+        "DELETE",
+        &pin_path,
+        "/api/v1/cache/pins/{digest}",
+        Some(&root),
+        None,
+    );
+    assert_eq!(s, 204);
+    let (s, _) = api.call(
+        "DELETE",
+        &pin_path,
+        "/api/v1/cache/pins/{digest}",
+        Some(&root),
+        None,
+    );
+    assert_eq!(s, 404);
+
     // Recent pulls: listed, and live as Server-Sent Events.
     let (s, v) = api.call("GET", "/api/v1/pulls", "/api/v1/pulls", Some(&root), None);
     assert_eq!(s, 200);
