@@ -98,6 +98,9 @@ pub fn route(
         (&Method::DELETE, ["namespaces", ns, "secrets", name]) => {
             with_ns(who, ns, || delete_secret(state, who, ns, name))
         }
+        (&Method::GET, ["namespaces", ns, "images"]) => with_ns(who, ns, || {
+            Answer::ok(json!({ "images": state.proxy.recent.images(ns) }))
+        }),
         (&Method::GET, ["namespaces", ns, "clients"]) => {
             with_ns(who, ns, || list_clients(state, ns))
         }
@@ -755,7 +758,18 @@ fn upstreams(state: &AdminState) -> Answer {
         .iter()
         .map(|u| {
             let labels = m.upstream(&u.cfg.name);
+            let h = u.client.health();
+            let state = match (h.last_success, h.last_error) {
+                (_, None) if h.last_success.is_some() => "ok",
+                (Some(ok), Some(err)) if ok >= err => "ok",
+                (_, Some(_)) => "failing",
+                _ => "unknown",
+            };
             json!({
+                "state": state,
+                "last_success": h.last_success,
+                "last_error": h.last_error,
+                "last_error_message": h.last_error_message,
                 "name": u.cfg.name,
                 "url": u.cfg.url,
                 "aliases": u.cfg.aliases,

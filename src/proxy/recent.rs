@@ -33,8 +33,19 @@ pub struct PullNamespace(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct CacheOutcome(pub &'static str);
 
+/// An image a namespace pulled through the proxy (since it started).
+#[derive(Debug, Clone, Serialize)]
+pub struct PulledImage {
+    pub image: String,
+    pub last_pulled: String,
+    pub pulls: u64,
+}
+
 pub struct RecentPulls {
     ring: Mutex<VecDeque<PullRecord>>,
+    /// namespace → image → (last pulled, manifest pulls)
+    images:
+        Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, (String, u64)>>>,
     tx: broadcast::Sender<PullRecord>,
 }
 
@@ -42,6 +53,7 @@ impl Default for RecentPulls {
     fn default() -> Self {
         Self {
             ring: Mutex::new(VecDeque::new()),
+            images: Mutex::new(Default::default()),
             tx: broadcast::channel(256).0,
         }
     }
@@ -49,6 +61,15 @@ impl Default for RecentPulls {
 
 impl RecentPulls {
     pub fn record(&self, r: PullRecord) {
+        if r.kind == "manifest" && r.status < 400 {
+            let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+            let per_ns = images.entry(r.namespace.clone()).or_default();
+            if per_ns.len() < 10_000 || per_ns.contains_key(&r.image) {
+                let e = per_ns.entry(r.image.clone()).or_insert((String::new(), 0));
+                e.0 = r.time.clone();
+                e.1 += 1;
+            }
+        }
         {
             let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
             if ring.len() >= KEEP {
@@ -69,6 +90,23 @@ impl RecentPulls {
             .take(n)
             .cloned()
             .collect()
+    }
+
+    /// The images `namespace` pulled, by name.
+    pub fn images(&self, namespace: &str) -> Vec<PulledImage> {
+        let images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        images
+            .get(namespace)
+            .map(|m| {
+                m.iter()
+                    .map(|(image, (last, n))| PulledImage {
+                        image: image.clone(),
+                        last_pulled: last.clone(),
+                        pulls: *n,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<PullRecord> {

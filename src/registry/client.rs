@@ -78,6 +78,17 @@ pub struct Client {
     tokens: Arc<TokenCache>,
     /// The challenge from the last 401, so later requests authenticate up front.
     challenge: RwLock<Option<Challenge>>,
+    /// When the registry last answered, and last failed to (for health reports).
+    health: std::sync::Mutex<Health>,
+}
+
+/// An upstream's recent record: Unix seconds of the last answer below 500 and of the last
+/// failure (network error or 5xx), with that failure's description (no credentials in it).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    pub last_success: Option<u64>,
+    pub last_error: Option<u64>,
+    pub last_error_message: Option<String>,
 }
 
 impl Client {
@@ -115,6 +126,7 @@ impl Client {
             base,
             tokens,
             challenge: RwLock::new(None),
+            health: Default::default(),
         })
     }
 
@@ -600,9 +612,35 @@ impl Client {
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);
         }
-        req.send()
+        let sent = req
+            .send()
             .await
-            .map_err(|e| RegistryError::network(self.host(), path, &e))
+            .map_err(|e| RegistryError::network(self.host(), path, &e));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match &sent {
+            Ok(r) if r.status().as_u16() < 500 => h.last_success = Some(now),
+            Ok(r) => {
+                h.last_error = Some(now);
+                h.last_error_message = Some(format!("{path}: answered {}", r.status()));
+            }
+            Err(e) => {
+                h.last_error = Some(now);
+                h.last_error_message = Some(e.to_string());
+            }
+        }
+        drop(h);
+        sent
+    }
+
+    /// The registry's recent record.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

@@ -475,6 +475,26 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         None,
     );
     assert_eq!((s, &v["upstreams"][0]["name"]), (200, &json!("up")));
+    assert_eq!(v["upstreams"][0]["state"], "ok", "{v}");
+    assert!(v["upstreams"][0]["last_success"].is_u64(), "{v}");
+    let images = "/api/v1/namespaces/team-a/images";
+    let (s, v) = api.call(
+        "GET",
+        images,
+        "/api/v1/namespaces/{ns}/images",
+        Some(&root),
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v["images"][0]["image"], "private/app", "{v}");
+    let (s, _) = api.call(
+        "GET",
+        images,
+        "/api/v1/namespaces/{ns}/images",
+        Some(&scoped),
+        None,
+    );
+    assert_eq!(s, 403);
     let (s, v) = api.call("GET", "/api/v1/cache", "/api/v1/cache", Some(&root), None);
     assert_eq!(s, 200);
     assert!(v["misses"].as_u64().is_some_and(|m| m >= 1), "{v}");
