@@ -41,11 +41,13 @@ pub struct PulledImage {
     pub pulls: u64,
 }
 
+/// namespace → image → (last pulled, manifest pulls)
+type PulledByNamespace =
+    std::collections::HashMap<String, std::collections::BTreeMap<String, (String, u64)>>;
+
 pub struct RecentPulls {
     ring: Mutex<VecDeque<PullRecord>>,
-    /// namespace → image → (last pulled, manifest pulls)
-    images:
-        Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, (String, u64)>>>,
+    images: Mutex<PulledByNamespace>,
     tx: broadcast::Sender<PullRecord>,
 }
 
