@@ -193,6 +193,9 @@ impl Proxy {
         // A HEAD never starts a fill.
         match self.plan_blob(&up, repo, digest, picked.as_ref(), peer, !head) {
             BlobPlan::Cached { size, .. } => {
+                if !head {
+                    self.prefetch_used(digest, Some(size));
+                }
                 self.serve_cached(digest, size, range.as_deref(), head)
                     .await
             }
@@ -240,6 +243,7 @@ impl Proxy {
                     }
                 }
                 self.miss("blob");
+                self.prefetch_used(digest, fill.total());
                 let mut r = stream_fill(fill.subscribe(), digest, range.as_deref()).await;
                 r.extensions_mut()
                     .insert(super::recent::CacheOutcome("miss"));
@@ -463,6 +467,7 @@ impl Proxy {
         let (status, mut headers, source) =
             match self.plan_blob(&up, &repo, &digest, picked.as_ref(), peer, true) {
                 BlobPlan::Cached { file, size } => {
+                    self.prefetch_used(&digest, Some(size));
                     self.hit("blob");
                     self.metrics.cache_hit_bytes.inc_by(size);
                     (
@@ -472,6 +477,7 @@ impl Proxy {
                     )
                 }
                 BlobPlan::Filling { fill, own: true } => {
+                    self.prefetch_used(&digest, fill.total());
                     let mut reader = fill.subscribe();
                     let answer = match reader.started().await {
                         Ok(Some(size)) => (

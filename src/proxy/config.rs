@@ -44,6 +44,8 @@ pub struct ProxyConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub prefetch: PrefetchConfig,
     /// The admin API's own listener; absent: no admin API.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -144,6 +146,24 @@ pub struct UpstreamConfig {
     pub tag_ttl: Duration,
     #[serde(default)]
     pub token_style: TokenStyle,
+}
+
+/// Fetching an image's config and layers as soon as a client gets its manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefetchConfig {
+    pub enabled: bool,
+    /// Prefetched blobs in flight at once, over all upstreams (each also takes a fill slot).
+    pub max_concurrent: usize,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

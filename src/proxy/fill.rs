@@ -39,6 +39,11 @@ pub struct Fill {
 }
 
 impl Fill {
+    /// The size the upstream announced, once it answered.
+    pub fn total(&self) -> Option<u64> {
+        self.state.borrow().total
+    }
+
     pub fn subscribe(&self) -> FillReader {
         FillReader {
             file: self.file.clone(),

@@ -29,7 +29,7 @@ pub struct ManifestDoc {
 impl Proxy {
     /// hyper's manifest path: `manifest_doc`, rendered.
     pub(super) async fn manifest(
-        &self,
+        self: &Arc<Self>,
         ui: usize,
         repo: &str,
         reference: &ManifestRef,
@@ -52,6 +52,21 @@ impl Proxy {
     /// to it (and, for a tag, within its TTL), else from the upstream with `who`'s credentials;
     /// a tag's last digest when the upstream is down.
     pub(super) async fn manifest_doc(
+        self: &Arc<Self>,
+        ui: usize,
+        repo: &str,
+        reference: &ManifestRef,
+        accept: Option<&str>,
+        who: &Requester,
+    ) -> Result<ManifestDoc, ProxyError> {
+        let doc = self
+            .fetch_manifest(ui, repo, reference, accept, who)
+            .await?;
+        self.prefetch(ui, repo, &doc, who);
+        Ok(doc)
+    }
+
+    async fn fetch_manifest(
         &self,
         ui: usize,
         repo: &str,

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub evictions: Counter,
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
+    pub prefetch_bytes: Counter,
+    pub prefetch_used_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,8 @@ impl Default for Metrics {
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             cache_hit_bytes: Counter::default(),
+            prefetch_bytes: Counter::default(),
+            prefetch_used_bytes: Counter::default(),
             upstream_requests: Family::default(),
             upstream_bytes: Family::default(),
             upstream_errors: Family::default(),
@@ -108,6 +112,16 @@ impl Default for Metrics {
             "stale_serves",
             "Tags served from the cache while the upstream was unavailable",
             m.stale_serves.clone(),
+        );
+        registry.register(
+            "prefetch_bytes",
+            "Bytes of config and layer blobs fetched ahead when a client got their manifest",
+            m.prefetch_bytes.clone(),
+        );
+        registry.register(
+            "prefetch_used_bytes",
+            "Prefetched bytes a client then asked for (the rest was fetched in vain)",
+            m.prefetch_used_bytes.clone(),
         );
         registry.register(
             "evictions",

@@ -19,6 +19,7 @@ pub mod grants;
 pub mod listener;
 pub mod manifests;
 pub mod metrics;
+pub mod prefetch;
 pub mod recent;
 pub mod referrers;
 pub mod response;
@@ -99,6 +100,8 @@ pub fn build(
         max_queued_fills_per_client: cfg.limits.max_queued_fills_per_client.max(1),
         metrics_auth: cfg.metrics.auth.unwrap_or(cfg.auth.enabled),
         sendfile: cfg.limits.sendfile,
+        prefetch: cfg.prefetch.enabled,
+        prefetch_max: cfg.prefetch.max_concurrent,
     };
     let proxy = Proxy::new(store, upstreams, default, secrets, settings)
         .map_err(|e| SetupError::new("cache", e))?;

@@ -122,6 +122,9 @@ pub struct Settings {
     pub metrics_auth: bool,
     /// The sendfile fast path is on.
     pub sendfile: bool,
+    /// Prefetch on manifest: on, and how many blobs at once.
+    pub prefetch: bool,
+    pub prefetch_max: usize,
 }
 
 /// Shared state of a running proxy.
@@ -149,6 +152,9 @@ pub struct Proxy {
     pub(super) manifests: Mutex<std::collections::HashMap<Digest, (String, Bytes)>>,
     /// The last content requests, for the admin API.
     pub recent: super::recent::RecentPulls,
+    pub(super) prefetch_slots: Arc<tokio::sync::Semaphore>,
+    /// Prefetched digests no client has asked for yet, and their sizes once known.
+    pub(super) prefetched: Mutex<std::collections::HashMap<Digest, u64>>,
 }
 
 /// Why a request could not get credentials or was refused before reaching the upstream.
@@ -163,6 +169,7 @@ impl Proxy {
         settings: Settings,
     ) -> std::io::Result<Self> {
         let lru = Arc::new(Lru::load(&store, settings.max_cache_bytes));
+        let prefetch_max = settings.prefetch_max.max(1);
         let grants = Grants::open(store.root().join("meta/links"), settings.link_ttl)?;
         let metrics = Metrics::default();
         let (bytes, entries) = lru.usage();
@@ -192,6 +199,8 @@ impl Proxy {
             stopping: tokio::sync::watch::channel(false).0,
             manifests: Mutex::new(std::collections::HashMap::new()),
             recent: Default::default(),
+            prefetch_slots: Arc::new(tokio::sync::Semaphore::new(prefetch_max)),
+            prefetched: Mutex::new(std::collections::HashMap::new()),
         })
     }
 

@@ -16,6 +16,7 @@ mod kubectl_oracle;
 mod kubelet;
 mod login;
 mod observability;
+mod prefetch;
 mod proxy;
 mod proxy_server;
 mod proxy_teams;

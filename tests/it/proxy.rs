@@ -424,9 +424,10 @@ fn stale_tag_served_when_upstream_is_down_and_404_passes_through() {
         return;
     };
     let img = push_image(reg.addr(), "lib/app", "v1", None, &[b"stale-me".to_vec()]);
+    // The layer must stay uncached after the manifest GET: no prefetch here.
     let proxy = ProxyProcess::start(
         &env,
-        "",
+        "[prefetch]\nenabled = false\n",
         &format!(
             "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\ntag_ttl = \"0s\"\n",
             reg.addr()

@@ -228,7 +228,11 @@ fn hot_secrets_apply_without_restart() {
         return;
     };
     let img = s.push("team-a/hot", "v1", &[b"hot".to_vec()]);
-    let (reg, proxy) = s.upstream("up", "secret = \"later\"").start();
+    // Blobs stay uncached after a manifest GET here (no prefetch): each GET asks for credentials.
+    let (reg, proxy) = s
+        .config("[prefetch]\nenabled = false")
+        .upstream("up", "secret = \"later\"")
+        .start();
     let path = "/v2/team-a/hot/manifests/v1";
     let r = http_request("GET", &proxy.addr, path, &[OCI], b"").expect("get");
     assert_eq!(r.status, 401);
