@@ -19,6 +19,9 @@ have ctr || need_apt+=(containerd)
 have htpasswd || need_apt+=(apache2-utils)
 have ss || need_apt+=(iproute2)
 have openssl || need_apt+=(openssl)
+# The console test drives Debian's Chromium over WebDriver.
+have chromium || need_apt+=(chromium)
+have chromedriver || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]}" >&2
   $SUDO apt-get update -qq

@@ -1,8 +1,9 @@
-//! The admin listener: the REST API under `/api/v1` (and its OpenAPI document) on its own
-//! address, apart from the registry port, for admin tokens only.
+//! The admin listener: the REST API under `/api/v1` (and its OpenAPI document) and the web
+//! console at `/`, on its own address apart from the registry port, for admin tokens only.
 
 pub mod api;
 pub mod audit;
+pub mod console;
 pub mod direktiv;
 pub mod tokens;
 
@@ -32,18 +33,24 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 /// Serves the admin API on `listener` until the process ends.
 pub async fn serve(state: Arc<AdminState>, listener: tokio::net::TcpListener) {
     let failures = Arc::new(Failures::default());
+    // The admin listener speaks plain HTTP, so the console's cookies are not `Secure`.
+    let console = Arc::new(console::Console::new(false));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         let failures = failures.clone();
+        let console = console.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let failures = failures.clone();
+                let console = console.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(handle(state, failures, req, peer.ip()).await)
+                    Ok::<_, std::convert::Infallible>(
+                        handle(state, failures, console, req, peer.ip()).await,
+                    )
                 }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -56,11 +63,19 @@ pub async fn serve(state: Arc<AdminState>, listener: tokio::net::TcpListener) {
 async fn handle(
     state: Arc<AdminState>,
     failures: Arc<Failures>,
+    console: Arc<console::Console>,
     req: Request<hyper::body::Incoming>,
     peer: IpAddr,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if console::owns(&path) {
+        let out = console.handle(state, req, failures.backoff(peer)).await;
+        if out.failed_sign_in {
+            failures.fail(peer);
+        }
+        return out.response;
+    }
     let query = req.uri().query().map(str::to_string);
     if path == "/api/v1/openapi.json" && method == http::Method::GET {
         return respond_raw(

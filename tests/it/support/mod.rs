@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod registry;
 pub mod skopeo;
 pub mod token_issuer;
+pub mod webdriver;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
