@@ -228,7 +228,7 @@ mkdir -p "$WORK/issuer" "$WORK/upstream"
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=bench-token-issuer -days 2 \
   -keyout "$WORK/issuer/key.pem" -out "$WORK/issuer/cert.pem" 2>/dev/null
 start_service issuer "$WORK/issuer/stdout.log" "$WORK/issuer/stderr.log" \
-  "${IN_UP[@]}" "${CLEAN_ENV[@]}" "$PYTHON" "$ROOT/benches/token_issuer.py" --port-file "$WORK/issuer/port" \
+  "${IN_UP[@]}" "${CLEAN_ENV[@]}" "$PYTHON" "$ROOT/benches/token_issuer.py" --listen "$UP_HOST:0" --port-file "$WORK/issuer/port" \
   --key "$WORK/issuer/key.pem" --cert "$WORK/issuer/cert.pem" --service bench-registry \
   --issuer bench-issuer --user "$USER_NAME:$PASSWORD" --log "$WORK/issuer/requests.log"
 wait_file "$WORK/issuer/port" 15
