@@ -146,6 +146,9 @@ SELFTEST=$("$PYTHON" "$ROOT/benches/wan_relay.py" --self-test) || die "emulator 
 printf '%s\n' "$SELFTEST" >&2
 
 PS_BIN=${PULLSECRET_BIN:-}
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+PS_DESC="pullsecret built from $COMMIT"
+[ -n "$PS_BIN" ] && PS_DESC="pullsecret from PULLSECRET_BIN=$PS_BIN (bench scripts at $COMMIT)"
 if [ -z "$PS_BIN" ]; then
   log "cargo build --release"
   cargo build --release --quiet
@@ -153,7 +156,6 @@ if [ -z "$PS_BIN" ]; then
 fi
 cp "$PS_BIN" "$WORK/pullsecret"
 PS_BIN=$WORK/pullsecret
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 small_total=0
 for m in $SMALL_MIBS; do small_total=$((small_total + m)); done
@@ -512,5 +514,5 @@ o_s=$(med ovh_straight) o_z=$(med ovh_zero)
   echo "One GET of the blob over the link (a single connection, median of $OVERHEAD_RUNS): $g s ($(mibps "$BLOB_MIB" "$g") MiB/s)."
   echo "Emulator self-test: $(tr '\n' ';' <<<"$SELFTEST" | sed 's/self-test //g; s/;$//; s/;/; /g')."
   [ "$CTR" = 1 ] || echo "ctr left out: $CTR_NOTE."
-  echo "pullsecret $COMMIT, $(nproc) CPUs, ${T_MEASURED} s of measurement, load after $(cut -d' ' -f1-3 /proc/loadavg); skopeo $(skopeo --version | awk '{print $NF}')$([ "$CTR" = 1 ] && echo ", containerd $(ctr --version | awk '{print $NF}')")."
+  echo "$PS_DESC, $(nproc) CPUs, ${T_MEASURED} s of measurement, load after $(cut -d' ' -f1-3 /proc/loadavg); skopeo $(skopeo --version | awk '{print $NF}')$([ "$CTR" = 1 ] && echo ", containerd $(ctr --version | awk '{print $NF}')")."
 }
