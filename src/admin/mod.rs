@@ -74,7 +74,7 @@ async fn handle(
         if out.failed_sign_in {
             failures.fail(peer);
         }
-        return out.response;
+        return out.response.map(BodyExt::boxed_unsync);
     }
     let query = req.uri().query().map(str::to_string);
     if path == "/api/v1/openapi.json" && method == http::Method::GET {
