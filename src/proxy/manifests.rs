@@ -24,6 +24,8 @@ pub struct ManifestDoc {
     pub media_type: String,
     pub bytes: Bytes,
     pub digest: Digest,
+    /// Served from the cache because the upstream is down: nothing to prefetch from it now.
+    pub stale: bool,
 }
 
 impl Proxy {
@@ -98,6 +100,7 @@ impl Proxy {
                             media_type: m.media_type,
                             bytes: m.bytes,
                             digest: m.digest,
+                            stale: false,
                         })
                     }
                     Err(e) => {
@@ -209,6 +212,7 @@ impl Proxy {
                             media_type: m.media_type,
                             bytes: m.bytes,
                             digest: m.digest,
+                            stale: false,
                         })
                     }
                     Err(e) => {
@@ -238,7 +242,8 @@ impl Proxy {
         if e.upstream_unavailable() {
             if let Some(d) = cached {
                 if self.grants.check(identity, &up.cfg.name, repo, d) != Link::None {
-                    if let Some(m) = self.cached_manifest(d) {
+                    if let Some(mut m) = self.cached_manifest(d) {
+                        m.stale = true;
                         self.metrics.stale_serves.inc();
                         let key = format!("{}/{repo}:{tag}", up.cfg.name);
                         let first = self
@@ -269,6 +274,7 @@ impl Proxy {
                 media_type: media_type.clone(),
                 bytes: bytes.clone(),
                 digest: d.clone(),
+                stale: false,
             });
         }
         let meta = self.store.manifest_meta(d)?;
@@ -283,6 +289,7 @@ impl Proxy {
             media_type: meta.media_type,
             bytes,
             digest: d.clone(),
+            stale: false,
         })
     }
 }

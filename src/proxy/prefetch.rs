@@ -20,7 +20,7 @@ impl Proxy {
         doc: &ManifestDoc,
         who: &Requester,
     ) {
-        if !self.settings.prefetch || who.background || is_index(&doc.media_type) {
+        if !self.settings.prefetch || who.background || doc.stale || is_index(&doc.media_type) {
             return;
         }
         let Ok(image) = serde_json::from_slice::<ImageManifest>(&doc.bytes) else {

@@ -20,7 +20,8 @@ fn blob_bytes() -> Vec<u8> {
 fn proxy_for(env: &Env, up: &FaultServer, scheme: &str, extra: &str) -> ProxyProcess {
     ProxyProcess::start(
         env,
-        &format!("[limits]\nupstream_timeout_secs = 1\n{extra}"),
+        // No prefetch: each fault is met by exactly the request the test makes.
+        &format!("[prefetch]\nenabled = false\n[limits]\nupstream_timeout_secs = 1\n{extra}"),
         &up.upstream(env, scheme, "tag_ttl = \"0s\""),
     )
 }
