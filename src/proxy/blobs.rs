@@ -242,6 +242,15 @@ impl Proxy {
                         return error_response(&r);
                     }
                 }
+                if let Some(r) = range.as_deref() {
+                    // A range past what the fill has written gets its own upstream request.
+                    if let Some(resp) = self
+                        .range_ahead(&up, repo, digest, picked.as_ref(), &fill, r)
+                        .await
+                    {
+                        return resp;
+                    }
+                }
                 self.miss("blob");
                 self.prefetch_used(digest, fill.total());
                 let mut r = stream_fill(fill.subscribe(), digest, range.as_deref()).await;
@@ -257,6 +266,84 @@ impl Proxy {
             ),
             BlobPlan::Refused(r) => r,
         }
+    }
+
+    /// A Range past what the running fill has written, answered at once by its own upstream
+    /// Range request (lazy-pull snapshotters read a layer's end first); not cached, the fill goes
+    /// on. `None` when the fill already holds the range (or the range is not one we answer).
+    async fn range_ahead(
+        &self,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        picked: Option<&Picked>,
+        fill: &Fill,
+        range: &str,
+    ) -> Option<Response<Body>> {
+        let total = match fill.total() {
+            Some(t) => t,
+            None => fill.subscribe().started().await.ok()??,
+        };
+        let Some(Ok((start, end))) = parse_range(range, Some(total)) else {
+            return None;
+        };
+        // The last written byte is held back until the digest verifies.
+        if fill.written() > end + 1 {
+            return None;
+        }
+        self.count_upstream(&up.cfg.name);
+        let creds = picked.map(|p| &p.creds);
+        let resp = match up
+            .client
+            .get_blob_range(repo, digest, start, end, creds)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Some(upstream_error(&e, "BLOB_UNKNOWN")),
+        };
+        // A registry that ignores Range sends it all: skip to `start` ourselves.
+        let skip = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+            0
+        } else {
+            start
+        };
+        let len = end + 1 - start;
+        let body = futures_util::stream::unfold(
+            (Box::pin(resp.bytes_stream()), skip, len),
+            |(mut stream, mut skip, mut left)| async move {
+                while left > 0 {
+                    let chunk = match stream.next().await? {
+                        Ok(c) => c,
+                        Err(e) => {
+                            return Some((Err(std::io::Error::other(e)), (stream, 0, 0)));
+                        }
+                    };
+                    let mut c = chunk;
+                    if skip > 0 {
+                        let n = (skip as usize).min(c.len());
+                        c = c.slice(n..);
+                        skip -= n as u64;
+                    }
+                    if c.is_empty() {
+                        continue;
+                    }
+                    let take = (left as usize).min(c.len());
+                    left -= take as u64;
+                    return Some((Ok(Frame::data(c.slice(..take))), (stream, skip, left)));
+                }
+                None
+            },
+        );
+        let mut r = BlobHead {
+            status: StatusCode::PARTIAL_CONTENT,
+            digest,
+            length: Some(len),
+            content_range: Some(format!("bytes {start}-{end}/{total}")),
+        }
+        .response(BodyExt::boxed(StreamBody::new(body)));
+        r.extensions_mut()
+            .insert(super::recent::CacheOutcome("miss"));
+        Some(r)
     }
 
     /// `warm`'s blob: the same decision as a client's GET, as background work; the blob's size

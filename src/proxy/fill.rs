@@ -39,6 +39,11 @@ pub struct Fill {
 }
 
 impl Fill {
+    /// Bytes written so far (the contiguous prefix).
+    pub fn written(&self) -> u64 {
+        self.state.borrow().written
+    }
+
     /// The size the upstream announced, once it answered.
     pub fn total(&self) -> Option<u64> {
         self.state.borrow().total

@@ -302,6 +302,30 @@ impl Client {
         Ok(resp)
     }
 
+    /// Bytes `start..=end` of a blob (`206`, or a whole `200` when the registry ignores Range).
+    pub async fn get_blob_range(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+        creds: Option<&Credentials>,
+    ) -> Result<Response, RegistryError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, header_value(&format!("bytes={start}-{end}")));
+        let resp = self.send(Method::GET, &path, h, repo, creds).await?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::from_response(
+                self.host(),
+                &format!("blob {repo}@{digest}"),
+                resp,
+            )
+            .await);
+        }
+        Ok(resp)
+    }
+
     /// Every tag of `repo`: `GET /v2/<repo>/tags/list` (with `?n=page` when given), following
     /// `Link: <…>; rel="next"` only on this registry's own origin, so credentials never leave it.
     pub async fn list_tags(

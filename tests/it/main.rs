@@ -8,6 +8,7 @@ mod architecture;
 mod canary;
 mod cli_manners;
 mod cli_store;
+mod cold_ranges;
 mod console;
 mod faults;
 mod helper_clients;

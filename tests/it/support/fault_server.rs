@@ -123,6 +123,9 @@ impl Drop for FaultServer {
     }
 }
 
+/// Range GETs served by every fault server in this process (tests compare before and after).
+pub static RANGE_GETS: AtomicUsize = AtomicUsize::new(0);
+
 #[allow(clippy::too_many_arguments)]
 fn serve(
     s: TcpStream,
@@ -157,6 +160,7 @@ fn serve(
             parts.next().unwrap_or("").to_string(),
         );
         let mut authorized = false;
+        let mut range: Option<(usize, usize)> = None;
         loop {
             let mut h = String::new();
             if r.read_line(&mut h)? == 0 || h == "\r\n" {
@@ -164,6 +168,14 @@ fn serve(
             }
             if let Some((k, v)) = h.split_once(':') {
                 authorized |= k.eq_ignore_ascii_case("authorization") && v.trim() == expected_auth;
+                // `bytes=a-b` only: enough for the proxy's own range requests.
+                if k.eq_ignore_ascii_case("range") {
+                    range = v
+                        .trim()
+                        .strip_prefix("bytes=")
+                        .and_then(|r| r.split_once('-'))
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                }
             }
         }
         let head = method == "HEAD";
@@ -249,6 +261,13 @@ fn serve(
                     &format!("Docker-Content-Digest: {bd}\r\n"),
                     blob,
                 )?;
+                continue;
+            }
+            // A range request is answered at once, whatever the fault does to whole GETs.
+            if let Some((a, b)) = range.filter(|(a, b)| a <= b && *b < blob.len()) {
+                RANGE_GETS.fetch_add(1, Ordering::Relaxed);
+                write!(w, "HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n", b - a + 1, blob.len())?;
+                w.write_all(&blob[a..=b])?;
                 continue;
             }
             gets.fetch_add(1, Ordering::Relaxed);
