@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::error::FillError;
-use super::fill::{Download, Fill, Joined};
+use super::fill::{Download, Fill, Joined, Segment};
 use super::fill_queue::Ticket;
 use super::grants::Link;
 use super::response::{
@@ -24,6 +24,19 @@ use crate::registry::digest::Digest;
 
 /// The requester address of the proxy's own background work (`warm`).
 pub(super) const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// A response's body as fill chunks, counted as upstream bytes.
+fn chunks_of(
+    resp: reqwest::Response,
+    counter: prometheus_client::metrics::counter::Counter,
+) -> super::fill::Chunks {
+    resp.bytes_stream()
+        .map_err(|e| FillError::transfer(crate::registry::http::describe_reqwest(&e)))
+        .inspect_ok(move |b| {
+            counter.inc_by(b.len() as u64);
+        })
+        .boxed()
+}
 
 /// Streams a (possibly still filling) blob to one client, honouring a single Range.
 pub(super) async fn stream_fill(
@@ -346,6 +359,51 @@ impl Proxy {
         Some(r)
     }
 
+    /// The further parts of a large blob, each over its own connection (`Range`), for a parallel
+    /// fill; empty (one connection after all) unless every part answered 206 with its length.
+    async fn range_parts(
+        &self,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        creds: Option<&crate::registry::auth::Credentials>,
+        total: u64,
+        counter: &prometheus_client::metrics::counter::Counter,
+    ) -> Vec<Segment> {
+        let n = self.settings.parallel_connections as u64;
+        let part = total.div_ceil(n);
+        let wanted: Vec<(u64, u64)> = (1..n)
+            .map(|k| (k * part, ((k + 1) * part).min(total)))
+            .filter(|(start, end)| start < end)
+            .collect();
+        let asks = wanted.iter().map(|(start, end)| {
+            self.count_upstream(&up.cfg.name);
+            up.client
+                .get_blob_range(repo, digest, *start, end - 1, creds)
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let mut parts = Vec::new();
+        for ((start, end), answer) in wanted.into_iter().zip(answers) {
+            match answer {
+                Ok(resp)
+                    if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT
+                        && resp.content_length() == Some(end - start) =>
+                {
+                    parts.push(Segment {
+                        offset: start,
+                        len: end - start,
+                        chunks: chunks_of(resp, counter.clone()),
+                    });
+                }
+                _ => {
+                    tracing::debug!(%digest, "a range part was refused; fetching over one connection");
+                    return Vec::new();
+                }
+            }
+        }
+        parts
+    }
+
     /// `warm`'s blob: the same decision as a client's GET, as background work; the blob's size
     /// once it is in the cache.
     pub(super) async fn warm_blob(
@@ -492,18 +550,30 @@ impl Proxy {
                 .get_or_create(&this.metrics.upstream(&name))
                 .clone();
             let download = match up.client.get_blob(&repo, &digest, 0, creds.as_ref()).await {
-                Ok(resp) => Ok(Download {
-                    total: resp.content_length(),
-                    chunks: resp
-                        .bytes_stream()
-                        .map_err(|e| {
-                            FillError::transfer(crate::registry::http::describe_reqwest(&e))
-                        })
-                        .inspect_ok(move |b| {
-                            bytes_counter.inc_by(b.len() as u64);
-                        })
-                        .boxed(),
-                }),
+                Ok(resp) => {
+                    let total = resp.content_length();
+                    let ranges = resp
+                        .headers()
+                        .get(reqwest::header::ACCEPT_RANGES)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"));
+                    let s = &this.settings;
+                    let rest = match total {
+                        Some(t)
+                            if ranges
+                                && s.parallel_connections > 1
+                                && t >= s.parallel_min_bytes =>
+                        {
+                            this.range_parts(&up, &repo, &digest, creds.as_ref(), t, &bytes_counter)
+                                .await
+                        }
+                        _ => Vec::new(),
+                    };
+                    Ok(Download {
+                        total,
+                        chunks: chunks_of(resp, bytes_counter.clone()),
+                        rest,
+                    })
+                }
                 Err(e) => Err(FillError::upstream(&e, "BLOB_UNKNOWN")),
             };
             // The upstream served these verified bytes to this requester: link it before the

@@ -193,6 +193,10 @@ pub struct ProxyLimits {
     pub max_queued_fills_per_client: usize,
     /// Serve plain-HTTP/1.1 blob GETs with sendfile(2) (the fast path); off: hyper serves all.
     pub sendfile: bool,
+    /// A blob of at least `parallel_fetch_min_bytes` from an upstream that answers Range is
+    /// fetched over this many connections at once (1: never).
+    pub parallel_fetch_connections: usize,
+    pub parallel_fetch_min_bytes: u64,
 }
 
 impl Default for ProxyLimits {
@@ -209,6 +213,8 @@ impl Default for ProxyLimits {
             max_queued_fills: 1024,
             max_queued_fills_per_client: 256,
             sendfile: true,
+            parallel_fetch_connections: 4,
+            parallel_fetch_min_bytes: 64 << 20,
         }
     }
 }

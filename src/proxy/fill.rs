@@ -166,10 +166,22 @@ impl FillReader {
     }
 }
 
-/// The source of a fill's bytes: a stream of chunks and the size the upstream announced.
+/// The source of a fill's bytes: a stream of chunks and the size the upstream announced; with
+/// `rest`, the stream carries only the first part and each further part comes over its own
+/// connection (a Range response), written into place.
 pub struct Download {
     pub total: Option<u64>,
-    pub chunks: futures_util::stream::BoxStream<'static, Result<Bytes, FillError>>,
+    pub chunks: Chunks,
+    pub rest: Vec<Segment>,
+}
+
+pub type Chunks = futures_util::stream::BoxStream<'static, Result<Bytes, FillError>>;
+
+/// One further part of a parallel download: `len` bytes at `offset`.
+pub struct Segment {
+    pub offset: u64,
+    pub len: u64,
+    pub chunks: Chunks,
 }
 
 /// All fills in flight, by digest.
@@ -359,6 +371,119 @@ async fn commit(driver: &FillDriver, final_path: &std::path::Path) -> Result<(),
     .map_err(|e| FillError::transfer(format!("storing the blob: {e}")))
 }
 
+/// Writes every part of a parallel download into place as it arrives, and hashes (and releases
+/// to readers) the contiguous prefix as it grows: clients still read in order, and nothing is
+/// visible before the one digest over the whole blob verifies.
+async fn drive_parallel(driver: &FillDriver, download: Download) -> Result<u64, FillError> {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let Some(total) = download.total else {
+        return Err(FillError::transfer(
+            "a parallel download needs the blob's size",
+        ));
+    };
+    driver.tx.send_modify(|s| {
+        s.started = true;
+        s.total = Some(total);
+    });
+    let file = driver.file.clone();
+    tokio::task::spawn_blocking(move || reserve(&file, total))
+        .await
+        .map_err(|e| FillError::transfer(format!("reserving {total} bytes in the cache: {e}")))?
+        .map_err(|e| FillError::transfer(format!("reserving {total} bytes in the cache: {e}")))?;
+    let first_len = download.rest.first().map_or(total, |s| s.offset);
+    let mut parts = vec![(0u64, first_len, download.chunks)];
+    parts.extend(
+        download
+            .rest
+            .into_iter()
+            .map(|s| (s.offset, s.len, s.chunks)),
+    );
+    let layout: Vec<(u64, u64)> = parts.iter().map(|(o, l, _)| (*o, *l)).collect();
+    let progress: Arc<Vec<AtomicU64>> =
+        Arc::new(layout.iter().map(|_| AtomicU64::new(0)).collect());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (offset, len, mut chunks)) in parts.into_iter().enumerate() {
+        let (file, progress, wake) = (driver.file.clone(), progress.clone(), wake.clone());
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while done < len {
+                let chunk = chunks.next().await.ok_or_else(|| {
+                    FillError::transfer(format!(
+                        "part at {offset} ended after {done} of {len} bytes"
+                    ))
+                })??;
+                let take = (chunk.len() as u64).min(len - done) as usize;
+                let part = chunk.slice(..take);
+                let (f, at) = (file.clone(), offset + done);
+                tokio::task::spawn_blocking(move || f.write_all_at(&part, at))
+                    .await
+                    .map_err(|e| FillError::transfer(format!("writing the cache: {e}")))?
+                    .map_err(|e| FillError::transfer(format!("writing the cache: {e}")))?;
+                done += take as u64;
+                progress[i].store(done, Ordering::Release);
+                wake.notify_one();
+            }
+            Ok::<(), FillError>(())
+        });
+    }
+    let contiguous = || {
+        let mut upto = 0;
+        for (i, (offset, len)) in layout.iter().enumerate() {
+            let p = progress[i].load(Ordering::Acquire);
+            upto = offset + p;
+            if p < *len {
+                break;
+            }
+        }
+        upto
+    };
+    let mut verifier = Verifier::new();
+    let mut hashed = 0u64;
+    loop {
+        let upto = contiguous();
+        while hashed < upto {
+            let n = (upto - hashed).min(1 << 20) as usize;
+            let (f, at) = (driver.file.clone(), hashed);
+            let buf = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                f.read_exact_at(&mut buf, at).map(|()| buf)
+            })
+            .await
+            .map_err(|e| FillError::transfer(format!("reading the cache: {e}")))?
+            .map_err(|e| FillError::transfer(format!("reading the cache: {e}")))?;
+            verifier.update(&buf);
+            hashed += n as u64;
+            driver.tx.send_modify(|s| s.written = hashed);
+        }
+        if hashed >= total {
+            break;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            joined = tasks.join_next() => match joined {
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => return Err(FillError::transfer(format!("a part's task failed: {e}"))),
+                None => {
+                    if contiguous() < total {
+                        return Err(FillError::transfer("parts ended before the blob was whole"));
+                    }
+                }
+            },
+        }
+    }
+    let actual = verifier.finish();
+    if actual != driver.digest {
+        return Err(FillError::transfer(format!(
+            "digest mismatch: expected {}, got {actual}",
+            driver.digest
+        )));
+    }
+    Ok(total)
+}
+
 /// Downloads, writes and verifies; `Ok(size)` once every byte is in the temp file and matches.
 async fn drive_inner(
     driver: &FillDriver,
@@ -366,6 +491,9 @@ async fn drive_inner(
 ) -> Result<u64, FillError> {
     use futures_util::StreamExt;
     let mut download = download?;
+    if !download.rest.is_empty() {
+        return drive_parallel(driver, download).await;
+    }
     driver.tx.send_modify(|s| {
         s.started = true;
         s.total = download.total;

@@ -100,6 +100,8 @@ pub fn build(
         max_queued_fills_per_client: cfg.limits.max_queued_fills_per_client.max(1),
         metrics_auth: cfg.metrics.auth.unwrap_or(cfg.auth.enabled),
         sendfile: cfg.limits.sendfile,
+        parallel_connections: cfg.limits.parallel_fetch_connections.max(1),
+        parallel_min_bytes: cfg.limits.parallel_fetch_min_bytes,
         prefetch: cfg.prefetch.enabled,
         prefetch_max: cfg.prefetch.max_concurrent,
     };

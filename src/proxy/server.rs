@@ -122,6 +122,9 @@ pub struct Settings {
     pub metrics_auth: bool,
     /// The sendfile fast path is on.
     pub sendfile: bool,
+    /// Parallel ranged fetch: connections per large blob, and from what size.
+    pub parallel_connections: usize,
+    pub parallel_min_bytes: u64,
     /// Prefetch on manifest: on, and how many blobs at once.
     pub prefetch: bool,
     pub prefetch_max: usize,

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::support::fault_server::{Fault, FaultServer, RANGE_GETS};
+use crate::support::fault_server::{Fault, FaultServer};
 use crate::support::http::http_request;
 use crate::support::proxy::ProxyProcess;
 use crate::support::{eventually, Env};
@@ -33,7 +33,7 @@ fn a_range_past_the_fill_is_answered_at_once_and_one_inside_it_from_the_fill() {
     });
     // The last MiB: far past the half the fill has; answered without waiting for it.
     let total = blob.len();
-    let before = RANGE_GETS.load(Ordering::Relaxed);
+    let before = up.range_gets.load(Ordering::Relaxed);
     let last = format!("bytes={}-{}", total - (1 << 20), total - 1);
     let r = http_request("GET", &proxy.addr, &path, &[("Range", &last)], b"").expect("last MiB");
     assert_eq!(r.status, 206, "{}", r.text());
@@ -43,7 +43,7 @@ fn a_range_past_the_fill_is_answered_at_once_and_one_inside_it_from_the_fill() {
         Some(format!("bytes {}-{}/{total}", total - (1 << 20), total - 1).as_str())
     );
     assert!(
-        RANGE_GETS.load(Ordering::Relaxed) > before,
+        up.range_gets.load(Ordering::Relaxed) > before,
         "no upstream range request"
     );
     // The first bytes are in the fill already (the upstream sent half): served from it, with no
@@ -62,13 +62,13 @@ fn a_range_past_the_fill_is_answered_at_once_and_one_inside_it_from_the_fill() {
                 .is_some_and(|n| n >= (total / 2) as f64)
         },
     );
-    let before = RANGE_GETS.load(Ordering::Relaxed);
+    let before = up.range_gets.load(Ordering::Relaxed);
     let r = http_request("GET", &proxy.addr, &path, &[("Range", "bytes=0-1023")], b"")
         .expect("first KiB");
     assert_eq!(r.status, 206);
     assert_eq!(r.body, blob[..1024].to_vec());
     assert_eq!(
-        RANGE_GETS.load(Ordering::Relaxed),
+        up.range_gets.load(Ordering::Relaxed),
         before,
         "the fill's bytes were fetched again"
     );

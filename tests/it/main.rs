@@ -18,6 +18,7 @@ mod kubectl_oracle;
 mod kubelet;
 mod login;
 mod observability;
+mod parallel_fetch;
 mod prefetch;
 mod proxy;
 mod proxy_server;

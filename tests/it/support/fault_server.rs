@@ -27,12 +27,16 @@ pub enum Fault {
     NotTls,
     /// Manifests of 5 MiB (over the 4 MiB limit registries use).
     HugeManifest,
+    /// Range answers carry wrong bytes (whole GETs are right).
+    CorruptRanges,
 }
 
 pub struct FaultServer {
     pub addr: String,
     pub fault: Arc<Mutex<Fault>>,
     pub blob_gets: Arc<AtomicUsize>,
+    /// Range GETs of the blob (answered at once, whatever the fault).
+    pub range_gets: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     pub manifest: Vec<u8>,
     pub manifest_digest: String,
@@ -61,6 +65,8 @@ impl FaultServer {
         let manifest_digest = digest(&manifest);
         let fault = Arc::new(Mutex::new(Fault::None));
         let blob_gets = Arc::new(AtomicUsize::new(0));
+        let range_gets = Arc::new(AtomicUsize::new(0));
+        let ranges = range_gets.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let state = (
             fault.clone(),
@@ -81,9 +87,11 @@ impl FaultServer {
                 }
                 let Ok(s) = conn else { continue };
                 let (fault, gets, shared) = (fault.clone(), gets.clone(), shared.clone());
+                let ranges = ranges.clone();
                 std::thread::spawn(move || {
                     let _ = serve(
-                        s, &fault, &gets, &shared.0, &shared.1, &shared.2, &shared.3, &shared.4,
+                        s, &fault, &gets, &ranges, &shared.0, &shared.1, &shared.2, &shared.3,
+                        &shared.4,
                     );
                 });
             }
@@ -92,6 +100,7 @@ impl FaultServer {
             addr,
             fault,
             blob_gets,
+            range_gets,
             stop,
             manifest,
             manifest_digest,
@@ -123,14 +132,12 @@ impl Drop for FaultServer {
     }
 }
 
-/// Range GETs served by every fault server in this process (tests compare before and after).
-pub static RANGE_GETS: AtomicUsize = AtomicUsize::new(0);
-
 #[allow(clippy::too_many_arguments)]
 fn serve(
     s: TcpStream,
     current: &Mutex<Fault>,
     gets: &AtomicUsize,
+    range_gets: &AtomicUsize,
     manifest: &[u8],
     md: &str,
     blob: &[u8],
@@ -265,13 +272,18 @@ fn serve(
             }
             // A range request is answered at once, whatever the fault does to whole GETs.
             if let Some((a, b)) = range.filter(|(a, b)| a <= b && *b < blob.len()) {
-                RANGE_GETS.fetch_add(1, Ordering::Relaxed);
+                range_gets.fetch_add(1, Ordering::Relaxed);
                 write!(w, "HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n", b - a + 1, blob.len())?;
-                w.write_all(&blob[a..=b])?;
+                if fault == Fault::CorruptRanges {
+                    let wrong: Vec<u8> = blob[a..=b].iter().map(|x| x ^ 0xff).collect();
+                    w.write_all(&wrong)?;
+                } else {
+                    w.write_all(&blob[a..=b])?;
+                }
                 continue;
             }
             gets.fetch_add(1, Ordering::Relaxed);
-            write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nDocker-Content-Digest: {bd}\r\n\r\n", blob.len())?;
+            write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nDocker-Content-Digest: {bd}\r\n\r\n", blob.len())?;
             match fault {
                 Fault::ResetMidBlob => {
                     w.write_all(&blob[..blob.len() / 2])?;
