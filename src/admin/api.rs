@@ -502,7 +502,53 @@ fn literal(v: String) -> SecretValue {
     SecretValue::from_user(&v)
 }
 
+/// A Kubernetes Secret (JSON or YAML, as `secret import -f` takes it) as the body: stored
+/// under its own name in the path's namespace.
+fn create_from_kube(state: &AdminState, who: &AdminIdentity, ns: &str, body: &Bytes) -> Answer {
+    let bad = |m: String| Answer::error(StatusCode::BAD_REQUEST, "BODY_INVALID", m);
+    let text = String::from_utf8_lossy(body);
+    let secrets = match crate::store::kube::parse_secrets(&text) {
+        Ok(s) => s,
+        Err(e) => return bad(e.to_string()),
+    };
+    let [ks] = secrets.as_slice() else {
+        return bad(format!(
+            "{} Secrets in the body; send one per request",
+            secrets.len()
+        ));
+    };
+    if let Some(other) = ks.namespace.as_deref().filter(|n| *n != ns) {
+        return bad(format!(
+            "the Secret names namespace {other}, the path {ns}; they must agree"
+        ));
+    }
+    if let Err(e) = crate::secret::validate_name(&ks.name) {
+        return Answer::error(StatusCode::BAD_REQUEST, "NAME_INVALID", e.to_string());
+    }
+    let stored = match crate::store::import::from_kube(ks, ns, Scope::Namespace, now_unix()) {
+        Ok(s) => s,
+        Err(e) => return bad(e.to_string()),
+    };
+    let Some(secret) = stored.into_iter().next() else {
+        return bad("the Secret holds no credentials".to_string());
+    };
+    let shown = describe(&secret);
+    match state.store.put(secret, false) {
+        Ok(()) => {
+            state.audit.record(who, "secret.create", ns, &ks.name);
+            Answer::created(shown)
+        }
+        Err(e) => store_error(e),
+    }
+}
+
 fn create_secret(state: &AdminState, who: &AdminIdentity, ns: &str, body: &Bytes) -> Answer {
+    let looks_kube = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("kind").and_then(Value::as_str) == Some("Secret"));
+    if looks_kube {
+        return create_from_kube(state, who, ns, body);
+    }
     let req: NewSecret = match parse(body) {
         Ok(r) => r,
         Err(a) => return a,

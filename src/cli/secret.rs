@@ -18,9 +18,9 @@ use crate::secret::{
     validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY,
 };
 use crate::store::docker_config;
-use crate::store::kube::{self, KubeSecret};
+use crate::store::kube::{self};
 use crate::store::{
-    now_unix, validate_namespace, Origin, RegistryEntry, Scope, SecretData, StoreRefs, StoredSecret,
+    now_unix, validate_namespace, Origin, Scope, SecretData, StoreRefs, StoredSecret,
 };
 
 #[derive(Subcommand, Debug)]
@@ -469,7 +469,7 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
                 }
                 _ => target.clone(),
             };
-            for s in from_kube(&ks, &ns, scope, now)? {
+            for s in crate::store::import::from_kube(&ks, &ns, scope, now)? {
                 by_ns.entry(ns.clone()).or_default().push(s);
             }
         }
@@ -491,7 +491,9 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
             by_ns
                 .entry(ns.clone())
                 .or_default()
-                .push(registry_stored(&name, &ns, scope, now, e));
+                .push(crate::store::import::registry_stored(
+                    &name, &ns, scope, now, e,
+                ));
         }
     } else {
         let (path, what) = if let Some(p) = &a.from_docker_config {
@@ -524,7 +526,9 @@ fn import(ctx: &Ctx, a: &ImportArgs) -> Result<()> {
             by_ns
                 .entry(ns.clone())
                 .or_default()
-                .push(registry_stored(&name, &ns, scope, now, e));
+                .push(crate::store::import::registry_stored(
+                    &name, &ns, scope, now, e,
+                ));
         }
     }
     if by_ns.is_empty() {
@@ -572,86 +576,6 @@ fn docker_keychain_entries() -> Result<Vec<RegistrySecret>> {
 #[cfg(not(target_os = "linux"))]
 fn docker_keychain_entries() -> Result<Vec<RegistrySecret>> {
     bail!("--from-docker-keychain reads the Secret Service, which exists only on Linux")
-}
-
-fn from_kube(ks: &KubeSecret, ns: &str, scope: Scope, now: u64) -> Result<Vec<StoredSecret>> {
-    let text = |k: &str| -> Result<String> {
-        let v = ks
-            .data
-            .get(k)
-            .ok_or_else(|| anyhow!("secret {:?} has no {k:?}", ks.name))?;
-        String::from_utf8(v.clone())
-            .map_err(|_| anyhow!("secret {:?}: {k:?} is not UTF-8", ks.name))
-    };
-    let stored = |data| StoredSecret {
-        name: ks.name.clone(),
-        namespace: ns.to_string(),
-        scope,
-        created: now,
-        origin: Origin::Imported,
-        data,
-    };
-    Ok(match ks.kind.as_str() {
-        // One secret for the whole Secret: its first registry is the primary, the rest go
-        // along (`also`), so export writes the same `.dockerconfigjson` back.
-        "kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg" => {
-            let mut entries = kube::registry_entries(ks)?.into_iter();
-            match entries.next() {
-                Some(first) => {
-                    let mut s = registry_stored(&ks.name, ns, scope, now, first);
-                    if let SecretData::DockerRegistry { also, .. } = &mut s.data {
-                        also.extend(entries.map(|e| RegistryEntry {
-                            server: e.server,
-                            username: e.username,
-                            password: SecretValue::Literal(e.password),
-                            email: e.email,
-                        }));
-                    }
-                    vec![s]
-                }
-                None => Vec::new(),
-            }
-        }
-        "kubernetes.io/tls" => {
-            vec![stored(SecretData::Tls {
-                cert: text("tls.crt")?,
-                key: SecretValue::Literal(SecretString::from(text("tls.key")?)),
-            })]
-        }
-        _ => {
-            let mut map = BTreeMap::new();
-            for k in ks.data.keys() {
-                map.insert(
-                    k.clone(),
-                    SecretValue::Literal(SecretString::from(text(k)?)),
-                );
-            }
-            vec![stored(SecretData::Generic(map))]
-        }
-    })
-}
-
-fn registry_stored(
-    name: &str,
-    ns: &str,
-    scope: Scope,
-    now: u64,
-    e: RegistrySecret,
-) -> StoredSecret {
-    StoredSecret {
-        name: name.to_string(),
-        namespace: ns.to_string(),
-        scope,
-        created: now,
-        origin: Origin::Imported,
-        data: SecretData::DockerRegistry {
-            server: e.server,
-            username: e.username,
-            password: SecretValue::Literal(e.password),
-            email: e.email,
-            also: Vec::new(),
-        },
-    }
 }
 
 fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {

@@ -432,7 +432,10 @@ impl Client {
                         what: what.clone(),
                     },
                 })?;
-            found.extend(index_descriptors(&bytes).map_err(invalid)?);
+            found.extend(
+                index_descriptors(&bytes)
+                    .map_err(|e| invalid(format!("not an image index: {e}")))?,
+            );
             match next {
                 Some(n) if n != path => path = n,
                 Some(_) => return Err(invalid("pagination link points at itself".into())),
@@ -451,10 +454,10 @@ impl Client {
     ) -> Result<Vec<serde_json::Value>, RegistryError> {
         let tag = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
         match self.get_manifest(repo, &tag, Some(OCI_INDEX), creds).await {
-            Ok(m) => index_descriptors(&m.bytes).map_err(|reason| RegistryError::Invalid {
+            Ok(m) => index_descriptors(&m.bytes).map_err(|e| RegistryError::Invalid {
                 registry: self.host().into(),
                 what: format!("manifest {repo}:{tag}"),
-                reason,
+                reason: format!("not an image index: {e}"),
             }),
             Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -670,14 +673,13 @@ impl Client {
 
 /// The `manifests` of an image index, keeping only well-formed descriptors (a `mediaType`, a
 /// valid `digest`, a `size`).
-fn index_descriptors(bytes: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+fn index_descriptors(bytes: &[u8]) -> Result<Vec<serde_json::Value>, serde_json::Error> {
     #[derive(serde::Deserialize)]
     struct Index {
         #[serde(default)]
         manifests: Option<Vec<serde_json::Value>>,
     }
-    let index: Index =
-        serde_json::from_slice(bytes).map_err(|e| format!("not an image index: {e}"))?;
+    let index: Index = serde_json::from_slice(bytes)?;
     Ok(index
         .manifests
         .unwrap_or_default()

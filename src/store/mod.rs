@@ -6,6 +6,7 @@ pub mod cred_helper;
 pub mod docker_config;
 mod error;
 pub mod file;
+pub mod import;
 pub mod keyring;
 pub mod kube;
 pub mod login;

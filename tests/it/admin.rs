@@ -270,6 +270,33 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
     assert_eq!(r.status, 413);
     assert_eq!(env.store_snapshot(), before, "bad input changed the store");
 
+    // A Kubernetes Secret as the body, as `secret import` takes it (two registries: one secret).
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let cfg = json!({"auths": {
+        "ghcr.io": {"username": "u1", "password": "p1", "auth": b64("u1:p1")},
+        "quay.io": {"username": "u2", "password": "p2", "auth": b64("u2:p2")}
+    }});
+    let kube = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "from-kube"},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": b64(&cfg.to_string())}});
+    let (s, v) = api.call("POST", secrets, st, Some(&root), Some(kube.clone()));
+    assert_eq!((s, &v["server"]), (201, &json!("ghcr.io")), "{v}");
+    let mut elsewhere = kube;
+    elsewhere["metadata"]["namespace"] = json!("team-b");
+    elsewhere["metadata"]["name"] = json!("from-kube-2");
+    let (s, _) = api.call("POST", secrets, st, Some(&root), Some(elsewhere));
+    assert_eq!(s, 400, "a Secret naming another namespace was stored");
+    let (s, _) = api.call(
+        "DELETE",
+        "/api/v1/namespaces/team-a/secrets/from-kube",
+        "/api/v1/namespaces/{ns}/secrets/{name}",
+        Some(&root),
+        None,
+    );
+    assert_eq!(s, 204);
+
     // A secret and a client made through the API: the proxy uses them at once.
     let (s, v) = api.call(
         "POST", secrets, st, Some(&root),
