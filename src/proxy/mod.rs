@@ -20,6 +20,7 @@ pub mod listener;
 pub mod manifests;
 pub mod metrics;
 pub mod prefetch;
+pub mod ranges;
 pub mod recent;
 pub mod referrers;
 pub mod response;
