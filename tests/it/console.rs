@@ -1,10 +1,12 @@
 //! The web console in real headless Chromium (over WebDriver) against the real proxy and a
 //! token-auth distribution: sign in (a wrong token fails), add a registry secret to a namespace
-//! in the page, pull through the proxy as that namespace's client (200), delete it in the page,
-//! pull again (401); the cache page shows the API's figures; the canary password never appears
-//! in a page. Plain HTTP checks: security headers, cookie flags, redirects without a session,
+//! in the page, pull through the proxy as that namespace's client (200), rotate its value in the
+//! page (a wrong value is refused upstream, the right one pulls again), watch a pull appear live
+//! on the recent-pulls page, delete it in the page, pull again (401); the cache page shows the
+//! API's figures, the hour's chart, the pulled images, and pins, unpins and purges a tag; the
+//! canary password never appears in a page. Plain HTTP checks: security headers, cookie flags, redirects without a session,
 //! POSTs without the CSRF token refused, wrong sign-ins throttled. Screenshots of the sign-in,
-//! namespace and cache pages land in docs/screenshots/ with PULLSECRET_SCREENSHOTS=1.
+//! namespace, pulls and cache pages land in docs/screenshots/ with PULLSECRET_SCREENSHOTS=1.
 
 use std::path::PathBuf;
 
@@ -29,11 +31,15 @@ fn screenshot_path(name: &str) -> PathBuf {
 }
 
 fn pull(proxy_addr: &str) -> HttpResponse {
+    pull_repo(proxy_addr, "private/app")
+}
+
+fn pull_repo(proxy_addr: &str, repo: &str) -> HttpResponse {
     let auth = basic_auth("ci", "ci-pw");
     http_request(
         "GET",
         proxy_addr,
-        "/v2/private/app/manifests/v1",
+        &format!("/v2/{repo}/manifests/v1"),
         &[OCI, ("Authorization", &auth)],
         b"",
     )
@@ -95,6 +101,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
         return;
     };
     sc.push("private/app", "v1", &[vec![7u8; 6000]]);
+    sc.push("private/other", "v1", &[vec![8u8; 3000]]);
     let admin = format!("127.0.0.1:{}", free_port());
     let reg_addr = sc.registry().addr().to_string();
     let (_reg, proxy) = sc
@@ -174,6 +181,78 @@ fn console_manages_a_namespace_in_a_real_browser() {
         assert_eq!(r.status, 200, "{}", proxy.log());
     }
 
+    // Rotated in the page to a wrong value: an image the cache does not hold is refused; rotated
+    // back to the right one, it is pulled (200). The page never shows either value.
+    let bearer = format!("Bearer {root}");
+    let secret_api = || {
+        http_request(
+            "GET",
+            &admin,
+            "/api/v1/namespaces/team-a/secrets/regcred-a",
+            &[("Authorization", &bearer)],
+            b"",
+        )
+        .expect("secret API")
+        .json()
+    };
+    let created_before = secret_api()["created"].as_u64().expect("created");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let wrong = "not-the-pw-4e1d";
+    browser.find("#rotate-regcred-a").send_keys(wrong);
+    browser.find("#rotate-btn-regcred-a").click();
+    let notice = browser.find("#notice").text();
+    assert!(notice.contains("Rotated regcred-a"), "{notice}");
+    assert!(
+        !browser.source().contains(wrong),
+        "the rotated value is in the page"
+    );
+    let created_after = secret_api()["created"].as_u64().expect("created");
+    assert!(
+        created_after > created_before,
+        "created {created_before} → {created_after}"
+    );
+    let r = pull_repo(&proxy.addr, "private/other");
+    assert_ne!(r.status, 200, "pulled with the wrong value: {}", r.text());
+    println!("pull after rotating to a wrong value: {}", r.status);
+    browser.find("#rotate-regcred-a").send_keys(CANARY);
+    browser.find("#rotate-btn-regcred-a").click();
+    browser.find("#notice");
+    assert_no_canary("the namespace page after rotate", &browser.source());
+    let r = pull_repo(&proxy.addr, "private/other");
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    println!("pull after rotating back: {}", r.status);
+
+    // The recent-pulls view: the page lists the last pulls and a new one appears without a
+    // reload (Server-Sent Events from /console/pulls/events).
+    browser.find("#nav-pulls").click();
+    browser.wait_for_path("/console/pulls");
+    assert!(browser.find("#pulls-body").text().contains("private/other"));
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the live view to connect",
+        || {
+            browser
+                .try_find("#pulls-body[data-state=\"open\"]")
+                .is_some()
+        },
+    );
+    assert!(browser.try_find("tr.live").is_none());
+    let r = pull(&proxy.addr);
+    assert_eq!(r.status, 200);
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the pull to appear live",
+        || {
+            browser
+                .try_find("tr.live")
+                .is_some_and(|row| row.text().contains("private/app"))
+        },
+    );
+    println!("live pull row: {}", browser.find("tr.live").text());
+    assert_no_canary("the pulls page", &browser.source());
+    browser.screenshot(&screenshot_path("console-pulls.png"));
+    browser.goto(&format!("{base}/console/ns/team-a"));
+
     // Deleted in the page: the next pull has no credentials, and its answer names nothing.
     browser.find("#delete-regcred-a").click();
     eventually(
@@ -219,14 +298,48 @@ fn console_manages_a_namespace_in_a_real_browser() {
         );
     }
     browser.find("html[data-js=\"on\"]");
-    assert!(browser.find("#upstreams").text().contains("up"));
+    let upstreams = browser.find("#upstreams").text();
+    assert!(
+        upstreams.contains("up") && upstreams.contains("ok"),
+        "{upstreams}"
+    );
+    // The last hour's chart (inline SVG): this test's hits are in it.
+    browser.find("#hit-chart");
+    browser.find("#bytes-chart");
+    browser.find("#hit-chart rect.good");
+    assert!(browser.find("#images").text().contains("private/app"));
+    browser.screenshot(&screenshot_path("console-cache.png"));
+    // Pin the cached tag (then unpin it), and purge it.
+    browser.find("tr[data-tag] button[id^=\"pin-\"]").click();
+    browser.find("tr[data-tag] button[id^=\"unpin-\"]");
+    let pins = http_request(
+        "GET",
+        &admin,
+        "/api/v1/cache/pins",
+        &[("Authorization", &bearer)],
+        b"",
+    )
+    .expect("pins")
+    .json();
+    assert_eq!(pins["pins"].as_array().map(Vec::len), Some(1), "{pins}");
+    browser.find("tr[data-tag] button[id^=\"unpin-\"]").click();
+    browser.find("tr[data-tag] button[id^=\"pin-\"]");
+    let tags_before = browser.find("#tags").text();
+    assert!(tags_before.contains("private/other"), "{tags_before}");
+    browser
+        .find("tr[data-tag*=\"privateother\"] button[id^=\"purge-\"]")
+        .click();
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the purged tag to go",
+        || !browser.find("#tags").text().contains("private/other"),
+    );
     println!(
         "cache page: size {}, blobs {}, hit ratio {}",
         browser.find("#cache-size").text(),
         browser.find("#cache-blobs").text(),
         browser.find("#cache-hit-ratio").text()
     );
-    browser.screenshot(&screenshot_path("console-cache.png"));
 
     // Plain HTTP: the cookie's flags; a POST without (or with a wrong) CSRF token is refused
     // and changes nothing; without a session, a POST only gets the sign-in redirect.
@@ -286,7 +399,15 @@ fn console_manages_a_namespace_in_a_real_browser() {
     )
     .expect("audit")
     .json();
-    for action in ["namespace.create", "secret.create", "secret.delete"] {
+    for action in [
+        "namespace.create",
+        "secret.create",
+        "secret.rotate",
+        "secret.delete",
+        "cache.pin",
+        "cache.unpin",
+        "cache.purge",
+    ] {
         assert!(
             audit["entries"].as_array().is_some_and(|a| a
                 .iter()
