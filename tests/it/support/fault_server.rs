@@ -23,6 +23,8 @@ pub enum Fault {
     TooMany,
     /// Send headers and half the blob, then go silent for this long.
     Stall(Duration),
+    /// Go silent for this long before any response header (every request but `/v2/`).
+    StallHeaders(Duration),
     /// Answer every connection with bytes that are not TLS (for an https:// upstream URL).
     NotTls,
     /// Manifests of 5 MiB (over the 4 MiB limit registries use).
@@ -33,6 +35,10 @@ pub struct FaultServer {
     pub addr: String,
     pub fault: Arc<Mutex<Fault>>,
     pub blob_gets: Arc<AtomicUsize>,
+    /// Every request line read, `/v2/` and refused ones included.
+    pub requests: Arc<AtomicUsize>,
+    /// Header lines (`Name: value\r\n`) added to every answer, e.g. rate-limit headers.
+    pub extra_headers: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
     pub manifest: Vec<u8>,
     pub manifest_digest: String,
@@ -61,10 +67,14 @@ impl FaultServer {
         let manifest_digest = digest(&manifest);
         let fault = Arc::new(Mutex::new(Fault::None));
         let blob_gets = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let extra_headers = Arc::new(Mutex::new(String::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let state = (
             fault.clone(),
             blob_gets.clone(),
+            requests.clone(),
+            extra_headers.clone(),
             stop.clone(),
             manifest.clone(),
             manifest_digest.clone(),
@@ -73,7 +83,7 @@ impl FaultServer {
             config,
         );
         std::thread::spawn(move || {
-            let (fault, gets, stop, manifest, md, blob, bd, config) = state;
+            let (fault, gets, requests, extra, stop, manifest, md, blob, bd, config) = state;
             let shared = Arc::new((manifest, md, blob, bd, config));
             for conn in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
@@ -81,9 +91,15 @@ impl FaultServer {
                 }
                 let Ok(s) = conn else { continue };
                 let (fault, gets, shared) = (fault.clone(), gets.clone(), shared.clone());
+                let (requests, extra) = (requests.clone(), extra.clone());
                 std::thread::spawn(move || {
+                    let counters = Counters {
+                        gets: &gets,
+                        requests: &requests,
+                        extra: &extra,
+                    };
                     let _ = serve(
-                        s, &fault, &gets, &shared.0, &shared.1, &shared.2, &shared.3, &shared.4,
+                        s, &fault, &counters, &shared.0, &shared.1, &shared.2, &shared.3, &shared.4,
                     );
                 });
             }
@@ -92,6 +108,8 @@ impl FaultServer {
             addr,
             fault,
             blob_gets,
+            requests,
+            extra_headers,
             stop,
             manifest,
             manifest_digest,
@@ -113,6 +131,14 @@ impl FaultServer {
     pub fn set(&self, f: Fault) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = f;
     }
+
+    pub fn set_extra_headers(&self, lines: &str) {
+        *self.extra_headers.lock().unwrap_or_else(|e| e.into_inner()) = lines.to_string();
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for FaultServer {
@@ -126,11 +152,17 @@ impl Drop for FaultServer {
 /// Range GETs served by every fault server in this process (tests compare before and after).
 pub static RANGE_GETS: AtomicUsize = AtomicUsize::new(0);
 
+struct Counters<'a> {
+    gets: &'a AtomicUsize,
+    requests: &'a AtomicUsize,
+    extra: &'a Mutex<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn serve(
     s: TcpStream,
     current: &Mutex<Fault>,
-    gets: &AtomicUsize,
+    counters: &Counters<'_>,
     manifest: &[u8],
     md: &str,
     blob: &[u8],
@@ -154,6 +186,13 @@ fn serve(
         if r.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let gets = counters.gets;
+        let always = counters
+            .extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut parts = line.split_whitespace();
         let (method, path) = (
             parts.next().unwrap_or(""),
@@ -188,7 +227,7 @@ fn serve(
          -> std::io::Result<()> {
             write!(
                 w,
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}\r\n",
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{always}{extra}\r\n",
                 body.len()
             )?;
             if !head {
@@ -211,6 +250,10 @@ fn serve(
             continue;
         }
         match fault {
+            Fault::StallHeaders(d) => {
+                std::thread::sleep(d);
+                return Ok(());
+            }
             Fault::Status(code) => {
                 let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
                 respond(
