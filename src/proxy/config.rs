@@ -144,6 +144,14 @@ pub struct UpstreamConfig {
     /// How long a tag → digest answer is trusted before a HEAD revalidates it.
     #[serde(default = "default_tag_ttl", with = "humantime_serde_compat")]
     pub tag_ttl: Duration,
+    /// How long a tag's revalidation (HEAD) may take before the cached tag is served stale.
+    #[serde(default = "default_stale_after", with = "humantime_serde_compat")]
+    pub stale_after: Duration,
+    /// Consecutive failures (connect errors, timeouts, 5xx) that open the circuit breaker:
+    /// requests then fail fast (or get the cached answer) for a backoff from 1 s doubling to
+    /// 60 s. 0 turns the breaker off.
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u32,
     #[serde(default)]
     pub token_style: TokenStyle,
 }
@@ -225,6 +233,14 @@ fn default_listen() -> String {
 
 fn default_tag_ttl() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_stale_after() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_circuit_failures() -> u32 {
+    3
 }
 
 mod humantime_serde_opt {

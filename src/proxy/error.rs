@@ -52,10 +52,12 @@ impl ProxyError {
                 (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
             }
             RegistryError::Config { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            RegistryError::CircuitOpen { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
         };
         let retry_after = match e {
             RegistryError::Status { retry_after, .. } => *retry_after,
+            RegistryError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         Self {

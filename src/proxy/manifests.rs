@@ -12,7 +12,9 @@ use super::grants::Link;
 use super::response::{accept_header, error_response, manifest_response, upstream_failure, Body};
 use super::route::ManifestRef;
 use super::server::Proxy;
+use super::tags::STALE_WARNING;
 use super::upstream::{Picked, Requester, Upstream};
+use crate::registry::client::ManifestHead;
 use crate::registry::digest::Digest;
 use crate::registry::RegistryError;
 use crate::store::now_unix;
@@ -45,7 +47,17 @@ impl Proxy {
             .manifest_doc(ui, repo, reference, accept.as_deref(), who)
             .await
         {
-            Ok(m) => manifest_response(m.bytes, &m.media_type, &m.digest, head),
+            Ok(m) => {
+                let stale = m.stale;
+                let mut r = manifest_response(m.bytes, &m.media_type, &m.digest, head);
+                if stale {
+                    r.headers_mut().insert(
+                        http::header::WARNING,
+                        http::HeaderValue::from_static(STALE_WARNING),
+                    );
+                }
+                r
+            }
             Err(e) => error_response(&e),
         }
     }
@@ -165,15 +177,87 @@ impl Proxy {
             }
         }
         let creds = picked.map(|p| &p.creds);
-        // Revalidate with HEAD: free on Docker Hub's rate limit, unlike GET.
+        // Revalidate with HEAD: free on Docker Hub's rate limit, unlike GET. It runs on its own
+        // task, so a slow upstream's answer still reaches the breaker after `stale_after` has
+        // sent the client the cached tag.
         self.count_upstream(&up.cfg.name);
-        let head_result = up.client.head_manifest(repo, tag, accept, creds).await;
+        let revalidation = {
+            let (up, repo, tag) = (up.clone(), repo.to_string(), tag.to_string());
+            let (accept, creds) = (accept.map(str::to_string), creds.cloned());
+            tokio::spawn(async move {
+                up.client
+                    .head_manifest(&repo, &tag, accept.as_deref(), creds.as_ref())
+                    .await
+            })
+        };
+        let mut revalidation = std::pin::pin!(revalidation);
+        if let Some(d) = &cached_digest {
+            if let Ok(done) = tokio::time::timeout(up.cfg.stale_after, &mut revalidation).await {
+                return self
+                    .after_head(
+                        up,
+                        repo,
+                        tag,
+                        accept,
+                        picked,
+                        &cached,
+                        cached_digest.as_ref(),
+                        done,
+                    )
+                    .await;
+            }
+            let late = format!(
+                "revalidation took longer than stale_after ({:?})",
+                up.cfg.stale_after
+            );
+            if let Some(m) = self.serve_stale(up, repo, tag, d, identity, &late) {
+                return Ok(m);
+            }
+        }
+        let done = revalidation.await;
+        self.after_head(
+            up,
+            repo,
+            tag,
+            accept,
+            picked,
+            &cached,
+            cached_digest.as_ref(),
+            done,
+        )
+        .await
+    }
+
+    /// The tag path once the revalidating HEAD has answered (or its task failed).
+    #[allow(clippy::too_many_arguments)]
+    async fn after_head(
+        &self,
+        up: &Arc<Upstream>,
+        repo: &str,
+        tag: &str,
+        accept: Option<&str>,
+        picked: Option<&Picked>,
+        cached: &Option<TagRecord>,
+        cached_digest: Option<&Digest>,
+        done: Result<Result<Option<ManifestHead>, RegistryError>, tokio::task::JoinError>,
+    ) -> Result<ManifestDoc, ProxyError> {
+        let accept_key = accept.unwrap_or("");
+        let identity = picked.map_or("anonymous", |p| p.grant.as_str());
+        let creds = picked.map(|p| &p.creds);
+        let now = now_unix();
+        let head_result = done.map_err(|e| {
+            ProxyError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                format!("revalidating {repo}:{tag}: {e}"),
+            )
+        })?;
         match head_result {
             // A 404 to HEAD has no body to say why; the GET below brings the upstream's own code
             // (`NAME_UNKNOWN` for an unknown repository, `MANIFEST_UNKNOWN` for a tag).
             Ok(head) => {
                 let head_digest = head.and_then(|h| h.digest);
-                if let (Some(hd), Some(d), Some(rec)) = (&head_digest, &cached_digest, &cached) {
+                if let (Some(hd), Some(d), Some(rec)) = (&head_digest, cached_digest, cached) {
                     if hd == d {
                         let rec = TagRecord {
                             checked: now,
@@ -215,12 +299,10 @@ impl Proxy {
                             stale: false,
                         })
                     }
-                    Err(e) => {
-                        self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), identity)
-                    }
+                    Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest, identity),
                 }
             }
-            Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest.as_ref(), identity),
+            Err(e) => self.stale_or_error(&e, up, repo, tag, cached_digest, identity),
         }
     }
 
@@ -240,26 +322,39 @@ impl Proxy {
             .get_or_create(&self.metrics.upstream(&up.cfg.name))
             .inc();
         if e.upstream_unavailable() {
-            if let Some(d) = cached {
-                if self.grants.check(identity, &up.cfg.name, repo, d) != Link::None {
-                    if let Some(mut m) = self.cached_manifest(d) {
-                        m.stale = true;
-                        self.metrics.stale_serves.inc();
-                        let key = format!("{}/{repo}:{tag}", up.cfg.name);
-                        let first = self
-                            .stale_logged
-                            .lock()
-                            .map(|mut s| s.insert(key.clone()))
-                            .unwrap_or(false);
-                        if first {
-                            tracing::warn!(tag = %key, error = %e, "upstream unavailable; serving the cached tag (stale)");
-                        }
-                        return Ok(m);
-                    }
-                }
+            if let Some(m) = cached.and_then(|d| self.serve_stale(up, repo, tag, d, identity, e)) {
+                return Ok(m);
             }
         }
         Err(upstream_failure(e, "MANIFEST_UNKNOWN"))
+    }
+
+    /// The cached manifest `d` of a tag, marked stale, for a requester linked to it before.
+    fn serve_stale(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        tag: &str,
+        d: &Digest,
+        identity: &str,
+        why: &dyn std::fmt::Display,
+    ) -> Option<ManifestDoc> {
+        if self.grants.check(identity, &up.cfg.name, repo, d) == Link::None {
+            return None;
+        }
+        let mut m = self.cached_manifest(d)?;
+        m.stale = true;
+        self.metrics.stale_serves.inc();
+        let key = format!("{}/{repo}:{tag}", up.cfg.name);
+        let first = self
+            .stale_logged
+            .lock()
+            .map(|mut s| s.insert(key.clone()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(tag = %key, error = %why, "upstream unavailable; serving the cached tag (stale)");
+        }
+        Some(m)
     }
 
     pub(super) fn cached_manifest(&self, d: &Digest) -> Option<ManifestDoc> {

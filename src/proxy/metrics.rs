@@ -32,6 +32,10 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     pub upstream_bytes: Family<UpstreamLabels, Counter>,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub upstream_up: Family<UpstreamLabels, Gauge>,
+    pub upstream_circuit_state: Family<UpstreamLabels, Gauge>,
+    pub upstream_ratelimit_limit: Family<UpstreamLabels, Gauge>,
+    pub upstream_ratelimit_remaining: Family<UpstreamLabels, Gauge>,
     pub fills_in_flight: Gauge,
     pub token_fetches: Gauge,
     pub stale_serves: Counter,
@@ -55,6 +59,10 @@ impl Default for Metrics {
             upstream_requests: Family::default(),
             upstream_bytes: Family::default(),
             upstream_errors: Family::default(),
+            upstream_up: Family::default(),
+            upstream_circuit_state: Family::default(),
+            upstream_ratelimit_limit: Family::default(),
+            upstream_ratelimit_remaining: Family::default(),
             fills_in_flight: Gauge::default(),
             token_fetches: Gauge::default(),
             stale_serves: Counter::default(),
@@ -97,6 +105,26 @@ impl Default for Metrics {
             "upstream_errors",
             "Failed upstream requests",
             m.upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 while the upstream's circuit breaker is closed, 0 while it is open or probing",
+            m.upstream_up.clone(),
+        );
+        registry.register(
+            "upstream_circuit_state",
+            "The upstream's circuit breaker: 0 closed, 1 half-open (probing), 2 open",
+            m.upstream_circuit_state.clone(),
+        );
+        registry.register(
+            "upstream_ratelimit_limit",
+            "The last RateLimit-Limit the upstream sent (Docker Hub: pulls per window)",
+            m.upstream_ratelimit_limit.clone(),
+        );
+        registry.register(
+            "upstream_ratelimit_remaining",
+            "The last RateLimit-Remaining the upstream sent",
+            m.upstream_ratelimit_remaining.clone(),
         );
         registry.register(
             "fills_in_flight",

@@ -495,6 +495,33 @@ impl Proxy {
             .first()
             .map_or(0, |u| u.client.tokens().fetch_count());
         self.metrics.token_fetches.set(tokens as i64);
+        for up in &self.upstreams {
+            let label = self.metrics.upstream(&up.cfg.name);
+            let h = up.client.health();
+            let state = h.circuit.gauge();
+            self.metrics
+                .upstream_up
+                .get_or_create(&label)
+                .set(i64::from(state == 0));
+            self.metrics
+                .upstream_circuit_state
+                .get_or_create(&label)
+                .set(state);
+            let gauges = [
+                (&self.metrics.upstream_ratelimit_limit, h.ratelimit_limit),
+                (
+                    &self.metrics.upstream_ratelimit_remaining,
+                    h.ratelimit_remaining,
+                ),
+            ];
+            for (family, value) in gauges {
+                if let Some(v) = value {
+                    family
+                        .get_or_create(&label)
+                        .set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+            }
+        }
     }
 
     pub(super) fn count_upstream(&self, name: &str) {

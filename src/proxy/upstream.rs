@@ -9,6 +9,7 @@ use super::config::UpstreamConfig;
 use super::error::SetupError;
 use super::route::UpstreamNames;
 use crate::registry::auth::{Credentials, TokenCache};
+use crate::registry::breaker::BreakerConfig;
 use crate::registry::client::{Client, UpstreamOptions};
 use crate::secret::ServerKey;
 use crate::secret::{value_identity, RefResolver, SecretValue};
@@ -74,6 +75,10 @@ impl Upstream {
             connect_timeout: Some(timeout),
             read_timeout: Some(timeout),
             token_realms: cfg.token_realms.clone(),
+            breaker: BreakerConfig {
+                failures: cfg.circuit_failures,
+                ..Default::default()
+            },
         };
         let client = Client::new(opts, tokens)
             .map_err(|e| SetupError::new(format!("upstream {}", cfg.name), e))?;

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::{Credentials, TokenCache, TokenStyle};
+use super::breaker::{Admission, Breaker, BreakerConfig, CircuitState};
 use super::challenge::{self, Challenge, Scheme};
 use super::digest::Digest;
 use super::http::{describe_reqwest, read_limited};
@@ -38,6 +39,8 @@ pub struct UpstreamOptions {
     /// Token realm hosts besides the registry's own and the well-known ones that may receive
     /// its credentials.
     pub token_realms: Vec<String>,
+    /// When consecutive failures stop requests from going upstream for a while.
+    pub breaker: BreakerConfig,
 }
 
 /// Realm hosts of well-known registries whose token service lives on another host.
@@ -80,6 +83,7 @@ pub struct Client {
     challenge: RwLock<Option<Challenge>>,
     /// When the registry last answered, and last failed to (for health reports).
     health: std::sync::Mutex<Health>,
+    breaker: std::sync::Mutex<Breaker>,
 }
 
 /// An upstream's recent record: Unix seconds of the last answer below 500 and of the last
@@ -89,6 +93,42 @@ pub struct Health {
     pub last_success: Option<u64>,
     pub last_error: Option<u64>,
     pub last_error_message: Option<String>,
+    /// The circuit breaker's state now.
+    pub circuit: CircuitState,
+    /// The last `RateLimit-Limit` / `RateLimit-Remaining` the registry sent (Docker Hub's
+    /// `ratelimit-limit: 100;w=21600`): the count before any `;` parameters.
+    pub ratelimit_limit: Option<u64>,
+    pub ratelimit_remaining: Option<u64>,
+}
+
+/// The leading count of a `RateLimit-*` header value (`76;w=21600` → 76).
+fn ratelimit_count(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .split([';', ','])
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Leaves the half-open state when a probe's caller goes away before it is answered.
+struct ProbeGuard<'a> {
+    breaker: &'a std::sync::Mutex<Breaker>,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abandon_probe(std::time::Instant::now());
+        }
+    }
 }
 
 impl Client {
@@ -122,11 +162,12 @@ impl Client {
         let base = format!("{scheme}://{}", opts.host);
         Ok(Self {
             http,
-            opts,
             base,
             tokens,
             challenge: RwLock::new(None),
             health: Default::default(),
+            breaker: std::sync::Mutex::new(Breaker::new(opts.breaker)),
+            opts,
         })
     }
 
@@ -634,6 +675,25 @@ impl Client {
         headers: HeaderMap,
         auth: Option<HeaderValue>,
     ) -> Result<Response, RegistryError> {
+        let admitted = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(std::time::Instant::now());
+        let probe = match admitted {
+            Ok(a) => a == Admission::Probe,
+            Err(wait) => {
+                return Err(RegistryError::CircuitOpen {
+                    registry: self.host().to_string(),
+                    what: path.to_string(),
+                    retry_after: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                })
+            }
+        };
+        let mut guard = ProbeGuard {
+            breaker: &self.breaker,
+            armed: probe,
+        };
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).headers(headers);
         if let Some(a) = auth {
@@ -643,10 +703,25 @@ impl Client {
             .send()
             .await
             .map_err(|e| RegistryError::network(self.host(), path, &e));
+        guard.armed = false;
+        // Connect failures, timeouts and 5xx count against the upstream; any other answer is one.
+        let ok = matches!(&sent, Ok(r) if r.status().as_u16() < 500);
+        self.breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(ok, probe, std::time::Instant::now());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(r) = &sent {
+            if let Some(n) = ratelimit_count(r.headers(), "ratelimit-limit") {
+                h.ratelimit_limit = Some(n);
+            }
+            if let Some(n) = ratelimit_count(r.headers(), "ratelimit-remaining") {
+                h.ratelimit_remaining = Some(n);
+            }
+        }
         match &sent {
             Ok(r) if r.status().as_u16() < 500 => h.last_success = Some(now),
             Ok(r) => {
@@ -664,10 +739,17 @@ impl Client {
 
     /// The registry's recent record.
     pub fn health(&self) -> Health {
-        self.health
+        let mut h = self
+            .health
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        h.circuit = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state();
+        h
     }
 }
 

@@ -59,6 +59,13 @@ pub enum RegistryError {
         realm: String,
         reason: String,
     },
+    /// Not sent: the upstream's circuit breaker is open after repeated failures.
+    #[error("{registry}: {what}: upstream unavailable after repeated failures (circuit open); retry in {retry_after} s")]
+    CircuitOpen {
+        registry: String,
+        what: String,
+        retry_after: u64,
+    },
     #[error("{registry}: {reason}")]
     Config { registry: String, reason: String },
     /// A success answer whose body or headers do not mean what the API says they must.
@@ -145,6 +152,7 @@ impl RegistryError {
             RegistryError::DigestMismatch { .. } => 502,
             RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => 502,
             RegistryError::Config { .. } => 500,
+            RegistryError::CircuitOpen { .. } => 503,
         }
     }
 
@@ -152,7 +160,9 @@ impl RegistryError {
     pub fn upstream_unavailable(&self) -> bool {
         match self {
             RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
-            RegistryError::Network { .. } | RegistryError::Token { .. } => true,
+            RegistryError::Network { .. }
+            | RegistryError::Token { .. }
+            | RegistryError::CircuitOpen { .. } => true,
             _ => false,
         }
     }

@@ -2,6 +2,7 @@
 //! upstream auth and the upstream client shared by `pull` and the proxy.
 
 pub mod auth;
+pub mod breaker;
 pub mod challenge;
 pub mod client;
 pub mod digest;

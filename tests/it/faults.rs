@@ -18,11 +18,22 @@ fn blob_bytes() -> Vec<u8> {
 }
 
 fn proxy_for(env: &Env, up: &FaultServer, scheme: &str, extra: &str) -> ProxyProcess {
+    proxy_with(env, up, scheme, extra, "")
+}
+
+/// `proxy_for` with extra keys for the upstream's table.
+fn proxy_with(
+    env: &Env,
+    up: &FaultServer,
+    scheme: &str,
+    extra: &str,
+    upstream_extra: &str,
+) -> ProxyProcess {
     ProxyProcess::start(
         env,
         // No prefetch: each fault is met by exactly the request the test makes.
         &format!("[prefetch]\nenabled = false\n[limits]\nupstream_timeout_secs = 1\n{extra}"),
-        &up.upstream(env, scheme, "tag_ttl = \"0s\""),
+        &up.upstream(env, scheme, &format!("tag_ttl = \"0s\"\n{upstream_extra}")),
     )
 }
 
@@ -116,7 +127,9 @@ fn stall_longer_than_the_read_timeout() {
 fn server_errors_and_rate_limits() {
     let env = Env::new();
     let up = FaultServer::start(blob_bytes());
-    let proxy = proxy_for(&env, &up, "http", "");
+    // Each fault's own answer is the subject here; the breaker (which would open after the
+    // third 5xx) has its own test below.
+    let proxy = proxy_with(&env, &up, "http", "", "circuit_failures = 0");
     // Cache the tag first, so the stale path is exercised for manifests.
     let first =
         http_request("GET", &proxy.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("manifest");
@@ -275,4 +288,151 @@ fn redirects_are_followed_without_authorization_to_another_host() {
         !cdn_headers.iter().any(|h| h.starts_with("authorization")),
         "Authorization leaked to the CDN: {cdn_headers:?}"
     );
+}
+
+fn metric(proxy: &ProxyProcess, name: &str) -> Option<String> {
+    let m = http_request("GET", &proxy.addr, "/metrics", &[], b"").expect("metrics");
+    let prefix = format!("{name}{{upstream=\"f\"}} ");
+    m.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// Issue 17, deliverable 5: a stalled upstream costs a cached tag `stale_after`, not the read
+/// timeout; three failures open the breaker, which then answers uncached requests at once with
+/// 503 and Retry-After without asking the upstream; after the backoff a probe closes it.
+#[test]
+fn upstream_health_stale_after_and_circuit_breaker() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    // The read timeout stays at its default 30 s, far above `stale_after` (default 2 s).
+    let proxy = ProxyProcess::start(
+        &env,
+        "[prefetch]\nenabled = false\n",
+        &up.upstream(&env, "http", "tag_ttl = \"0s\""),
+    );
+    let tag = "/v2/app/manifests/v1";
+    let first = http_request("GET", &proxy.addr, tag, &[OCI], b"").expect("manifest");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("warning"), None);
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_up").as_deref(),
+        Some("1")
+    );
+
+    // Stalled before any header: the cached tag comes after ~2 s (the client gives up at 5 s).
+    up.set(Fault::StallHeaders(Duration::from_secs(15)));
+    let started = std::time::Instant::now();
+    let m = http_request("GET", &proxy.addr, tag, &[OCI], b"").expect("stale tag in time");
+    let took = started.elapsed();
+    println!("cached tag over a stalled upstream: {took:?}");
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(m.body, up.manifest);
+    assert_eq!(m.header("warning"), Some("110 - \"Response is Stale\""));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+
+    // 5xx answers: the tag keeps coming stale; the third failure opens the breaker.
+    up.set(Fault::Status(503));
+    for _ in 0..3 {
+        let m = http_request("GET", &proxy.addr, tag, &[OCI], b"").expect("manifest");
+        assert_eq!(m.status, 200, "{}", m.text());
+        assert_eq!(m.header("warning"), Some("110 - \"Response is Stale\""));
+    }
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_up").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_circuit_state").as_deref(),
+        Some("2")
+    );
+    let before = up.request_count();
+    let started = std::time::Instant::now();
+    let b = http_request("GET", &proxy.addr, &blob_path(&up), &[], b"").expect("blob");
+    println!(
+        "uncached blob, breaker open: {} in {:?}: {}",
+        b.status,
+        started.elapsed(),
+        b.text()
+    );
+    assert_eq!(b.status, 503, "{}", b.text());
+    assert_eq!(b.json()["errors"][0]["code"], "UNAVAILABLE");
+    let retry: u64 = b
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let m = http_request("GET", &proxy.addr, tag, &[OCI], b"").expect("manifest");
+    assert_eq!(
+        (m.status, m.header("warning")),
+        (200, Some("110 - \"Response is Stale\""))
+    );
+    assert_eq!(
+        up.request_count(),
+        before,
+        "the open breaker let a request through"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+
+    // The fault clears; after the backoff the probe succeeds and closes the breaker.
+    up.set(Fault::None);
+    eventually(Duration::from_secs(10), "the breaker to close", || {
+        http_request("GET", &proxy.addr, &blob_path(&up), &[], b"").is_ok_and(|r| r.status == 200)
+    });
+    let m = http_request("GET", &proxy.addr, tag, &[OCI], b"").expect("manifest");
+    assert_eq!((m.status, m.header("warning")), (200, None));
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_up").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_circuit_state").as_deref(),
+        Some("0")
+    );
+}
+
+/// Issue 17, deliverable 7: the upstream's rate-limit headers (Docker Hub's lower-case ones and
+/// the generic `RateLimit-*`) become gauges per upstream name.
+#[test]
+fn upstream_rate_limit_headers_become_gauges() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    let proxy = proxy_for(&env, &up, "http", "");
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_ratelimit_limit"),
+        None
+    );
+    up.set_extra_headers("ratelimit-limit: 100;w=21600\r\nratelimit-remaining: 76;w=21600\r\n");
+    let m = http_request("GET", &proxy.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("get");
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_ratelimit_limit").as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_ratelimit_remaining").as_deref(),
+        Some("76")
+    );
+    up.set_extra_headers("RateLimit-Limit: 100\r\nRateLimit-Remaining: 75\r\n");
+    let m = http_request("GET", &proxy.addr, "/v2/app/manifests/v1", &[OCI], b"").expect("get");
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert_eq!(
+        metric(&proxy, "pullsecret_proxy_upstream_ratelimit_remaining").as_deref(),
+        Some("75")
+    );
+    let all = http_request("GET", &proxy.addr, "/metrics", &[], b"")
+        .expect("metrics")
+        .text();
+    let ratelimit: Vec<&str> = all.lines().filter(|l| l.contains("ratelimit")).collect();
+    println!("{}", ratelimit.join("\n"));
+    for l in ratelimit.iter().filter(|l| !l.starts_with('#')) {
+        assert!(l.contains("{upstream=\"f\"}"), "labels: {l}");
+    }
 }

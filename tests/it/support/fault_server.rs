@@ -23,18 +23,24 @@ pub enum Fault {
     TooMany,
     /// Send headers and half the blob, then go silent for this long.
     Stall(Duration),
+    /// Go silent for this long before any response header (every request but `/v2/`).
+    /// Range answers carry wrong bytes (whole GETs are right).
+    CorruptRanges,
+    StallHeaders(Duration),
     /// Answer every connection with bytes that are not TLS (for an https:// upstream URL).
     NotTls,
     /// Manifests of 5 MiB (over the 4 MiB limit registries use).
     HugeManifest,
-    /// Range answers carry wrong bytes (whole GETs are right).
-    CorruptRanges,
 }
 
 pub struct FaultServer {
     pub addr: String,
     pub fault: Arc<Mutex<Fault>>,
     pub blob_gets: Arc<AtomicUsize>,
+    /// Every request line read, `/v2/` and refused ones included.
+    pub requests: Arc<AtomicUsize>,
+    /// Header lines (`Name: value\r\n`) added to every answer, e.g. rate-limit headers.
+    pub extra_headers: Arc<Mutex<String>>,
     /// Range GETs of the blob (answered at once, whatever the fault).
     pub range_gets: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -65,12 +71,16 @@ impl FaultServer {
         let manifest_digest = digest(&manifest);
         let fault = Arc::new(Mutex::new(Fault::None));
         let blob_gets = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let extra_headers = Arc::new(Mutex::new(String::new()));
         let range_gets = Arc::new(AtomicUsize::new(0));
         let ranges = range_gets.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let state = (
             fault.clone(),
             blob_gets.clone(),
+            requests.clone(),
+            extra_headers.clone(),
             stop.clone(),
             manifest.clone(),
             manifest_digest.clone(),
@@ -79,7 +89,7 @@ impl FaultServer {
             config,
         );
         std::thread::spawn(move || {
-            let (fault, gets, stop, manifest, md, blob, bd, config) = state;
+            let (fault, gets, requests, extra, stop, manifest, md, blob, bd, config) = state;
             let shared = Arc::new((manifest, md, blob, bd, config));
             for conn in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
@@ -87,11 +97,17 @@ impl FaultServer {
                 }
                 let Ok(s) = conn else { continue };
                 let (fault, gets, shared) = (fault.clone(), gets.clone(), shared.clone());
+                let (requests, extra) = (requests.clone(), extra.clone());
                 let ranges = ranges.clone();
                 std::thread::spawn(move || {
+                    let counters = Counters {
+                        gets: &gets,
+                        range_gets: &ranges,
+                        requests: &requests,
+                        extra: &extra,
+                    };
                     let _ = serve(
-                        s, &fault, &gets, &ranges, &shared.0, &shared.1, &shared.2, &shared.3,
-                        &shared.4,
+                        s, &fault, &counters, &shared.0, &shared.1, &shared.2, &shared.3, &shared.4,
                     );
                 });
             }
@@ -100,6 +116,8 @@ impl FaultServer {
             addr,
             fault,
             blob_gets,
+            requests,
+            extra_headers,
             range_gets,
             stop,
             manifest,
@@ -122,6 +140,14 @@ impl FaultServer {
     pub fn set(&self, f: Fault) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = f;
     }
+
+    pub fn set_extra_headers(&self, lines: &str) {
+        *self.extra_headers.lock().unwrap_or_else(|e| e.into_inner()) = lines.to_string();
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for FaultServer {
@@ -132,12 +158,19 @@ impl Drop for FaultServer {
     }
 }
 
+
+struct Counters<'a> {
+    gets: &'a AtomicUsize,
+    range_gets: &'a AtomicUsize,
+    requests: &'a AtomicUsize,
+    extra: &'a Mutex<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn serve(
     s: TcpStream,
     current: &Mutex<Fault>,
-    gets: &AtomicUsize,
-    range_gets: &AtomicUsize,
+    counters: &Counters<'_>,
     manifest: &[u8],
     md: &str,
     blob: &[u8],
@@ -161,6 +194,13 @@ fn serve(
         if r.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let gets = counters.gets;
+        let always = counters
+            .extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut parts = line.split_whitespace();
         let (method, path) = (
             parts.next().unwrap_or(""),
@@ -195,7 +235,7 @@ fn serve(
          -> std::io::Result<()> {
             write!(
                 w,
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}\r\n",
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{always}{extra}\r\n",
                 body.len()
             )?;
             if !head {
@@ -218,6 +258,10 @@ fn serve(
             continue;
         }
         match fault {
+            Fault::StallHeaders(d) => {
+                std::thread::sleep(d);
+                return Ok(());
+            }
             Fault::Status(code) => {
                 let body = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
                 respond(
@@ -272,7 +316,7 @@ fn serve(
             }
             // A range request is answered at once, whatever the fault does to whole GETs.
             if let Some((a, b)) = range.filter(|(a, b)| a <= b && *b < blob.len()) {
-                range_gets.fetch_add(1, Ordering::Relaxed);
+                counters.range_gets.fetch_add(1, Ordering::Relaxed);
                 write!(w, "HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n", b - a + 1, blob.len())?;
                 if fault == Fault::CorruptRanges {
                     let wrong: Vec<u8> = blob[a..=b].iter().map(|x| x ^ 0xff).collect();
