@@ -11,7 +11,7 @@ use hyper::body::Frame;
 
 use super::error::FillError;
 use super::fill::{Fill, Segment};
-use super::response::{parse_range, upstream_error, Body, BlobHead};
+use super::response::{parse_range, upstream_error, BlobHead, Body};
 use super::server::Proxy;
 use super::upstream::{Picked, Upstream};
 use crate::registry::digest::Digest;
@@ -152,5 +152,4 @@ impl Proxy {
         }
         parts
     }
-
 }

@@ -158,7 +158,6 @@ impl Drop for FaultServer {
     }
 }
 
-
 struct Counters<'a> {
     gets: &'a AtomicUsize,
     range_gets: &'a AtomicUsize,
