@@ -147,7 +147,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
     browser.screenshot(&screenshot_path("console-signin.png"));
     browser.find("#token").send_keys("psa_not-a-token");
     browser.find("#signin").click();
-    let error = browser.find("#error").text();
+    let error = browser.text_of("#error");
     assert!(error.contains("not a valid admin token"), "{error}");
     browser.find("#token").send_keys(&root);
     browser.find("#signin").click();
@@ -167,12 +167,12 @@ fn console_manages_a_namespace_in_a_real_browser() {
     browser.find("#secret-username").send_keys("robot");
     browser.find("#secret-password").send_keys(CANARY);
     browser.find("#secret-add").click();
-    let row = browser.find("tr[data-secret=\"regcred-a\"]").text();
+    let row = browser.text_of("tr[data-secret=\"regcred-a\"]");
     assert!(
         row.contains(&reg_addr) && row.contains("robot"),
         "secret row: {row}"
     );
-    assert!(browser.find("#clients").text().contains("ci"));
+    assert!(browser.text_of("#clients").contains("ci"));
     assert_no_canary("the namespace page", &browser.source());
     browser.screenshot(&screenshot_path("console-namespace.png"));
     // Twice: the second answer comes from the cache, which the cache page shows.
@@ -200,7 +200,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
     let wrong = "not-the-pw-4e1d";
     browser.find("#rotate-regcred-a").send_keys(wrong);
     browser.find("#rotate-btn-regcred-a").click();
-    let notice = browser.find("#notice").text();
+    let notice = browser.text_of("#notice");
     assert!(notice.contains("Rotated regcred-a"), "{notice}");
     assert!(
         !browser.source().contains(wrong),
@@ -226,7 +226,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
     // reload (Server-Sent Events from /console/pulls/events).
     browser.find("#nav-pulls").click();
     browser.wait_for_path("/console/pulls");
-    assert!(browser.find("#pulls-body").text().contains("private/other"));
+    assert!(browser.text_of("#pulls-body").contains("private/other"));
     eventually(
         std::time::Duration::from_secs(15),
         "the live view to connect",
@@ -248,7 +248,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
                 .is_some_and(|row| row.text().contains("private/app"))
         },
     );
-    println!("live pull row: {}", browser.find("tr.live").text());
+    println!("live pull row: {}", browser.text_of("tr.live"));
     assert_no_canary("the pulls page", &browser.source());
     browser.screenshot(&screenshot_path("console-pulls.png"));
     browser.goto(&format!("{base}/console/ns/team-a"));
@@ -291,14 +291,10 @@ fn console_manages_a_namespace_in_a_real_browser() {
         ("#cache-hits", "hits"),
         ("#cache-misses", "misses"),
     ] {
-        assert_eq!(
-            browser.find(id).text(),
-            api[key].to_string(),
-            "{id} vs the API"
-        );
+        assert_eq!(browser.text_of(id), api[key].to_string(), "{id} vs the API");
     }
     browser.find("html[data-js=\"on\"]");
-    let upstreams = browser.find("#upstreams").text();
+    let upstreams = browser.text_of("#upstreams");
     assert!(
         upstreams.contains("up") && upstreams.contains("ok"),
         "{upstreams}"
@@ -307,7 +303,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
     browser.find("#hit-chart");
     browser.find("#bytes-chart");
     browser.find("#hit-chart rect.good");
-    assert!(browser.find("#images").text().contains("private/app"));
+    assert!(browser.text_of("#images").contains("private/app"));
     browser.screenshot(&screenshot_path("console-cache.png"));
     // Pin the cached tag (then unpin it), and purge it.
     browser.find("tr[data-tag] button[id^=\"pin-\"]").click();
@@ -324,7 +320,7 @@ fn console_manages_a_namespace_in_a_real_browser() {
     assert_eq!(pins["pins"].as_array().map(Vec::len), Some(1), "{pins}");
     browser.find("tr[data-tag] button[id^=\"unpin-\"]").click();
     browser.find("tr[data-tag] button[id^=\"pin-\"]");
-    let tags_before = browser.find("#tags").text();
+    let tags_before = browser.text_of("#tags");
     assert!(tags_before.contains("private/other"), "{tags_before}");
     browser
         .find("tr[data-tag*=\"privateother\"] button[id^=\"purge-\"]")
@@ -332,13 +328,13 @@ fn console_manages_a_namespace_in_a_real_browser() {
     eventually(
         std::time::Duration::from_secs(15),
         "the purged tag to go",
-        || !browser.find("#tags").text().contains("private/other"),
+        || !browser.text_of("#tags").contains("private/other"),
     );
     println!(
         "cache page: size {}, blobs {}, hit ratio {}",
-        browser.find("#cache-size").text(),
-        browser.find("#cache-blobs").text(),
-        browser.find("#cache-hit-ratio").text()
+        browser.text_of("#cache-size"),
+        browser.text_of("#cache-blobs"),
+        browser.text_of("#cache-hit-ratio")
     );
 
     // Plain HTTP: the cookie's flags; a POST without (or with a wrong) CSRF token is refused

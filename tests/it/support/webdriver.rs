@@ -116,6 +116,36 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Like `call`, but an error answer (e.g. a stale element after the page changed) is an `Err`.
+    fn try_call(&self, method: &str, path: &str) -> Result<Value, String> {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let r = match method {
+            "GET" => self.http.get(&url),
+            _ => self.http.post(&url).json(&json!({})),
+        }
+        .send()
+        .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let v: Value = r.json().unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err(format!("{status} {}", v["value"]["message"]))
+        }
+    }
+
+    /// The text of the first element matching `css`, read again if the page replaced it meanwhile
+    /// (live updates re-render rows).
+    pub fn text_of(&self, css: &str) -> String {
+        eventually(WAIT, &format!("the text of {css}"), || {
+            let e = self
+                .try_find(css)
+                .ok_or_else(|| format!("none on {}", self.url()))?;
+            self.try_call("GET", &format!("/element/{}/text", e.id))
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+        })
+    }
+
     fn session_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
