@@ -816,6 +816,13 @@ fn upstreams(state: &AdminState) -> Answer {
                 "last_success": h.last_success,
                 "last_error": h.last_error,
                 "last_error_message": h.last_error_message,
+                "circuit": match h.circuit {
+                    crate::registry::breaker::CircuitState::Closed => "closed",
+                    crate::registry::breaker::CircuitState::Open => "open",
+                    crate::registry::breaker::CircuitState::HalfOpen => "half-open",
+                },
+                "ratelimit_limit": h.ratelimit_limit,
+                "ratelimit_remaining": h.ratelimit_remaining,
                 "name": u.cfg.name,
                 "url": u.cfg.url,
                 "aliases": u.cfg.aliases,

@@ -31,10 +31,14 @@ const FREE_FAILURES: u32 = 30;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 /// Serves the admin API on `listener` until the process ends.
-pub async fn serve(state: Arc<AdminState>, listener: tokio::net::TcpListener) {
+pub async fn serve(
+    state: Arc<AdminState>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let failures = Arc::new(Failures::default());
-    // The admin listener speaks plain HTTP, so the console's cookies are not `Secure`.
-    let console = Arc::new(console::Console::new(false));
+    // Over TLS the console's cookies are `Secure`.
+    let console = Arc::new(console::Console::new(tls.is_some()));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -42,6 +46,7 @@ pub async fn serve(state: Arc<AdminState>, listener: tokio::net::TcpListener) {
         let state = state.clone();
         let failures = failures.clone();
         let console = console.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -53,9 +58,24 @@ pub async fn serve(state: Arc<AdminState>, listener: tokio::net::TcpListener) {
                     )
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    // A handshake that does not finish in 10 s holds nothing.
+                    let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        return;
+                    };
+                    let _ = builder.serve_connection(TokioIo::new(s), service).await;
+                }
+            }
         });
     }
 }

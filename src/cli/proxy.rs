@@ -160,7 +160,14 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
                 proxy: proxy.clone(),
                 audit: Default::default(),
             });
-            tokio::spawn(crate::admin::serve(state, l));
+            let admin_tls = match &admin.tls {
+                Some(t) => Some(
+                    crate::proxy::tls::acceptor(t, state.store.as_ref(), &state.proxy.settings.namespace)
+                        .map_err(|e| anyhow!(e))?,
+                ),
+                None => None,
+            };
+            tokio::spawn(crate::admin::serve(state, l, admin_tls));
         }
         crate::proxy::serve(proxy, listener, tls).await?;
         Ok(())

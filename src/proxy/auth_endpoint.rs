@@ -66,7 +66,7 @@ impl Proxy {
         &self,
         headers: &HeaderMap,
         peer: std::net::IpAddr,
-    ) -> Result<Option<String>, Refusal> {
+    ) -> Result<Option<Claims>, Refusal> {
         if !self.settings.auth_enabled {
             return Ok(None);
         }
@@ -84,7 +84,7 @@ impl Proxy {
                 None => false,
             };
             return match claims {
-                Some(c) if current => Ok(Some(c.namespace)),
+                Some(c) if current => Ok(Some(c)),
                 _ => Err(self.challenge(
                     headers,
                     StatusCode::UNAUTHORIZED,
@@ -95,7 +95,7 @@ impl Proxy {
         }
         if let Some((user, pass)) = parse_basic(auth) {
             return match self.gate.login(peer, &user, &pass).await {
-                Verdict::Accepted(c) => Ok(Some(c.namespace)),
+                Verdict::Accepted(c) => Ok(Some(c)),
                 verdict => Err(self.refused_login(headers, &user, peer, &verdict)),
             };
         }

@@ -58,6 +58,9 @@ pub struct AdminConfig {
     /// network: it manages every namespace's secrets).
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// HTTPS for the admin listener (as `[tls]` for the registry port).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_admin_listen() -> String {

@@ -13,6 +13,8 @@ const KEEP: usize = 1000;
 pub struct PullRecord {
     pub time: String,
     pub namespace: String,
+    /// The proxy client (when client auth is on and it logged in).
+    pub client: Option<String>,
     /// `repository` as the client named it (with any upstream prefix).
     pub image: String,
     /// The tag or digest asked for.
@@ -25,9 +27,9 @@ pub struct PullRecord {
     pub duration_ms: u64,
 }
 
-/// The namespace a content request was served for (set by dispatch on the response).
+/// The namespace (and proxy client, if any) a content request was served for (set by dispatch).
 #[derive(Debug, Clone)]
-pub struct PullNamespace(pub String);
+pub struct PullNamespace(pub String, pub Option<String>);
 
 /// Whether a response came from the cache (set by the stages that know).
 #[derive(Debug, Clone, Copy)]

@@ -33,6 +33,8 @@ pub struct RequestLog {
     pub namespace: Option<String>,
     /// `hit` or `miss`, when the serving stage said.
     pub cache: Option<&'static str>,
+    /// The proxy client that logged in, when client auth is on.
+    pub client: Option<String>,
     started: Instant,
     method: String,
     path: String,
@@ -60,6 +62,7 @@ impl RequestLog {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| proxy.settings.namespace.clone()),
+            client: self.client.clone(),
             image,
             reference,
             kind,
@@ -236,10 +239,10 @@ impl Proxy {
         }
         let status = resp.status().as_u16();
         let mut log = log;
-        log.namespace = resp
-            .extensions()
-            .get::<super::recent::PullNamespace>()
-            .map(|n| n.0.clone());
+        if let Some(n) = resp.extensions().get::<super::recent::PullNamespace>() {
+            log.namespace = Some(n.0.clone());
+            log.client = n.1.clone();
+        }
         log.cache = resp
             .extensions()
             .get::<super::recent::CacheOutcome>()
@@ -254,6 +257,7 @@ impl Proxy {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             namespace: None,
             cache: None,
+            client: None,
             started: Instant::now(),
             method: method.to_string(),
             path: path.to_string(),
@@ -336,10 +340,15 @@ impl Proxy {
                 ),
             );
         }
-        let who = match self.authenticate(headers, peer).await {
-            Ok(w) => w,
+        let claims = match self.authenticate(headers, peer).await {
+            Ok(c) => c,
             Err(r) => return ("auth", r),
         };
+        let client = claims
+            .as_ref()
+            .map(|c| c.user.clone())
+            .filter(|u| !u.is_empty());
+        let who = claims.map(|c| c.namespace);
         let names: Vec<_> = self.upstreams.iter().map(|u| u.names.clone()).collect();
         let head = method == Method::HEAD;
         match route(path, query, &names, self.default_upstream) {
@@ -437,8 +446,10 @@ impl Proxy {
                     .await;
                 self.challenge_on_401(&mut r, headers);
                 echo_ns(r.headers_mut(), ns.as_deref());
-                r.extensions_mut()
-                    .insert(super::recent::PullNamespace(who.namespace.clone()));
+                r.extensions_mut().insert(super::recent::PullNamespace(
+                    who.namespace.clone(),
+                    client.clone(),
+                ));
                 ("manifest", r)
             }
             Ok(Route::Blob {
@@ -453,8 +464,10 @@ impl Proxy {
                     .await;
                 self.challenge_on_401(&mut r, headers);
                 echo_ns(r.headers_mut(), ns.as_deref());
-                r.extensions_mut()
-                    .insert(super::recent::PullNamespace(who.namespace.clone()));
+                r.extensions_mut().insert(super::recent::PullNamespace(
+                    who.namespace.clone(),
+                    client.clone(),
+                ));
                 ("blob", r)
             }
             Err(e) => (

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::http::{basic_auth, http_request, HttpResponse};
 use crate::support::proxy::free_port;
-use crate::support::{assert_no_canary, e2e, stderr, stdout, Env, Scenario, CANARY};
+use crate::support::{assert_no_canary, e2e, eventually, stderr, stdout, Env, Scenario, CANARY};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
@@ -438,6 +438,7 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
             .as_array()
             .is_some_and(|a| a.iter().any(|p| p["namespace"] == "team-a"
                 && p["image"] == "private/app"
+                && p["client"] == "ci"
                 && p["kind"] == "manifest"
                 && p["status"] == 200)),
         "{v}"
@@ -737,4 +738,69 @@ fn direktiv_registry_endpoints_work_unchanged() {
     assert_eq!((s, &v["registries"]), (200, &json!([])));
     let (s, _) = call("GET", ns_path, ("x-none", "x"), Value::Null);
     assert_eq!(s, 401);
+}
+
+/// The admin listener over HTTPS (`[admin.tls]`, as `[tls]` for the registry port).
+#[test]
+fn admin_listener_serves_tls() {
+    let Some(openssl) = crate::support::require_bin("openssl", "apt-get install openssl") else {
+        return;
+    };
+    let env = Env::new();
+    let (cert, key) = (env.path("admin.crt"), env.path("admin.key"));
+    let out = std::process::Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let Some(sc) = Scenario::token_registry(&env, &[]) else {
+        return;
+    };
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let (_reg, _proxy) = sc
+        .config(&format!(
+            "[admin]\nlisten = \"{admin_addr}\"\n[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        ))
+        .start();
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).expect("cert")).expect("pem");
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .expect("client");
+    let r = eventually(
+        std::time::Duration::from_secs(10),
+        "the admin listener over TLS",
+        || {
+            client
+                .get(format!("https://{admin_addr}/api/v1/openapi.json"))
+                .send()
+                .map_err(|e| e.to_string())
+        },
+    );
+    assert_eq!(r.status(), 200);
+    let plain = http_request("GET", &admin_addr, "/api/v1/openapi.json", &[], b"");
+    assert!(
+        plain.map_or(true, |r| r.status != 200),
+        "the TLS admin listener answered plain HTTP"
+    );
 }
