@@ -682,6 +682,7 @@ p_ps=$(med pull_ps) p_dp=$(med pull_dp) p_di=$(med pull_direct)
 cc_ps=$(med c50cold_ps) cc_dp=$(med c50cold_dp) cw_ps=$(med c50warm_ps) cw_dp=$(med c50warm_dp)
 g_ps_max=$(maxof c50gets_ps) g_ps_min=$({ sort -g "$WORK/res/c50gets_ps" 2>/dev/null || echo nan; } | head -1)
 g_ps=$(med c50gets_ps) g_dp=$(med c50gets_dp) b_ps=$(med c50bytes_ps) b_dp=$(med c50bytes_dp)
+b_ps_max=$(maxof c50bytes_ps)
 h_ps=$(med c50heads_ps) h_dp=$(med c50heads_dp)
 m_ps=$(med man_rps_ps) m_dp=$(med man_rps_dp) m_ng=$(med man_rps_nginx)
 l_ps=$(med man_p99_ps) l_dp=$(med man_p99_dp) l_ng=$(med man_p99_nginx)
@@ -704,7 +705,7 @@ cat <<TABLE
 | cold skopeo pull, $BLOB_H image, s | $p_ps | $p_dp | $p_di (direct) | $r_pull× direct | $(ratio "$p_dp" "$p_di")× direct | ≤ 1.10× direct | $(verdict "$r_pull <= 1.1") |
 | $CLIENTS clients, cold $BLOB_H blob, wall s | $cc_ps | $cc_dp | – | $r_c50× warm | $(ratio "$cc_dp" "$cw_dp")× warm | ≤ 1.10× warm | $(verdict "$r_c50 <= 1.1") |
 | $CLIENTS clients, warm $BLOB_H blob, wall s | $cw_ps | $cw_dp | – | | | | |
-| $CLIENTS cold clients: upstream blob GETs (bytes) [HEADs] | $g_ps ($(human "$b_ps")) [$h_ps] | $g_dp ($(human "$b_dp")) [$h_dp] | – | | | exactly 1 GET in every run | $(verdict "$g_ps_min == 1 && $g_ps_max == 1") |
+| $CLIENTS cold clients: upstream blob GETs (bytes) [HEADs] | $g_ps ($(human "$b_ps")) [$h_ps] | $g_dp ($(human "$b_dp")) [$h_dp] | – | | | one fill, each byte once, in every run (a blob ≥ 64 MiB comes as up to 4 parts) | $(verdict "$g_ps_min >= 1 && $g_ps_max <= 4 && $b_ps_max <= $BLOB_MIB * 1048576 + 4194304") |
 | manifest by digest, wrk -c$WRK_CONNS, req/s | $m_ps | $m_dp | $m_ng (nginx) | $r_rps× nginx | $(ratio "$m_dp" "$m_ng")× nginx | ≥ 0.50× nginx | $(verdict "$r_rps >= 0.5") |
 | manifest by digest, wrk -c$WRK_CONNS, p99 ms | $l_ps | $l_dp | $l_ng (nginx) | $r_p99× nginx | $(ratio "$l_dp" "$l_ng")× nginx | ≤ 2× nginx | $(verdict "$r_p99 <= 2") |
 | peak RSS, $RSS_CLIENTS clients × $HUGE_H blob, MiB (max of $RSS_RUNS) | $r_ps ($r_ps_max) | $r_dp ($r_dp_max) | – | | | < 64 MiB | $(verdict "$r_ps_max < 64") |
