@@ -144,6 +144,11 @@ pub struct UpstreamConfig {
     /// Plain HTTP to this upstream.
     #[serde(default)]
     pub insecure: bool,
+    /// Further URLs of the same registry (a mirror first, the origin after), tried in order
+    /// when the one before fails to connect, times out, has its circuit open, or answers 5xx or
+    /// 429. The same credentials go to each; `http://` ones need `insecure = true`.
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
     /// How long a tag → digest answer is trusted before a HEAD revalidates it.
     #[serde(default = "default_tag_ttl", with = "humantime_serde_compat")]
     pub tag_ttl: Duration,

@@ -80,8 +80,33 @@ impl Upstream {
                 ..Default::default()
             },
         };
-        let client = Client::new(opts, tokens)
+        let mut client = Client::new(opts.clone(), tokens.clone())
             .map_err(|e| SetupError::new(format!("upstream {}", cfg.name), e))?;
+        for url in &cfg.fallback_urls {
+            let what = format!("upstream {} fallback {url}", cfg.name);
+            let plain = url.starts_with("http://");
+            if plain && !cfg.insecure {
+                return Err(SetupError::new(
+                    what,
+                    "an http:// URL needs insecure = true",
+                ));
+            }
+            let probe = UpstreamConfig {
+                url: url.clone(),
+                ..cfg.clone()
+            };
+            let host = probe.host().map_err(|e| SetupError::new(&what, e))?;
+            let fallback = Client::new(
+                UpstreamOptions {
+                    host,
+                    insecure: plain,
+                    ..opts.clone()
+                },
+                tokens.clone(),
+            )
+            .map_err(|e| SetupError::new(&what, e))?;
+            client = client.with_fallback(fallback);
+        }
         let names = UpstreamNames {
             name: cfg.name.clone(),
             host,

@@ -84,6 +84,8 @@ pub struct Client {
     /// When the registry last answered, and last failed to (for health reports).
     health: std::sync::Mutex<Health>,
     breaker: std::sync::Mutex<Breaker>,
+    /// The next URL of the same upstream, tried when this one is unwell.
+    next: Option<Box<Client>>,
 }
 
 /// An upstream's recent record: Unix seconds of the last answer below 500 and of the last
@@ -167,6 +169,7 @@ impl Client {
             challenge: RwLock::new(None),
             health: Default::default(),
             breaker: std::sync::Mutex::new(Breaker::new(opts.breaker)),
+            next: None,
             opts,
         })
     }
@@ -521,7 +524,43 @@ impl Client {
 
     /// Sends with auth: up front from the remembered challenge, and once more after a 401
     /// with a freshly fetched token (the cached one may have been revoked or expired).
+    /// Sends on this URL, then on each fallback in turn while the answer is a connect failure,
+    /// a timeout, an open circuit, a 5xx or a 429 (the content is by digest, so any URL serves it).
     async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        repo: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<Response, RegistryError> {
+        let here = self
+            .send_here(method.clone(), path, headers.clone(), repo, creds)
+            .await;
+        let Some(next) = &self.next else {
+            return here;
+        };
+        let fail_over = match &here {
+            Ok(r) => r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
+            Err(e) => e.upstream_unavailable(),
+        };
+        if !fail_over {
+            return here;
+        }
+        tracing::warn!(from = %self.host(), to = %next.host(), %path, "failing over to the next URL of the upstream");
+        Box::pin(next.send(method, path, headers, repo, creds)).await
+    }
+
+    /// Adds a URL to try after this one (and after those already added).
+    pub fn with_fallback(mut self, next: Client) -> Self {
+        self.next = Some(Box::new(match self.next.take() {
+            Some(n) => n.with_fallback(next),
+            None => next,
+        }));
+        self
+    }
+
+    async fn send_here(
         &self,
         method: Method,
         path: &str,

@@ -10,6 +10,7 @@ mod cli_manners;
 mod cli_store;
 mod cold_ranges;
 mod console;
+mod failover;
 mod faults;
 mod helper_clients;
 mod helper_protocol;
