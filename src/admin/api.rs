@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::audit::Audit;
 use super::tokens::{AdminIdentity, ADMIN_TOKENS_NAMESPACE};
-use crate::proxy::client_auth::{hash_password, CLIENTS_NAMESPACE};
+use crate::proxy::client_auth::{client_secret, CLIENTS_NAMESPACE};
 use crate::proxy::server::Proxy;
 use crate::secret::SecretValue;
 use crate::store::{
@@ -744,24 +744,10 @@ fn create_client(state: &AdminState, who: &AdminIdentity, ns: &str, body: &Bytes
             zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
         }
     };
-    let mut data = BTreeMap::new();
-    data.insert(
-        "namespace".to_string(),
-        SecretValue::Literal(SecretString::from(ns.to_string())),
-    );
-    data.insert(
-        "password-hash".to_string(),
-        SecretValue::Literal(SecretString::from(hash_password(&password))),
-    );
-    let s = StoredSecret {
-        name: req.user.clone(),
-        namespace: CLIENTS_NAMESPACE.to_string(),
-        scope: Scope::Namespace,
-        created: now_unix(),
-        origin: Origin::Created,
-        data: SecretData::Generic(data),
-    };
-    match state.store.put(s, false) {
+    match state
+        .store
+        .put(client_secret(&req.user, ns, &password), false)
+    {
         Ok(()) => {
             state.audit.record(who, "client.create", ns, &req.user);
             let mut body = json!({"user": req.user, "namespace": ns});

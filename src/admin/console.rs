@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::api::{self, AdminState, Answer};
 use super::tokens::{self, AdminIdentity};
+use crate::proxy::client_auth::constant_time_eq;
 
 const APP_JS: &str = include_str!("console/app.js");
 const STYLE_CSS: &str = include_str!("console/style.css");
@@ -1527,10 +1528,6 @@ fn no_random() -> Response<Full<Bytes>> {
         layout("Error", None, "<p class=\"error\">No OS random source.</p>"),
         &[],
     )
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

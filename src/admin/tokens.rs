@@ -8,6 +8,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest as _, Sha256};
 
+use crate::proxy::client_auth::constant_time_eq;
 use crate::secret::SecretValue;
 use crate::store::{now_unix, Origin, Scope, SecretData, SecretStore, StoreError, StoredSecret};
 
@@ -126,8 +127,4 @@ fn field(s: &StoredSecret, key: &str) -> Option<String> {
 
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -226,12 +226,8 @@ fn print_config(cfg: &ProxyConfig, runtime: &str) -> String {
 }
 
 fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
-    use crate::proxy::client_auth::{hash_password, CLIENTS_NAMESPACE};
-    use crate::secret::SecretValue;
-    use crate::store::{
-        now_unix, validate_namespace, Scope, SecretData, SecretStore, StoredSecret,
-    };
-    use secrecy::SecretString;
+    use crate::proxy::client_auth::{client_secret, CLIENTS_NAMESPACE};
+    use crate::store::{validate_namespace, SecretStore};
     let general = Config::load(None)?;
     let store = FileStore::new(
         StorePaths::from_env(cli.store_dir.as_deref()),
@@ -250,25 +246,7 @@ fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
             if pw.is_empty() {
                 anyhow::bail!("empty password on stdin");
             }
-            let mut data = std::collections::BTreeMap::new();
-            data.insert(
-                "namespace".to_string(),
-                SecretValue::Literal(SecretString::from(namespace.clone())),
-            );
-            // Only verification is needed, so only a salted hash is kept.
-            data.insert(
-                "password-hash".to_string(),
-                SecretValue::Literal(SecretString::from(hash_password(pw))),
-            );
-            let s = StoredSecret {
-                name: user.clone(),
-                namespace: CLIENTS_NAMESPACE.to_string(),
-                scope: Scope::Namespace,
-                created: now_unix(),
-                origin: crate::store::Origin::Created,
-                data: SecretData::Generic(data),
-            };
-            store.put(s, true)?;
+            store.put(client_secret(user, namespace, pw), true)?;
             outln!("proxy client {user} added (namespace {namespace})");
         }
         ClientCmd::Remove { user } => {

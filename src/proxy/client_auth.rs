@@ -129,6 +129,29 @@ pub fn client_record(store: &dyn SecretStore, user: &str) -> Option<ClientRecord
     })
 }
 
+/// The stored record of proxy client `user` of `namespace`: only a salted hash of `password` is
+/// kept, since the proxy only verifies it. The CLI and the admin API both add clients with it.
+pub fn client_secret(user: &str, namespace: &str, password: &str) -> crate::store::StoredSecret {
+    use crate::store::{now_unix, Origin, Scope, StoredSecret};
+    let mut data = std::collections::BTreeMap::new();
+    data.insert(
+        "namespace".to_string(),
+        SecretValue::Literal(secrecy::SecretString::from(namespace.to_string())),
+    );
+    data.insert(
+        "password-hash".to_string(),
+        SecretValue::Literal(secrecy::SecretString::from(hash_password(password))),
+    );
+    StoredSecret {
+        name: user.to_string(),
+        namespace: CLIENTS_NAMESPACE.to_string(),
+        scope: Scope::Namespace,
+        created: now_unix(),
+        origin: Origin::Created,
+        data: SecretData::Generic(data),
+    }
+}
+
 /// Whether `password` is right for `record`; with no record, the same work against a dummy
 /// hash, so the answer's timing does not tell which users exist.
 pub fn verify_client(record: Option<&ClientRecord>, password: &str) -> bool {
@@ -209,7 +232,8 @@ fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets (MACs, hashes, CSRF tokens) in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

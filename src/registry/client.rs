@@ -329,21 +329,8 @@ impl Client {
         offset: u64,
         creds: Option<&Credentials>,
     ) -> Result<Response, RegistryError> {
-        let path = format!("/v2/{repo}/blobs/{digest}");
-        let mut h = HeaderMap::new();
-        if offset > 0 {
-            h.insert(RANGE, header_value(&format!("bytes={offset}-")));
-        }
-        let resp = self.send(Method::GET, &path, h, repo, creds).await?;
-        if !resp.status().is_success() {
-            return Err(RegistryError::from_response(
-                self.host(),
-                &format!("blob {repo}@{digest}"),
-                resp,
-            )
-            .await);
-        }
-        Ok(resp)
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        self.get_blob_bytes(repo, digest, range, creds).await
     }
 
     /// Bytes `start..=end` of a blob (`206`, or a whole `200` when the registry ignores Range).
@@ -355,9 +342,22 @@ impl Client {
         end: u64,
         creds: Option<&Credentials>,
     ) -> Result<Response, RegistryError> {
+        self.get_blob_bytes(repo, digest, Some(format!("bytes={start}-{end}")), creds)
+            .await
+    }
+
+    async fn get_blob_bytes(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        range: Option<String>,
+        creds: Option<&Credentials>,
+    ) -> Result<Response, RegistryError> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let mut h = HeaderMap::new();
-        h.insert(RANGE, header_value(&format!("bytes={start}-{end}")));
+        if let Some(r) = range {
+            h.insert(RANGE, header_value(&r));
+        }
         let resp = self.send(Method::GET, &path, h, repo, creds).await?;
         if !resp.status().is_success() {
             return Err(RegistryError::from_response(
@@ -401,21 +401,7 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(RegistryError::from_response(self.host(), &what, resp).await);
             }
-            let next = match next_link(resp.headers()) {
-                Some(link) => Some(self.same_origin_path(&link).ok_or_else(|| {
-                    invalid("pagination link leaves the registry's origin".into())
-                })?),
-                None => None,
-            };
-            let bytes = read_limited(resp, MAX_TAGS_PAGE_BYTES)
-                .await
-                .map_err(|e| match e {
-                    Some(e) => RegistryError::network(self.host(), &what, &e),
-                    None => RegistryError::TooLarge {
-                        registry: self.host().into(),
-                        what: what.clone(),
-                    },
-                })?;
+            let (bytes, next) = self.read_page(resp, MAX_TAGS_PAGE_BYTES, &what).await?;
             let list: TagList = serde_json::from_slice(&bytes)
                 .map_err(|e| invalid(format!("not a tag list: {e}")))?;
             tags.extend(list.tags.unwrap_or_default());
@@ -432,6 +418,37 @@ impl Client {
             }
         }
         Err(invalid(format!("more than {MAX_TAG_PAGES} pages")))
+    }
+
+    /// One page of a paginated list: its body (at most `limit` bytes) and the path of the next
+    /// page, which must stay on this registry's origin so credentials never leave it.
+    async fn read_page(
+        &self,
+        resp: Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<(Bytes, Option<String>), RegistryError> {
+        let next = match next_link(resp.headers()) {
+            Some(link) => {
+                Some(
+                    self.same_origin_path(&link)
+                        .ok_or_else(|| RegistryError::Invalid {
+                            registry: self.host().into(),
+                            what: what.to_string(),
+                            reason: "pagination link leaves the registry's origin".into(),
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let bytes = read_limited(resp, limit).await.map_err(|e| match e {
+            Some(e) => RegistryError::network(self.host(), what, &e),
+            None => RegistryError::TooLarge {
+                registry: self.host().into(),
+                what: what.to_string(),
+            },
+        })?;
+        Ok((bytes, next))
     }
 
     /// The descriptors of every manifest whose `subject` is `subject` in `repo`: the referrers API
@@ -461,21 +478,7 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(RegistryError::from_response(self.host(), &what, resp).await);
             }
-            let next = match next_link(resp.headers()) {
-                Some(link) => Some(self.same_origin_path(&link).ok_or_else(|| {
-                    invalid("pagination link leaves the registry's origin".into())
-                })?),
-                None => None,
-            };
-            let bytes = read_limited(resp, MAX_MANIFEST_BYTES)
-                .await
-                .map_err(|e| match e {
-                    Some(e) => RegistryError::network(self.host(), &what, &e),
-                    None => RegistryError::TooLarge {
-                        registry: self.host().into(),
-                        what: what.clone(),
-                    },
-                })?;
+            let (bytes, next) = self.read_page(resp, MAX_MANIFEST_BYTES, &what).await?;
             found.extend(
                 index_descriptors(&bytes)
                     .map_err(|e| invalid(format!("not an image index: {e}")))?,
