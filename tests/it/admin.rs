@@ -142,6 +142,11 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         ("GET", "/api/v1/audit", "/api/v1/audit"),
         ("GET", "/api/v1/pulls", "/api/v1/pulls"),
         ("GET", "/api/v1/pulls/events", "/api/v1/pulls/events"),
+        (
+            "GET",
+            "/api/v1/namespaces/team-a/images",
+            "/api/v1/namespaces/{ns}/images",
+        ),
         ("GET", "/api/v1/cache/pins", "/api/v1/cache/pins"),
         ("POST", "/api/v1/cache/pins", "/api/v1/cache/pins"),
         (
@@ -736,41 +741,47 @@ fn direktiv_registry_endpoints_work_unchanged() {
     assert_eq!(s, 403);
     let (s, v) = call("GET", "/api/functions/registries/global", hdr, Value::Null);
     assert_eq!((s, &v["registries"]), (200, &json!([])));
-    let (s, _) = call("GET", ns_path, ("x-none", "x"), Value::Null);
-    assert_eq!(s, 401);
+    // No token, or a wrong one, on every Direktiv endpoint: 401; a namespace token on another
+    // namespace's registries or on the private ones: 403.
+    for path in [
+        ns_path,
+        "/api/functions/registries/global",
+        "/api/functions/registries/private",
+        "/api/functions/registries/test",
+    ] {
+        for header in [("x-none", "x"), ("direktiv-token", "psa_wrong")] {
+            let (s, _) = call(
+                "POST",
+                path,
+                header,
+                json!({"data": "a:b", "reg": "https://x.io", "url": "https://x.io", "username": "a", "password": "b"}),
+            );
+            assert_eq!(s, 401, "{path} with {header:?}");
+        }
+    }
+    let (s, _) = call(
+        "GET",
+        "/api/functions/registries/private",
+        ("direktiv-token", &scoped),
+        Value::Null,
+    );
+    assert_eq!(s, 403);
+    let (s, _) = call(
+        "GET",
+        "/api/functions/registries/namespaces/team-b",
+        ("direktiv-token", &scoped),
+        Value::Null,
+    );
+    assert_eq!(s, 403, "a team-a token listed team-b's registries");
 }
 
 /// The admin listener over HTTPS (`[admin.tls]`, as `[tls]` for the registry port).
 #[test]
 fn admin_listener_serves_tls() {
-    let Some(openssl) = crate::support::require_bin("openssl", "apt-get install openssl") else {
+    let env = Env::new();
+    let Some((cert, key)) = crate::support::loopback_cert(&env, "admin") else {
         return;
     };
-    let env = Env::new();
-    let (cert, key) = (env.path("admin.crt"), env.path("admin.key"));
-    let out = std::process::Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
     let Some(sc) = Scenario::token_registry(&env, &[]) else {
         return;
     };

@@ -52,13 +52,7 @@ fn a_range_past_the_fill_is_answered_at_once_and_one_inside_it_from_the_fill() {
         Duration::from_secs(10),
         "the fill to receive half the blob",
         || {
-            let m = http_request("GET", &proxy.addr, "/metrics", &[], b"")
-                .map(|r| r.text())
-                .unwrap_or_default();
-            m.lines()
-                .find(|l| l.starts_with("pullsecret_proxy_upstream_bytes_total"))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
+            crate::support::metric(&proxy.addr, "pullsecret_proxy_upstream_bytes_total")
                 .is_some_and(|n| n >= (total / 2) as f64)
         },
     );

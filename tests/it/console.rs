@@ -119,9 +119,36 @@ fn console_manages_a_namespace_in_a_real_browser() {
 
     // Without a session every page sends the browser to the sign-in page; every page carries
     // the security headers.
-    let r = http_request("GET", &admin, "/", &[], b"").expect("GET /");
-    assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some("/console/signin"));
+    for page in [
+        "/",
+        "/console/ns/team-a",
+        "/console/cache",
+        "/console/pulls",
+        "/console/pulls/events",
+    ] {
+        let r = http_request("GET", &admin, page, &[], b"").expect("GET without a session");
+        assert_eq!(r.status, 303, "{page}");
+        assert_eq!(r.header("location"), Some("/console/signin"), "{page}");
+    }
+    let before = env.store_snapshot();
+    for action in [
+        "/console/namespaces",
+        "/console/ns/team-a/secrets",
+        "/console/ns/team-a/secrets/x/rotate",
+        "/console/ns/team-a/secrets/x/delete",
+        "/console/cache/pin",
+        "/console/cache/unpin",
+        "/console/cache/purge",
+    ] {
+        let r = http_request("POST", &admin, action, &[FORM], b"name=x&value=y")
+            .expect("POST without a session");
+        assert_eq!(r.status, 303, "{action}");
+    }
+    assert_eq!(
+        env.store_snapshot(),
+        before,
+        "a POST without a session changed the store"
+    );
     let r = http_request("GET", &admin, "/console/signin", &[], b"").expect("sign-in page");
     for (h, want) in [
         (

@@ -8,14 +8,7 @@ use crate::support::{eventually, Env, Scenario};
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
 fn metric(addr: &str, name: &str) -> u64 {
-    let m = http_request("GET", addr, "/metrics", &[], b"")
-        .map(|r| r.text())
-        .unwrap_or_default();
-    m.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    crate::support::metric(addr, name).map_or(0, |v| v as u64)
 }
 
 #[test]

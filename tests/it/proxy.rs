@@ -419,13 +419,7 @@ fn twenty_concurrent_clients_one_upstream_fetch() {
     proxy.wait_fills_done();
     // Every byte came once; the first connection may read a little past its part before the
     // proxy drops it (socket buffers), never a second copy of the blob.
-    let m = http_request("GET", &proxy.addr, "/metrics", &[], b"").expect("metrics");
-    let fetched: u64 = m
-        .text()
-        .lines()
-        .find(|l| l.starts_with("pullsecret_proxy_upstream_bytes_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
+    let fetched = crate::support::metric(&proxy.addr, "pullsecret_proxy_upstream_bytes_total")
         .map_or(0, |v| v as u64);
     let size = img.layers[0].size;
     assert!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::support::fault_server::FaultServer;
 use crate::support::http::http_request;
 use crate::support::proxy::{stream_get, ProxyProcess};
-use crate::support::{eventually, require_bin, try_eventually, Env};
+use crate::support::{eventually, try_eventually, Env};
 
 fn upstream_toml(env: &Env, up: &FaultServer) -> String {
     up.upstream(env, "http", "")
@@ -53,34 +53,10 @@ async fn h2c_and_http1_on_one_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_from_files_and_from_a_stored_secret() {
-    let Some(openssl) = require_bin("openssl", "apt-get install openssl") else {
+    let env = Env::new();
+    let Some((cert, key)) = crate::support::loopback_cert(&env, "tls") else {
         return;
     };
-    let env = Env::new();
-    let (cert, key) = (env.path("tls.crt"), env.path("tls.key"));
-    let out = std::process::Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
     let up = FaultServer::start(vec![2u8; 1000]);
     let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).expect("cert")).expect("pem");
     let client = reqwest::Client::builder()

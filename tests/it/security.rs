@@ -8,7 +8,7 @@ use crate::support::http::{basic_auth, http_request, HttpResponse};
 use crate::support::proxy::ProxyProcess;
 use crate::support::registry::{Registry, RegistryAuth};
 use crate::support::token_issuer::TokenIssuerConfig;
-use crate::support::{add_proxy_client, require_bin, stderr, Env, Scenario};
+use crate::support::{add_proxy_client, stderr, Env, Scenario};
 
 const OCI: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
@@ -344,34 +344,10 @@ fn cache_is_private_on_disk() {
 /// An HTTPS upstream whose token realm is plain HTTP on another port: the realm gets nothing.
 #[test]
 fn credentials_go_only_to_trusted_token_realms() {
-    let Some(openssl) = require_bin("openssl", "apt-get install openssl") else {
+    let env = Env::new();
+    let Some((cert, key)) = crate::support::loopback_cert(&env, "reg") else {
         return;
     };
-    let env = Env::new();
-    let (cert, key) = (env.path("reg.crt"), env.path("reg.key"));
-    let out = std::process::Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
     let issuer = TokenIssuerConfig::new().user("robot", "robot-pw", &[("*", &["pull"])]);
     let Some(reg) = Registry::start_tls(RegistryAuth::Token(issuer), &cert, &key) else {
         return;

@@ -423,3 +423,51 @@ pub fn add_proxy_client(env: &Env, user: &str, ns: &str, password: &str) {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files `NAME.crt` / `NAME.key` in
+/// `env`, for TLS listeners and upstreams; `None` (after a SKIPPED notice) without openssl
+/// outside E2E mode.
+pub fn loopback_cert(env: &Env, name: &str) -> Option<(PathBuf, PathBuf)> {
+    let openssl = require_bin("openssl", "apt-get install openssl")?;
+    let (cert, key) = (
+        env.path(&format!("{name}.crt")),
+        env.path(&format!("{name}.key")),
+    );
+    let out = Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", stderr(&out));
+    Some((cert, key))
+}
+
+/// The value of the first `/metrics` line of the proxy at `addr` that starts with `series`
+/// (a name, or a name with its labels); `None` when there is none.
+pub fn metric(addr: &str, series: &str) -> Option<f64> {
+    let m = http::http_request("GET", addr, "/metrics", &[], b"")
+        .ok()?
+        .text();
+    m.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
