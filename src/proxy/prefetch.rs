@@ -68,6 +68,10 @@ impl Proxy {
 
     /// A client asked for `digest`: if it was prefetched, its bytes were worth fetching.
     pub(super) fn prefetch_used(&self, digest: &Digest, size: Option<u64>) {
+        // Nothing to look up (and no lock to take on the blob path) when prefetch is off.
+        if !self.settings.prefetch {
+            return;
+        }
         if let Some(known) = lock(&self.prefetched).remove(digest) {
             let n = if known > 0 { known } else { size.unwrap_or(0) };
             self.metrics.prefetch_used_bytes.inc_by(n);

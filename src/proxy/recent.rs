@@ -11,7 +11,9 @@ const KEEP: usize = 1000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PullRecord {
-    pub time: String,
+    /// Formatted (RFC 3339) only when read: recording sits on every content request.
+    #[serde(serialize_with = "rfc3339")]
+    pub time: std::time::SystemTime,
     pub namespace: String,
     /// The proxy client (when client auth is on and it logged in).
     pub client: Option<String>,
@@ -44,8 +46,14 @@ pub struct PulledImage {
 }
 
 /// namespace → image → (last pulled, manifest pulls)
-type PulledByNamespace =
-    std::collections::HashMap<String, std::collections::BTreeMap<String, (String, u64)>>;
+type PulledByNamespace = std::collections::HashMap<
+    String,
+    std::collections::BTreeMap<String, (std::time::SystemTime, u64)>,
+>;
+
+fn rfc3339<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*t))
+}
 
 pub struct RecentPulls {
     ring: Mutex<VecDeque<PullRecord>>,
@@ -69,8 +77,8 @@ impl RecentPulls {
             let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
             let per_ns = images.entry(r.namespace.clone()).or_default();
             if per_ns.len() < 10_000 || per_ns.contains_key(&r.image) {
-                let e = per_ns.entry(r.image.clone()).or_insert((String::new(), 0));
-                e.0 = r.time.clone();
+                let e = per_ns.entry(r.image.clone()).or_insert((r.time, 0));
+                e.0 = r.time;
                 e.1 += 1;
             }
         }
@@ -105,7 +113,7 @@ impl RecentPulls {
                 m.iter()
                     .map(|(image, (last, n))| PulledImage {
                         image: image.clone(),
-                        last_pulled: last.clone(),
+                        last_pulled: humantime::format_rfc3339_seconds(*last).to_string(),
                         pulls: *n,
                     })
                     .collect()

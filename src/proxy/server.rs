@@ -57,7 +57,7 @@ impl RequestLog {
                 .unwrap_or(0)
         };
         proxy.recent.record(super::recent::PullRecord {
-            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            time: std::time::SystemTime::now(),
             namespace: self
                 .namespace
                 .clone()
