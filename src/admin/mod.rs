@@ -7,10 +7,9 @@ pub mod console;
 pub mod direktiv;
 pub mod tokens;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -36,7 +35,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let failures = Arc::new(Failures::default());
+    let failures = Arc::new(failure_limit());
     // Over TLS the console's cookies are `Secure`.
     let console = Arc::new(console::Console::new(tls.is_some()));
     loop {
@@ -90,7 +89,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if console::owns(&path) {
-        let out = console.handle(state, req, failures.backoff(peer)).await;
+        let out = console.handle(state, req, failures.backoff(&peer)).await;
         if out.failed_sign_in {
             failures.fail(peer);
         }
@@ -111,7 +110,7 @@ async fn handle(
             "no such path",
         ));
     }
-    if let Some(wait) = failures.backoff(peer) {
+    if let Some(wait) = failures.backoff(&peer) {
         let mut r = respond(Answer::error(
             StatusCode::TOO_MANY_REQUESTS,
             "TOOMANYREQUESTS",
@@ -263,32 +262,9 @@ fn respond_raw(status: StatusCode, content_type: &'static str, body: Bytes) -> R
 }
 
 /// Failed token attempts per address.
-#[derive(Default)]
-struct Failures {
-    map: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
+type Failures = crate::proxy::failure_limit::FailureLimit<IpAddr>;
 
-impl Failures {
-    fn fail(&self, ip: IpAddr) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 10_000 {
-            m.clear();
-        }
-        let e = m.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() > FAILURE_WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-        e.1 = Instant::now();
-    }
-
-    fn backoff(&self, ip: IpAddr) -> Option<Duration> {
-        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let (n, last) = m.get(&ip)?;
-        if *n < FREE_FAILURES || last.elapsed() > FAILURE_WINDOW {
-            return None;
-        }
-        let wait = Duration::from_secs(1u64 << (n - FREE_FAILURES).min(8));
-        wait.checked_sub(last.elapsed())
-    }
+fn failure_limit() -> Failures {
+    // 2^8 s: the longest wait a guessing address earns.
+    Failures::new(FREE_FAILURES, FAILURE_WINDOW, Duration::from_secs(256))
 }

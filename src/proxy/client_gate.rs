@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 
 use super::client_auth::{client_record, verify_client, Claims, ClientRecord, ANONYMOUS};
+use super::failure_limit::FailureLimit;
 use crate::store::SecretStore;
 
 /// How long a verified password is taken without hashing it again.
@@ -37,11 +38,6 @@ enum FailKey {
     User(String),
 }
 
-struct Failures {
-    count: u32,
-    last: Instant,
-}
-
 struct CachedRecord {
     record: Option<ClientRecord>,
     at: Instant,
@@ -53,7 +49,7 @@ pub struct ClientGate {
     records: Mutex<HashMap<String, CachedRecord>>,
     /// sha256(user, password) → claims it was verified for, and when.
     verified: Mutex<HashMap<[u8; 32], (Claims, Instant)>>,
-    failures: Mutex<HashMap<FailKey, Failures>>,
+    failures: FailureLimit<FailKey>,
 }
 
 impl ClientGate {
@@ -62,7 +58,7 @@ impl ClientGate {
             store,
             records: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureLimit::new(FREE_FAILURES, FAILURE_WINDOW, MAX_BACKOFF),
         }
     }
 
@@ -102,27 +98,14 @@ impl ClientGate {
                 }
                 verified.insert(proof, (claims.clone(), Instant::now()));
                 drop(verified);
-                let mut failures = lock(&self.failures);
                 for k in &keys {
-                    failures.remove(k);
+                    self.failures.clear(k);
                 }
                 Verdict::Accepted(claims)
             }
             _ => {
-                let mut failures = lock(&self.failures);
-                if failures.len() >= MAX_ENTRIES {
-                    failures.clear();
-                }
                 for k in keys {
-                    let f = failures.entry(k).or_insert(Failures {
-                        count: 0,
-                        last: Instant::now(),
-                    });
-                    if f.last.elapsed() > FAILURE_WINDOW {
-                        f.count = 0;
-                    }
-                    f.count += 1;
-                    f.last = Instant::now();
+                    self.failures.fail(k);
                 }
                 Verdict::Refused
             }
@@ -140,13 +123,7 @@ impl ClientGate {
     }
 
     fn backoff(&self, key: &FailKey) -> Option<Duration> {
-        let failures = lock(&self.failures);
-        let f = failures.get(key)?;
-        if f.count < FREE_FAILURES || f.last.elapsed() > FAILURE_WINDOW {
-            return None;
-        }
-        let wait = Duration::from_secs(1u64 << (f.count - FREE_FAILURES).min(9)).min(MAX_BACKOFF);
-        wait.checked_sub(f.last.elapsed())
+        self.failures.backoff(key)
     }
 
     async fn record(&self, user: &str) -> Option<ClientRecord> {

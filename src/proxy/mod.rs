@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod error;
 pub mod evict;
 // sendfile(2) with these semantics is Linux's; elsewhere hyper serves every request.
+pub mod failure_limit;
 #[cfg(target_os = "linux")]
 pub mod fastpath;
 pub mod fill;
