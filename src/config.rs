@@ -16,6 +16,25 @@ pub struct Config {
     pub limits: Limits,
     /// Directories of Kubernetes Secret files the lookup chain reads.
     pub kube_secret_dirs: Vec<PathBuf>,
+    /// Fleet mode: shared state in PostgreSQL instead of the local store.
+    pub state: StateConfig,
+}
+
+/// `[state]`: where shared state lives (fleet mode). Unset: the local store.
+#[derive(Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `postgres://user[:password]@host[:port]/database`.
+    pub postgres: Option<String>,
+}
+
+// The URL may carry a password.
+impl std::fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("postgres", &self.postgres.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +86,19 @@ impl Config {
                 Some(s) => (s.trim().to_string(), "the config file"),
                 None => ("auto".to_string(), "the default"),
             },
+        }
+    }
+
+    /// The PostgreSQL URL of shared state and where it came from: `PULLSECRET_STATE`
+    /// (also `--state`), then the config file's `[state] postgres`; `None`: the local store.
+    pub fn state_url(&self) -> Option<(String, &'static str)> {
+        match std::env::var("PULLSECRET_STATE") {
+            Ok(v) if !v.trim().is_empty() => Some((v.trim().to_string(), "PULLSECRET_STATE")),
+            _ => self
+                .state
+                .postgres
+                .clone()
+                .map(|u| (u, "[state] or --state")),
         }
     }
 

@@ -28,6 +28,10 @@ pub struct Cli {
     /// Directory holding the encrypted secret store (default $XDG_DATA_HOME/pullsecret).
     #[arg(long, global = true, env = "PULLSECRET_STORE_DIR")]
     store_dir: Option<PathBuf>,
+    /// Fleet mode: shared state in PostgreSQL (`postgres://user@host/db`) instead of the
+    /// local store, for the CLI, the proxy and the admin API alike.
+    #[arg(long, global = true, env = "PULLSECRET_STATE", hide_env_values = true)]
+    pub(crate) state: Option<String>,
     /// Config file: config.toml (default $XDG_CONFIG_HOME/pullsecret/config.toml); for
     /// `proxy`, the proxy's proxy.toml (default $XDG_CONFIG_HOME/pullsecret/proxy.toml).
     #[arg(long, global = true)]
@@ -84,7 +88,10 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     fn new(cli: &Cli) -> anyhow::Result<Self> {
-        let config = Config::load(cli.config.as_deref())?;
+        let mut config = Config::load(cli.config.as_deref())?;
+        if let Some(s) = &cli.state {
+            config.state.postgres = Some(s.clone());
+        }
         let paths = StorePaths::from_env(cli.store_dir.as_deref());
         let opened = crate::store::open_store(&config, &paths)?;
         Ok(Self {

@@ -109,10 +109,7 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     }
     let general = Config::load(None)?;
     let namespace = general.namespace();
-    let store = Arc::new(FileStore::new(
-        StorePaths::from_env(cli.store_dir.as_deref()),
-        general.limits,
-    ));
+    let store = proxy_store(cli, Some(&cfg))?;
     let tls = match &cfg.tls {
         Some(t) => Some(
             crate::proxy::tls::acceptor(t, store.as_ref(), &namespace).map_err(|e| anyhow!(e))?,
@@ -227,12 +224,9 @@ fn print_config(cfg: &ProxyConfig, runtime: &str) -> String {
 
 fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
     use crate::proxy::client_auth::{client_secret, CLIENTS_NAMESPACE};
-    use crate::store::{validate_namespace, SecretStore};
-    let general = Config::load(None)?;
-    let store = FileStore::new(
-        StorePaths::from_env(cli.store_dir.as_deref()),
-        general.limits,
-    );
+    use crate::store::validate_namespace;
+    let store = proxy_store(cli, None)?;
+    let store = store.as_ref();
     match c {
         ClientCmd::Add {
             user, namespace, ..
@@ -255,4 +249,27 @@ fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The proxy's store: shared state in PostgreSQL when `--state`, `PULLSECRET_STATE`, proxy.toml's
+/// or config.toml's `[state]` names one (in that order), else the local file store.
+fn proxy_store(
+    cli: &Cli,
+    cfg: Option<&ProxyConfig>,
+) -> Result<Arc<dyn crate::store::SecretStore + Send + Sync>> {
+    let mut general = Config::load(None)?;
+    if let Some(p) = cfg.and_then(|c| c.state.postgres.clone()) {
+        general.state.postgres = Some(p);
+    }
+    if let Some(s) = &cli.state {
+        general.state.postgres = Some(s.clone());
+    }
+    let paths = StorePaths::from_env(cli.store_dir.as_deref());
+    Ok(match crate::store::open_state(&general, &paths)? {
+        Some((pg, why)) => {
+            tracing::info!("{why}");
+            Arc::new(pg)
+        }
+        None => Arc::new(FileStore::new(paths, general.limits)),
+    })
 }

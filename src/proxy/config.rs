@@ -40,6 +40,12 @@ pub struct ProxyConfig {
     pub limits: ProxyLimits,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Fleet mode: shared state in PostgreSQL (`[state] postgres = "postgres://…"`).
+    #[serde(default)]
+    pub state: crate::config::StateConfig,
+    /// Fleet mode: how replicas reach each other.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -82,6 +88,31 @@ pub struct CacheConfig {
     /// How long an upstream's confirmation that a repository has a digest is trusted (default 1h).
     #[serde(with = "humantime_serde_opt")]
     pub link_ttl: Option<Duration>,
+    /// `local` (default: the cache directory) or `s3` (a bucket shared by a fleet of replicas;
+    /// the cache directory becomes each replica's read-through copy).
+    pub backend: Option<String>,
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket (default none).
+    pub prefix: Option<String>,
+    /// S3-compatible endpoint (`http://127.0.0.1:3900`); default AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    pub path_style: Option<bool>,
+    /// SecretRefs (`env://VAR`, `file:///path`, `secret://ns/name/key`) for the access key;
+    /// unset: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Upper bound on each replica's local read-through copy with `backend = "s3"`.
+    pub local_max_size: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The URL other replicas use to reach this one (default `http://<listen>`): they stream a
+    /// blob this replica is filling from it.
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -5,16 +5,15 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::master_key::MasterKey;
-use super::model::{Record, StoredSecret};
+use super::model::StoredSecret;
+use super::sealed::{new_data_key, open_namespace, seal_namespace, Sealed};
 use super::{SecretStore, StoreError};
 use crate::fsutil::{create_private_dir, write_atomic, LockGuard};
-use crate::secret::{LimitError, Limits};
+use crate::secret::Limits;
 
 const FORMAT: &str = "pullsecret-namespace-v1";
 const DIR: &str = "secrets-v1";
@@ -62,11 +61,6 @@ struct NamespaceFile {
     key_id: String,
     wrapped_key: String,
     data: String,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct NamespacePlain {
-    secrets: Vec<Record>,
 }
 
 /// A namespace's secrets with its (unwrapped) data key.
@@ -178,30 +172,16 @@ impl FileStore {
         if file.key_id != key.id() {
             return Err(decrypt_err(&self.wrong_key_reason(&file.key_id, key)));
         }
-        let wrapped = B64
-            .decode(&file.wrapped_key)
-            .map_err(|_| decrypt_err("damaged wrapped key"))?;
-        let data_key = Zeroizing::new(
-            open(key.bytes(), &wrapped, &aad("dk", namespace))
-                .map_err(|_| decrypt_err("wrapped key does not open"))?,
-        );
-        let sealed = B64
-            .decode(&file.data)
-            .map_err(|_| decrypt_err("damaged data"))?;
-        let plain = Zeroizing::new(
-            open(&data_key, &sealed, &aad("data", namespace))
-                .map_err(|_| decrypt_err("data does not open (damaged file)"))?,
-        );
-        let parsed: NamespacePlain = serde_json::from_slice(&plain)
-            .map_err(|_| decrypt_err("decrypted data is not valid"))?;
-        let mut secrets = Vec::with_capacity(parsed.secrets.len());
-        for record in parsed.secrets {
-            secrets.push(
-                record
-                    .into_secret(namespace)
-                    .map_err(|r| decrypt_err(&r.to_string()))?,
-            );
-        }
+        let sealed = Sealed {
+            wrapped_key: B64
+                .decode(&file.wrapped_key)
+                .map_err(|_| decrypt_err("damaged wrapped key"))?,
+            data: B64
+                .decode(&file.data)
+                .map_err(|_| decrypt_err("damaged data"))?,
+        };
+        let (secrets, data_key) =
+            open_namespace(namespace, key, &sealed).map_err(|r| decrypt_err(&r))?;
         Ok(Some((secrets, data_key)))
     }
 
@@ -213,49 +193,17 @@ impl FileStore {
         secrets: &[StoredSecret],
     ) -> Result<(), StoreError> {
         let path = self.ns_path(namespace);
-        let plain = NamespacePlain {
-            secrets: secrets.iter().map(Record::from_secret).collect(),
-        };
-        let bytes = Zeroizing::new(
-            serde_json::to_vec(&plain).map_err(|e| StoreError::Invalid(e.to_string()))?,
-        );
+        let sealed = seal_namespace(namespace, key, data_key, secrets)?;
         let file = NamespaceFile {
             format: FORMAT.to_string(),
             namespace: namespace.to_string(),
             key_id: key.id(),
-            wrapped_key: B64.encode(seal(key.bytes(), data_key, &aad("dk", namespace))?),
-            data: B64.encode(seal(data_key, &bytes, &aad("data", namespace))?),
+            wrapped_key: B64.encode(&sealed.wrapped_key),
+            data: B64.encode(&sealed.data),
         };
         let out =
             serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
         write_atomic(&path, &out).map_err(StoreError::io(&path))
-    }
-
-    fn check_limits(
-        &self,
-        namespace: &str,
-        before: usize,
-        secrets: &[StoredSecret],
-    ) -> Result<(), StoreError> {
-        if secrets.len() > self.limits.max_secrets_per_namespace && secrets.len() > before {
-            return Err(LimitError::TooManySecrets {
-                namespace: namespace.to_string(),
-                limit: self.limits.max_secrets_per_namespace,
-            }
-            .into());
-        }
-        for s in secrets {
-            let size = s.stored_size();
-            if size > self.limits.max_secret_bytes {
-                return Err(LimitError::SecretTooLarge {
-                    name: s.name.clone(),
-                    size,
-                    limit: self.limits.max_secret_bytes,
-                }
-                .into());
-            }
-        }
-        Ok(())
     }
 }
 
@@ -354,15 +302,12 @@ impl SecretStore for FileStore {
             None => {
                 // A new namespace: a wrong key would seal it apart from the rest, splitting the store.
                 self.check_key_matches(&key)?;
-                (
-                    Vec::new(),
-                    Zeroizing::new(super::master_key::random_key()?.to_vec()),
-                )
+                (Vec::new(), new_data_key()?)
             }
         };
         let before = secrets.len();
         edit(&mut secrets)?;
-        self.check_limits(namespace, before, &secrets)?;
+        super::check_limits(&self.limits, namespace, before, &secrets)?;
         self.write_ns(namespace, &key, &data_key, &secrets)
     }
 }
@@ -380,34 +325,4 @@ fn warn_skipped(namespace: &str, path: &Path, e: &StoreError) {
     if first {
         tracing::warn!("skipping namespace {namespace:?} in lookups across namespaces: {e}");
     }
-}
-
-fn aad(what: &str, namespace: &str) -> Vec<u8> {
-    format!("pullsecret/{what}/v1/{namespace}").into_bytes()
-}
-
-/// nonce (24 bytes) || ciphertext+tag
-fn seal(key: &[u8], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let cipher = XChaCha20Poly1305::new_from_slice(key)
-        .map_err(|_| StoreError::Invalid("bad key length".into()))?;
-    let mut nonce = [0u8; 24];
-    getrandom::fill(&mut nonce)
-        .map_err(|e| StoreError::Invalid(format!("OS random source: {e}")))?;
-    let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .map_err(|_| StoreError::Invalid("encryption failed".into()))?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&ct);
-    Ok(out)
-}
-
-fn open(key: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
-    if sealed.len() < 24 {
-        return Err(());
-    }
-    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| ())?;
-    let (nonce, ct) = sealed.split_at(24);
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map_err(|_| ())
 }

@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod cred_helper;
+pub mod database;
 pub mod docker_config;
 mod error;
 pub mod file;
@@ -13,11 +14,13 @@ pub mod login;
 mod master_key;
 pub mod model;
 pub mod open;
+pub mod postgres;
+mod sealed;
 
 pub use error::StoreError;
 pub use file::{FileStore, StorePaths};
 pub use model::{now_unix, Origin, RegistryEntry, Scope, SecretData, StoredSecret};
-pub use open::{open_store, OpenedStore, StoreKind};
+pub use open::{open_state, open_store, OpenedStore, StoreKind};
 
 use secrecy::SecretString;
 
@@ -146,4 +149,33 @@ impl StoreLookup for StoreRefs<'_> {
             .map(Some)
             .map_err(|e| StoredValueError::Ref(Box::new(e)))
     }
+}
+
+/// The limits every store enforces: a namespace may not grow past its count
+/// limit, and no secret may exceed the size limit.
+pub(crate) fn check_limits(
+    limits: &crate::secret::Limits,
+    namespace: &str,
+    before: usize,
+    secrets: &[StoredSecret],
+) -> Result<(), StoreError> {
+    if secrets.len() > limits.max_secrets_per_namespace && secrets.len() > before {
+        return Err(crate::secret::LimitError::TooManySecrets {
+            namespace: namespace.to_string(),
+            limit: limits.max_secrets_per_namespace,
+        }
+        .into());
+    }
+    for s in secrets {
+        let size = s.stored_size();
+        if size > limits.max_secret_bytes {
+            return Err(crate::secret::LimitError::SecretTooLarge {
+                name: s.name.clone(),
+                size,
+                limit: limits.max_secret_bytes,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }

@@ -50,6 +50,12 @@ pub struct OpenedStore {
 /// The file store is opened without touching D-Bus; `auto` probes the bus only when
 /// `DBUS_SESSION_BUS_ADDRESS` is set, so the helper stays fast on headless hosts.
 pub fn open_store(config: &Config, paths: &StorePaths) -> Result<OpenedStore, StoreError> {
+    if let Some((store, why)) = open_state(config, paths)? {
+        return Ok(OpenedStore {
+            store: Box::new(store),
+            why,
+        });
+    }
     let (value, source) = config.store_setting();
     let kind = StoreKind::parse(&value).ok_or_else(|| {
         let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
@@ -203,4 +209,31 @@ mod tests {
         }
         assert_eq!(StoreKind::parse("gnome"), None);
     }
+}
+
+/// Fleet mode, when `[state]` or `--state` names a database: the PostgreSQL store, sealed with
+/// the same master key the file store uses (`PULLSECRET_MASTER_KEY_FILE` or the OS keyring);
+/// every replica must hold the same key. `None`: no shared state is configured.
+pub fn open_state(
+    config: &Config,
+    paths: &StorePaths,
+) -> Result<Option<(super::postgres::PgStore, String)>, StoreError> {
+    let Some((url, source)) = config.state_url() else {
+        return Ok(None);
+    };
+    let url = url.as_str();
+    let db = super::database::Database::connect(url)?;
+    let key = match super::master_key::MasterKey::load_any(&paths.key_file, &paths.data_dir)? {
+        Some(k) => k,
+        None => super::master_key::MasterKey::create_any(&paths.key_file, &paths.data_dir)?,
+    };
+    let why = format!(
+        "state = {} from {source}: namespaces sealed in PostgreSQL with master key {}",
+        super::database::redact(url),
+        key.id()
+    );
+    Ok(Some((
+        super::postgres::PgStore::open(db, key, config.limits)?,
+        why,
+    )))
 }

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use super::model::{Record, StoredSecret};
 use super::{validate_namespace, SecretStore, StoreError};
 use crate::fsutil::{create_private_dir, LockGuard};
-use crate::secret::{validate_name, LimitError, Limits};
+use crate::secret::{validate_name, Limits};
 
 /// How long `auto` waits for the Secret Service before using the file store by default.
 pub const AUTO_PROBE: Duration = Duration::from_millis(200);
@@ -221,7 +221,7 @@ impl<B: Backend> SecretStore for KeyringStore<B> {
         }
         let count_before = secrets.len();
         edit(&mut secrets)?;
-        check_limits(&self.limits, namespace, count_before, &secrets)?;
+        super::check_limits(&self.limits, namespace, count_before, &secrets)?;
 
         let mut writes = Vec::new();
         let mut names_after: Vec<String> = Vec::new();
@@ -255,35 +255,6 @@ impl<B: Backend> SecretStore for KeyringStore<B> {
             },
         )
     }
-}
-
-/// The same limits the file store enforces: a namespace may not grow past its count
-/// limit, and no secret may exceed the size limit.
-fn check_limits(
-    limits: &Limits,
-    namespace: &str,
-    before: usize,
-    secrets: &[StoredSecret],
-) -> Result<(), StoreError> {
-    if secrets.len() > limits.max_secrets_per_namespace && secrets.len() > before {
-        return Err(LimitError::TooManySecrets {
-            namespace: namespace.to_string(),
-            limit: limits.max_secrets_per_namespace,
-        }
-        .into());
-    }
-    for s in secrets {
-        let size = s.stored_size();
-        if size > limits.max_secret_bytes {
-            return Err(LimitError::SecretTooLarge {
-                name: s.name.clone(),
-                size,
-                limit: limits.max_secret_bytes,
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
