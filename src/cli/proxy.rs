@@ -109,7 +109,7 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     }
     let general = Config::load(None)?;
     let namespace = general.namespace();
-    let store = proxy_store(cli, Some(&cfg))?;
+    let (store, fleet_db) = proxy_store(cli, Some(&cfg))?;
     let tls = match &cfg.tls {
         Some(t) => Some(
             crate::proxy::tls::acceptor(t, store.as_ref(), &namespace).map_err(|e| anyhow!(e))?,
@@ -146,6 +146,7 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
             eprintln!("{banner}");
         }
         crate::proxy::log_summary(&proxy, &format!("{scheme}://{addr}"));
+        join_fleet(&proxy, &cfg, fleet_db, &format!("{scheme}://{addr}"))?;
         if let Some(admin) = &cfg.admin {
             // The admin API on its own address, so the registry port can be exposed alone.
             let l = tokio::net::TcpListener::bind(&admin.listen)
@@ -225,7 +226,7 @@ fn print_config(cfg: &ProxyConfig, runtime: &str) -> String {
 fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
     use crate::proxy::client_auth::{client_secret, CLIENTS_NAMESPACE};
     use crate::store::validate_namespace;
-    let store = proxy_store(cli, None)?;
+    let (store, _) = proxy_store(cli, None)?;
     let store = store.as_ref();
     match c {
         ClientCmd::Add {
@@ -251,12 +252,18 @@ fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
     Ok(())
 }
 
+/// The database and peer key a fleet replica coordinates with.
+type FleetDb = Option<(
+    crate::store::database::Database,
+    zeroize::Zeroizing<[u8; 32]>,
+)>;
+
 /// The proxy's store: shared state in PostgreSQL when `--state`, `PULLSECRET_STATE`, proxy.toml's
 /// or config.toml's `[state]` names one (in that order), else the local file store.
 fn proxy_store(
     cli: &Cli,
     cfg: Option<&ProxyConfig>,
-) -> Result<Arc<dyn crate::store::SecretStore + Send + Sync>> {
+) -> Result<(Arc<dyn crate::store::SecretStore + Send + Sync>, FleetDb)> {
     let mut general = Config::load(None)?;
     if let Some(p) = cfg.and_then(|c| c.state.postgres.clone()) {
         general.state.postgres = Some(p);
@@ -268,8 +275,55 @@ fn proxy_store(
     Ok(match crate::store::open_state(&general, &paths)? {
         Some((pg, why)) => {
             tracing::info!("{why}");
-            Arc::new(pg)
+            let fleet = Some((pg.database(), pg.peer_key()));
+            (Arc::new(pg), fleet)
         }
-        None => Arc::new(FileStore::new(paths, general.limits)),
+        None => (Arc::new(FileStore::new(paths, general.limits)), None),
     })
+}
+
+/// Fleet mode: the shared bucket (`[cache] backend = "s3"`) and the database's leases, when
+/// either is configured.
+fn join_fleet(
+    proxy: &Arc<crate::proxy::server::Proxy>,
+    cfg: &ProxyConfig,
+    db: FleetDb,
+    listening: &str,
+) -> Result<()> {
+    let refs = crate::store::StoreRefs(proxy.secrets.as_ref());
+    let shared = crate::proxy::shared_blobs::SharedBlobs::from_config(&cfg.cache, &refs)
+        .map_err(|e| anyhow!(e))?;
+    if shared.is_none() && db.is_none() {
+        return Ok(());
+    }
+    let max_shared = match (&shared, cfg.cache.max_size.as_deref()) {
+        (Some(_), Some(text)) => Some(
+            crate::proxy::evict::parse_size(text)
+                .ok_or_else(|| anyhow!("cache.max_size {text:?}: expected a size such as 50GiB"))?,
+        ),
+        _ => None,
+    };
+    // `PULLSECRET_ADVERTISE` first: on Kubernetes it is built from the pod's IP.
+    let advertise = std::env::var("PULLSECRET_ADVERTISE")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| cfg.fleet.advertise.clone())
+        .unwrap_or_else(|| listening.to_string());
+    if advertise.contains("://0.0.0.0") || advertise.contains("://[::]") {
+        tracing::warn!(%advertise, "fleet: other replicas cannot reach an unspecified address; set [fleet] advertise or PULLSECRET_ADVERTISE");
+    }
+    let (pool, key) = match db {
+        Some((db, key)) => (Some(db.pool().clone()), Some(key)),
+        None => (None, None),
+    };
+    let fleet = crate::proxy::fleet::Fleet::new(shared, pool, advertise, key, max_shared);
+    tracing::info!(
+        replica = %fleet.id,
+        advertise = %fleet.advertise,
+        bucket = %fleet.shared.as_ref().map_or("(none)", |s| s.bucket.as_str()),
+        leases = fleet.coordinated(),
+        "fleet: joined"
+    );
+    proxy.attach_fleet(fleet);
+    Ok(())
 }

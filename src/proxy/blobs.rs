@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderMap, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http_body_util::BodyExt;
 
 use super::error::FillError;
 use super::fill::{Download, Fill, Joined};
 use super::fill_queue::Ticket;
+use super::fleet_source::Source;
 use super::grants::Link;
 use super::response::{
-    blob_head, echo_ns, error_response, hv, oci_error, parse_range, queue_full,
-    range_not_satisfiable, serve_file, upstream_error, BlobHead, Body, QueueFull, CHUNK,
+    blob_head, echo_ns, error_response, hv, oci_error, queue_full, serve_file, stream_fill,
+    upstream_error, BlobHead, Body, QueueFull,
 };
 use super::route::{route, Route};
 use super::server::Proxy;
@@ -23,53 +23,6 @@ use crate::registry::digest::Digest;
 
 /// The requester address of the proxy's own background work (`warm`).
 pub(super) const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-/// Streams a (possibly still filling) blob to one client, honouring a single Range.
-pub(super) async fn stream_fill(
-    mut reader: super::fill::FillReader,
-    digest: &Digest,
-    range: Option<&str>,
-) -> Response<Body> {
-    let total = match reader.started().await {
-        Ok(t) => t,
-        Err(e) => return error_response(&e),
-    };
-    let (status, start, end, content_range) =
-        match (range.and_then(|r| parse_range(r, total)), total) {
-            (Some(Ok((s, e))), Some(t)) => (
-                StatusCode::PARTIAL_CONTENT,
-                s,
-                Some(e),
-                Some(format!("bytes {s}-{e}/{t}")),
-            ),
-            (Some(Err(())), Some(t)) => return range_not_satisfiable(t),
-            _ => (StatusCode::OK, 0, total.map(|t| t.saturating_sub(1)), None),
-        };
-    let limit = end.map(|e| e + 1);
-    let stream =
-        futures_util::stream::unfold((reader, start), move |(mut reader, offset)| async move {
-            if limit.is_some_and(|l| offset >= l) {
-                return None;
-            }
-            let max = limit.map_or(CHUNK, |l| ((l - offset) as usize).min(CHUNK));
-            match reader.read_at(offset, max).await {
-                Ok(Some(b)) => {
-                    let n = b.len() as u64;
-                    Some((Ok(Frame::data(b)), (reader, offset + n)))
-                }
-                Ok(None) => None,
-                // An error frame aborts the connection: the client never sees a complete-looking body.
-                Err(e) => Some((Err(std::io::Error::other(e)), (reader, u64::MAX))),
-            }
-        });
-    BlobHead {
-        status,
-        digest,
-        length: end.map(|e| e + 1 - start),
-        content_range,
-    }
-    .response(BodyExt::boxed(StreamBody::new(stream)))
-}
 
 /// Where a blob stands for one requester: the one decision both transports act on.
 pub enum BlobPlan {
@@ -142,8 +95,7 @@ impl Proxy {
                 Ok(t) => t,
                 Err(QueueFull) => return BlobPlan::Refused(queue_full()),
             };
-            let creds = picked.map(|p| p.creds.clone());
-            match self.join_fill(up, repo, digest, creds, identity, &owner, ticket) {
+            match self.join_fill(up, repo, digest, picked.cloned(), identity, &owner, ticket) {
                 Ok(Some((fill, leader))) => {
                     let own = leader || fill.owner == owner;
                     return BlobPlan::Filling { fill, own };
@@ -366,11 +318,12 @@ impl Proxy {
         up: &Arc<Upstream>,
         repo: &str,
         digest: &Digest,
-        creds: Option<crate::registry::auth::Credentials>,
+        picked: Option<Picked>,
         identity: &str,
         owner: &str,
         ticket: Option<Ticket>,
     ) -> std::io::Result<Option<(Arc<super::fill::Fill>, bool)>> {
+        let creds = picked.as_ref().map(|p| p.creds.clone());
         let final_path = self.store.blob_path(digest);
         let (fill, driver) =
             match self
@@ -412,32 +365,22 @@ impl Proxy {
                 .upstream_bytes
                 .get_or_create(&this.metrics.upstream(&name))
                 .clone();
-            let download = match up.client.get_blob(&repo, &digest, 0, creds.as_ref()).await {
-                Ok(resp) => {
-                    let total = resp.content_length();
-                    let ranges = resp
-                        .headers()
-                        .get(reqwest::header::ACCEPT_RANGES)
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"));
-                    let s = &this.settings;
-                    let rest = match total {
-                        Some(t)
-                            if ranges
-                                && s.parallel_connections > 1
-                                && t >= s.parallel_min_bytes =>
-                        {
-                            this.range_parts(&up, &repo, &digest, creds.as_ref(), t, &bytes_counter)
-                                .await
-                        }
-                        _ => Vec::new(),
-                    };
-                    Ok(Download {
-                        total,
-                        chunks: super::ranges::chunks_of(resp, bytes_counter.clone()),
-                        rest,
-                    })
+            // In a fleet the bytes may come from the shared bucket or another replica.
+            let (source, upload, lease, taken) = match this
+                .fleet_source(&up, &repo, &digest, picked.as_ref())
+                .await
+            {
+                Source::Upstream(lease) => (None, true, lease, None),
+                Source::Bucket(d) => (Some(Ok(d)), false, None, None),
+                Source::Peer(d, slot) => (Some(Ok(d)), false, None, Some(slot)),
+                Source::Failed(e) => (Some(Err(e)), false, None, None),
+            };
+            let download = match source {
+                Some(d) => d,
+                None => {
+                    this.upstream_download(&up, &repo, &digest, creds.as_ref(), &bytes_counter)
+                        .await
                 }
-                Err(e) => Err(FillError::upstream(&e, "BLOB_UNKNOWN")),
             };
             // The upstream served these verified bytes to this requester: link it before the
             // file appears, so the next request finds both.
@@ -447,6 +390,19 @@ impl Proxy {
                 .fills
                 .drive(driver, download, final_path, verified, committed)
                 .await;
+            // A follower that took over a dead replica's lease uploads, as the leader would have.
+            let taken =
+                taken.and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let upload = upload || taken.is_some();
+            let lease = lease.or(taken);
+            match &result {
+                Ok(n) => this.after_fill(&digest, *n, upload, lease).await,
+                Err(_) => {
+                    if let Some(l) = lease {
+                        l.release().await;
+                    }
+                }
+            }
             if let Err(e) = result {
                 this.metrics
                     .upstream_errors
@@ -456,6 +412,43 @@ impl Proxy {
             }
         });
         Ok(Some((fill, true)))
+    }
+
+    /// The upstream's bytes for a fill: one GET, plus ranged parts over further connections
+    /// when the blob is large and the upstream answers ranges.
+    async fn upstream_download(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        creds: Option<&crate::registry::auth::Credentials>,
+        bytes_counter: &prometheus_client::metrics::counter::Counter,
+    ) -> Result<Download, FillError> {
+        match up.client.get_blob(repo, digest, 0, creds).await {
+            Ok(resp) => {
+                let total = resp.content_length();
+                let ranges = resp
+                    .headers()
+                    .get(reqwest::header::ACCEPT_RANGES)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"));
+                let s = &self.settings;
+                let rest = match total {
+                    Some(t)
+                        if ranges && s.parallel_connections > 1 && t >= s.parallel_min_bytes =>
+                    {
+                        self.range_parts(up, repo, digest, creds, t, bytes_counter)
+                            .await
+                    }
+                    _ => Vec::new(),
+                };
+                Ok(Download {
+                    total,
+                    chunks: super::ranges::chunks_of(resp, bytes_counter.clone()),
+                    rest,
+                })
+            }
+            Err(e) => Err(FillError::upstream(&e, "BLOB_UNKNOWN")),
+        }
     }
 
     /// The sendfile path's use of the same decision, for a client with no credentials of its

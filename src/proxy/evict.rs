@@ -16,6 +16,8 @@ struct State {
     in_use: HashMap<Digest, usize>,
     /// Digests of pinned images: never evicted.
     pinned: std::collections::HashSet<Digest>,
+    /// Fleet mode: digests used since the fleet last asked (for the shared bucket's LRU).
+    recent: Option<std::collections::HashSet<Digest>>,
 }
 
 pub struct Lru {
@@ -84,6 +86,23 @@ impl Lru {
         self.lock().pinned = set;
     }
 
+    /// Fleet mode: starts noting which blobs are used, for `take_used`.
+    pub fn track_use(&self) {
+        self.lock().recent.get_or_insert_with(Default::default);
+    }
+
+    /// Blobs used since the last call, those being read now, and pinned ones.
+    pub fn take_used(&self) -> (Vec<Digest>, Vec<Digest>) {
+        let mut s = self.lock();
+        let mut used: Vec<Digest> = s
+            .recent
+            .as_mut()
+            .map(|r| r.drain().collect())
+            .unwrap_or_default();
+        used.extend(s.in_use.keys().cloned());
+        (used, s.pinned.iter().cloned().collect())
+    }
+
     pub fn usage(&self) -> (u64, u64) {
         let s = self.lock();
         (s.total, s.entries.len() as u64)
@@ -98,6 +117,9 @@ impl Lru {
             e.1 = tick;
         }
         *s.in_use.entry(d.clone()).or_default() += 1;
+        if let Some(r) = s.recent.as_mut() {
+            r.insert(d.clone());
+        }
         Pin {
             lru: self.clone(),
             digest: d.clone(),

@@ -220,6 +220,11 @@ impl Fills {
         self.lock().get(digest).cloned()
     }
 
+    /// Every digest being filled now.
+    pub fn digests(&self) -> Vec<Digest> {
+        self.lock().keys().cloned().collect()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.lock().len()
     }

@@ -44,6 +44,13 @@ pub struct Metrics {
     pub cache_entries: Gauge,
     pub prefetch_bytes: Counter,
     pub prefetch_used_bytes: Counter,
+    /// Fleet: 1 while the shared bucket answers (-1 without one).
+    pub shared_up: Gauge,
+    /// Fleet: blobs uploaded to the bucket, blobs filled from it, fills streamed from a peer.
+    pub shared_uploads: Counter,
+    pub shared_upload_errors: Counter,
+    pub shared_fills: Counter,
+    pub peer_fills: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +76,11 @@ impl Default for Metrics {
             evictions: Counter::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
+            shared_up: Gauge::default(),
+            shared_uploads: Counter::default(),
+            shared_upload_errors: Counter::default(),
+            shared_fills: Counter::default(),
+            peer_fills: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -162,6 +174,31 @@ impl Default for Metrics {
             m.cache_bytes.clone(),
         );
         registry.register("cache_blobs", "Blobs in the cache", m.cache_entries.clone());
+        registry.register(
+            "shared_store_up",
+            "1 while the fleet's shared bucket answers, 0 while it does not, -1 without one",
+            m.shared_up.clone(),
+        );
+        registry.register(
+            "shared_uploads",
+            "Verified blobs uploaded to the fleet's shared bucket",
+            m.shared_uploads.clone(),
+        );
+        registry.register(
+            "shared_upload_errors",
+            "Uploads to the shared bucket that failed (the blob stays in the local cache)",
+            m.shared_upload_errors.clone(),
+        );
+        registry.register(
+            "shared_fills",
+            "Fills served from the fleet's shared bucket instead of the upstream",
+            m.shared_fills.clone(),
+        );
+        registry.register(
+            "peer_fills",
+            "Fills streamed from another replica that was filling the blob",
+            m.peer_fills.clone(),
+        );
         Self { registry, ..m }
     }
 }

@@ -16,6 +16,8 @@ pub mod failure_limit;
 pub mod fastpath;
 pub mod fill;
 pub mod fill_queue;
+pub mod fleet;
+pub mod fleet_source;
 pub mod grants;
 pub mod listener;
 pub mod manifests;
@@ -27,6 +29,7 @@ pub mod referrers;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod shared_blobs;
 pub mod tags;
 pub mod tls;
 pub mod upstream;
@@ -74,10 +77,16 @@ pub fn build(
         None if cfg.upstreams.len() == 1 => Some(0),
         None => None,
     };
-    let max_cache_bytes = match cfg.cache.max_size.as_deref() {
+    // With a shared bucket, `max_size` bounds the bucket and `local_max_size` this replica's copy.
+    let (local_key, local_max) = if cfg.cache.backend.as_deref() == Some("s3") {
+        ("cache.local_max_size", cfg.cache.local_max_size.as_deref())
+    } else {
+        ("cache.max_size", cfg.cache.max_size.as_deref())
+    };
+    let max_cache_bytes = match local_max {
         Some(text) => Some(evict::parse_size(text).ok_or_else(|| {
             SetupError::new(
-                format!("cache.max_size {text:?}"),
+                format!("{local_key} {text:?}"),
                 "expected a size such as 50GiB or 800MB",
             )
         })?),

@@ -334,6 +334,53 @@ pub(super) fn tokio_util_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static
     })
 }
 
+/// Streams a (possibly still filling) blob to one client, honouring a single Range.
+pub(super) async fn stream_fill(
+    mut reader: super::fill::FillReader,
+    digest: &Digest,
+    range: Option<&str>,
+) -> Response<Body> {
+    let total = match reader.started().await {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
+    let (status, start, end, content_range) =
+        match (range.and_then(|r| parse_range(r, total)), total) {
+            (Some(Ok((s, e))), Some(t)) => (
+                StatusCode::PARTIAL_CONTENT,
+                s,
+                Some(e),
+                Some(format!("bytes {s}-{e}/{t}")),
+            ),
+            (Some(Err(())), Some(t)) => return range_not_satisfiable(t),
+            _ => (StatusCode::OK, 0, total.map(|t| t.saturating_sub(1)), None),
+        };
+    let limit = end.map(|e| e + 1);
+    let stream =
+        futures_util::stream::unfold((reader, start), move |(mut reader, offset)| async move {
+            if limit.is_some_and(|l| offset >= l) {
+                return None;
+            }
+            let max = limit.map_or(CHUNK, |l| ((l - offset) as usize).min(CHUNK));
+            match reader.read_at(offset, max).await {
+                Ok(Some(b)) => {
+                    let n = b.len() as u64;
+                    Some((Ok(Frame::data(b)), (reader, offset + n)))
+                }
+                Ok(None) => None,
+                // An error frame aborts the connection: the client never sees a complete-looking body.
+                Err(e) => Some((Err(std::io::Error::other(e)), (reader, u64::MAX))),
+            }
+        });
+    BlobHead {
+        status,
+        digest,
+        length: end.map(|e| e + 1 - start),
+        content_range,
+    }
+    .response(BodyExt::boxed(StreamBody::new(stream)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_range;

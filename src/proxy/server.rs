@@ -161,6 +161,8 @@ pub struct Proxy {
     pub(super) prefetch_slots: Arc<tokio::sync::Semaphore>,
     /// Prefetched digests no client has asked for yet, and their sizes once known.
     pub(super) prefetched: Mutex<std::collections::HashMap<Digest, u64>>,
+    /// Fleet mode: the shared bucket, leases and peers (set once at start).
+    pub(super) fleet: std::sync::OnceLock<Arc<super::fleet::Fleet>>,
 }
 
 /// Why a request could not get credentials or was refused before reaching the upstream.
@@ -207,6 +209,7 @@ impl Proxy {
             recent: Default::default(),
             prefetch_slots: Arc::new(tokio::sync::Semaphore::new(prefetch_max)),
             prefetched: Mutex::new(std::collections::HashMap::new()),
+            fleet: std::sync::OnceLock::new(),
         })
     }
 
@@ -274,6 +277,9 @@ impl Proxy {
         body: &Bytes,
         peer: std::net::IpAddr,
     ) -> (&'static str, Response<Body>) {
+        if path.starts_with(super::fleet::PEER_PATH) {
+            return ("fleet", self.peer_blob(path, headers).await);
+        }
         match path {
             "/healthz" => return ("health", text(StatusCode::OK, "ok\n")),
             "/readyz" => return ("health", self.readiness()),
@@ -497,6 +503,11 @@ impl Proxy {
     }
 
     pub(super) fn refresh_gauges(&self) {
+        let shared_up = match self.fleet().and_then(|f| f.shared.as_ref()) {
+            Some(s) => i64::from(s.is_up()),
+            None => -1,
+        };
+        self.metrics.shared_up.set(shared_up);
         let (bytes, entries) = self.lru.usage();
         self.metrics.cache_bytes.set(bytes as i64);
         self.metrics.cache_entries.set(entries as i64);

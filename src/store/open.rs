@@ -197,20 +197,6 @@ fn wincred(_: &Config, _: &StorePaths) -> Result<Box<dyn SecretStore>, StoreErro
     Err(not_here("wincred", "Windows"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for (n, k) in NAMES {
-            assert_eq!(StoreKind::parse(n), Some(*k));
-            assert_eq!(k.as_str(), *n);
-        }
-        assert_eq!(StoreKind::parse("gnome"), None);
-    }
-}
-
 /// Fleet mode, when `[state]` or `--state` names a database: the PostgreSQL store, sealed with
 /// the same master key the file store uses (`PULLSECRET_MASTER_KEY_FILE` or the OS keyring);
 /// every replica must hold the same key. `None`: no shared state is configured.
@@ -236,4 +222,18 @@ pub fn open_state(
         super::postgres::PgStore::open(db, key, config.limits)?,
         why,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (n, k) in NAMES {
+            assert_eq!(StoreKind::parse(n), Some(*k));
+            assert_eq!(k.as_str(), *n);
+        }
+        assert_eq!(StoreKind::parse("gnome"), None);
+    }
 }

@@ -63,6 +63,21 @@ impl PgStore {
         Ok(Self { inner })
     }
 
+    /// The database this store uses (for the fleet's leases and accounting).
+    pub fn database(&self) -> Database {
+        self.inner.db.clone()
+    }
+
+    /// A key derived from the master key, for replicas of one fleet to authenticate each other
+    /// (never the master key itself).
+    pub fn peer_key(&self) -> Zeroizing<[u8; 32]> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"pullsecret-fleet-peer-key/v1");
+        h.update(self.inner.key.bytes());
+        Zeroizing::new(h.finalize().into())
+    }
+
     /// Whether this process currently hears of other replicas' changes.
     pub fn listening(&self) -> bool {
         self.inner.listening.load(Ordering::Relaxed)

@@ -12,6 +12,8 @@ mod cold_ranges;
 mod console;
 mod failover;
 mod faults;
+mod fleet;
+mod fleet_engines;
 mod helper_clients;
 mod helper_protocol;
 mod keyring_backends;

@@ -23,6 +23,8 @@ pub enum Fault {
     TooMany,
     /// Send headers and half the blob, then go silent for this long.
     Stall(Duration),
+    /// Send half the blob, pause this long, then the rest (a slow but complete upstream).
+    Pause(Duration),
     /// Go silent for this long before any response header (every request but `/v2/`).
     /// Range answers carry wrong bytes (whole GETs are right).
     CorruptRanges,
@@ -214,13 +216,20 @@ fn serve(
             }
             if let Some((k, v)) = h.split_once(':') {
                 authorized |= k.eq_ignore_ascii_case("authorization") && v.trim() == expected_auth;
-                // `bytes=a-b` only: enough for the proxy's own range requests.
+                // `bytes=a-b` and `bytes=a-` (to the end): the proxy's own range requests.
                 if k.eq_ignore_ascii_case("range") {
                     range = v
                         .trim()
                         .strip_prefix("bytes=")
                         .and_then(|r| r.split_once('-'))
-                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                        .and_then(|(a, b)| {
+                            let end = if b.is_empty() {
+                                usize::MAX
+                            } else {
+                                b.parse().ok()?
+                            };
+                            Some((a.parse().ok()?, end))
+                        });
                 }
             }
         }
@@ -314,6 +323,7 @@ fn serve(
                 continue;
             }
             // A range request is answered at once, whatever the fault does to whole GETs.
+            let range = range.map(|(a, b)| (a, b.min(blob.len().saturating_sub(1))));
             if let Some((a, b)) = range.filter(|(a, b)| a <= b && *b < blob.len()) {
                 counters.range_gets.fetch_add(1, Ordering::Relaxed);
                 write!(w, "HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n", b - a + 1, blob.len())?;
@@ -339,6 +349,12 @@ fn serve(
                     w.flush()?;
                     std::thread::sleep(d);
                     return Ok(());
+                }
+                Fault::Pause(d) => {
+                    w.write_all(&blob[..blob.len() / 2])?;
+                    w.flush()?;
+                    std::thread::sleep(d);
+                    w.write_all(&blob[blob.len() / 2..])?;
                 }
                 _ => w.write_all(blob)?,
             }

@@ -7,9 +7,11 @@
 //! default 1; e.g. `PULLSECRET_TEST_PATIENCE=3` on a slow or heavily shared machine).
 
 pub mod fault_server;
+pub mod garage;
 pub mod http;
 pub mod images;
 pub mod keyring;
+pub mod postgres;
 pub mod proxy;
 pub mod registry;
 pub mod skopeo;

@@ -1,0 +1,412 @@
+//! Fleet mode against real engines: three replicas on one PostgreSQL (Debian's, a throwaway
+//! cluster) and one Garage bucket, in front of the fault server. One upstream GET however many
+//! replicas ask; a replica killed mid-fill is taken over; secrets rotate fleet-wide; the bucket
+//! or the database going away degrades and recovers by itself.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::support::fault_server::{Fault, FaultServer};
+use crate::support::garage::Garage;
+use crate::support::http::http_request;
+use crate::support::postgres::Postgres;
+use crate::support::proxy::{stream_get, ProxyProcess};
+use crate::support::{eventually, metric, run_with_stdin, stderr, Env, CANARY, CANARY_USER};
+
+/// The engines and what every replica shares: the database, the bucket, the master key.
+struct Fleet {
+    pg: Postgres,
+    s3: Garage,
+    url: String,
+    key_file: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start() -> Option<Self> {
+        let pg = Postgres::start()?;
+        let s3 = Garage::start()?;
+        let url = pg.create_database("fleet");
+        let keys = tempfile::tempdir().expect("tempdir");
+        Some(Self {
+            pg,
+            s3,
+            url,
+            key_file: keys.path().join("master.key"),
+            _keys: keys,
+        })
+    }
+
+    /// A replica's private environment, on the shared state and master key.
+    fn env(&self) -> Env {
+        let mut env = Env::new();
+        env.set("PULLSECRET_STATE", &self.url);
+        env.set(
+            "PULLSECRET_MASTER_KEY_FILE",
+            &self.key_file.display().to_string(),
+        );
+        env.set("PULLSECRET_MASTER_KEY_STORE", "file");
+        env.set("FLEET_S3_KEY", self.s3.access_key());
+        env.set("FLEET_S3_SECRET", self.s3.secret_key());
+        env
+    }
+
+    /// A replica's proxy.toml keys: the shared bucket, credentials by reference.
+    fn config(&self) -> String {
+        format!(
+            "[prefetch]\nenabled = false\n[limits]\nupstream_timeout_secs = 60\nparallel_fetch_connections = 1\n\
+             [cache]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n\
+             access_key_id = \"env://FLEET_S3_KEY\"\nsecret_access_key = \"env://FLEET_S3_SECRET\"\n",
+            self.s3.bucket(),
+            self.s3.endpoint(),
+            self.s3.region()
+        )
+    }
+
+    fn object_key(digest: &str) -> String {
+        format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+    }
+}
+
+fn test_blob(mib: u32) -> Vec<u8> {
+    (0..(mib << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+}
+
+fn counter(addr: &str, series: &str) -> f64 {
+    metric(addr, series).unwrap_or(0.0)
+}
+
+#[test]
+fn three_replicas_fetch_a_blob_once_and_share_it_through_the_bucket() {
+    let Some(fleet) = Fleet::start() else { return };
+    let blob = test_blob(8);
+    let up = FaultServer::start(blob.clone());
+    // Half the blob, a pause, the rest: the other replicas ask while the first one fills.
+    up.set(Fault::Pause(Duration::from_secs(3)));
+    let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
+    let upstream = up.upstream(&envs[0], "http", "");
+    let replicas: Vec<ProxyProcess> = envs
+        .iter()
+        .map(|e| ProxyProcess::start(e, &fleet.config(), &upstream))
+        .collect();
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+
+    let first = {
+        let (addr, p) = (replicas[0].addr.clone(), path.clone());
+        std::thread::spawn(move || stream_get(&addr, &p, &[]))
+    };
+    eventually(Duration::from_secs(10), "the first fill to start", || {
+        up.blob_gets.load(Ordering::Relaxed) > 0
+    });
+    let others: Vec<_> = replicas[1..]
+        .iter()
+        .map(|r| {
+            let (addr, p) = (r.addr.clone(), path.clone());
+            std::thread::spawn(move || stream_get(&addr, &p, &[]))
+        })
+        .collect();
+    let mut got = vec![first.join().expect("thread").expect("GET on replica 0")];
+    for t in others {
+        got.push(t.join().expect("thread").expect("GET on a follower"));
+    }
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.status, 200, "replica {i}");
+        assert_eq!(g.digest, up.blob_digest, "replica {i} served wrong bytes");
+    }
+    assert_eq!(
+        up.blob_gets.load(Ordering::Relaxed),
+        1,
+        "the upstream saw more than one GET for the blob"
+    );
+    for r in &replicas[1..] {
+        assert_eq!(
+            counter(&r.addr, "pullsecret_proxy_peer_fills_total"),
+            1.0,
+            "a follower did not stream from the filling replica: {}",
+            r.log()
+        );
+    }
+    // The leader uploads the verified blob; only its final key appears.
+    let key = Fleet::object_key(&up.blob_digest);
+    eventually(Duration::from_secs(20), "the blob in the bucket", || {
+        fleet.s3.list_keys("") == vec![key.clone()]
+    });
+    assert_eq!(
+        fleet.s3.get_object(&key).map(|b| sha256(&b)),
+        Some(up.blob_digest.clone())
+    );
+
+    // A replica whose own copy is gone reads the bucket, not the upstream.
+    let own = replicas[1].wait_cached(&up.blob_digest);
+    std::fs::remove_file(&own).expect("remove local copy");
+    let again = stream_get(&replicas[1].addr, &path, &[]).expect("GET after local loss");
+    assert_eq!(
+        (again.status, again.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    assert_eq!(up.blob_gets.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        counter(&replicas[1].addr, "pullsecret_proxy_shared_fills_total"),
+        1.0
+    );
+
+    // The database holds the secret sealed: no form of the password is in a dump.
+    let dump = fleet.pg.psql_in(&fleet.url, "select name, key_id, encode(wrapped_key, 'base64'), encode(data, 'base64') from namespaces");
+    assert!(dump.contains("default"), "{dump}");
+    crate::support::assert_no_canary("the database", &dump);
+    let raw = fleet
+        .pg
+        .psql_in(&fleet.url, "select encode(data, 'escape') from namespaces");
+    crate::support::assert_no_canary("the database (raw)", &raw);
+    for r in &replicas {
+        crate::support::assert_no_canary("a replica's log", &r.log());
+    }
+
+    // The peer endpoint answers only replicas of this fleet.
+    let peer = format!("/internal/fleet/v1/blobs/{}", up.blob_digest);
+    for auth in [
+        None,
+        Some("PullsecretFleet 00"),
+        Some("Basic ZmF1bHQtYm90Og=="),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let r = http_request("GET", &replicas[0].addr, &peer, &headers, b"").expect("peer GET");
+        assert_eq!(r.status, 401, "peer endpoint with {auth:?}");
+        assert!(
+            r.body.len() < 1024,
+            "blob bytes leaked to a client without rights"
+        );
+    }
+}
+
+#[test]
+fn a_replica_killed_mid_fill_is_taken_over_and_nothing_partial_is_visible() {
+    let Some(fleet) = Fleet::start() else { return };
+    let blob = test_blob(8);
+    let up = FaultServer::start(blob.clone());
+    // The leader gets half the blob, then the upstream goes quiet for a minute.
+    up.set(Fault::Stall(Duration::from_secs(60)));
+    let envs: Vec<Env> = (0..2).map(|_| fleet.env()).collect();
+    let upstream = up.upstream(&envs[0], "http", "");
+    let mut leader = ProxyProcess::start(&envs[0], &fleet.config(), &upstream);
+    let follower = ProxyProcess::start(&envs[1], &fleet.config(), &upstream);
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    let (addr, p) = (leader.addr.clone(), path.clone());
+    let _doomed = std::thread::spawn(move || stream_get(&addr, &p, &[]));
+    eventually(
+        Duration::from_secs(10),
+        "the leader's fill to start",
+        || {
+            counter(&leader.addr, "pullsecret_proxy_upstream_bytes_total")
+                >= (blob.len() / 2) as f64
+        },
+    );
+    let (addr, p) = (follower.addr.clone(), path.clone());
+    let client = std::thread::spawn(move || stream_get(&addr, &p, &[]));
+    eventually(
+        Duration::from_secs(10),
+        "the follower to stream from the leader",
+        || counter(&follower.addr, "pullsecret_proxy_peer_fills_total") >= 1.0,
+    );
+    leader.kill9();
+    let killed = Instant::now();
+    let got = client.join().expect("thread").expect("follower GET");
+    let took = killed.elapsed();
+    assert_eq!(got.status, 200, "{}", follower.log());
+    assert_eq!(
+        got.digest, up.blob_digest,
+        "the follower served wrong bytes"
+    );
+    assert!(
+        follower.log().contains("took over the fill"),
+        "{}",
+        follower.log()
+    );
+    assert_eq!(
+        up.blob_gets.load(Ordering::Relaxed),
+        1,
+        "the whole blob was fetched twice"
+    );
+    assert!(
+        up.range_gets.load(Ordering::Relaxed) >= 1,
+        "the takeover did not resume by range"
+    );
+    eprintln!("takeover: the follower's client finished {took:?} after the leader was killed");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Only the complete, verified blob is in the bucket, under its final key.
+    let key = Fleet::object_key(&up.blob_digest);
+    eventually(Duration::from_secs(20), "the blob in the bucket", || {
+        fleet.s3.list_keys("") == vec![key.clone()]
+    });
+    assert_eq!(
+        fleet.s3.get_object(&key).map(|b| sha256(&b)),
+        Some(up.blob_digest.clone())
+    );
+}
+
+#[test]
+fn a_rotated_secret_is_used_by_every_replica_within_a_second() {
+    let Some(fleet) = Fleet::start() else { return };
+    let up = FaultServer::start(test_blob(1));
+    let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
+    let upstream = up.upstream(&envs[0], "http", "");
+    // Start with a wrong password: the upstream refuses every replica.
+    let wrong = run_with_stdin(
+        envs[0].pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "fault-canary",
+            "--docker-server",
+            &up.addr,
+            "--docker-username",
+            CANARY_USER,
+            "--docker-password-stdin",
+            "--overwrite",
+        ]),
+        b"not-the-password",
+    );
+    assert!(wrong.status.success(), "{}", stderr(&wrong));
+    let replicas: Vec<ProxyProcess> = envs
+        .iter()
+        .map(|e| ProxyProcess::start(e, &fleet.config(), &upstream))
+        .collect();
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    for r in &replicas {
+        let h = http_request("HEAD", &r.addr, &path, &[], b"").expect("HEAD");
+        assert_eq!(h.status, 401, "{}", r.log());
+    }
+    // Rotate on one replica's CLI; every replica uses the new value within a second.
+    let fix = run_with_stdin(
+        envs[2].pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "fault-canary",
+            "--docker-server",
+            &up.addr,
+            "--docker-username",
+            CANARY_USER,
+            "--docker-password-stdin",
+            "--overwrite",
+        ]),
+        CANARY.as_bytes(),
+    );
+    assert!(fix.status.success(), "{}", stderr(&fix));
+    let rotated = Instant::now();
+    for r in &replicas {
+        eventually(Duration::from_secs(1), "the rotated secret in use", || {
+            http_request("HEAD", &r.addr, &path, &[], b"").is_ok_and(|h| h.status == 200)
+        });
+    }
+    eprintln!(
+        "rotation: all three replicas used the new secret {:?} after the write",
+        rotated.elapsed()
+    );
+}
+
+#[test]
+fn bucket_and_database_outages_degrade_and_recover_by_themselves() {
+    let Some(mut fleet) = Fleet::start() else {
+        return;
+    };
+    let up = FaultServer::start(test_blob(2));
+    let envs: Vec<Env> = (0..2).map(|_| fleet.env()).collect();
+    let upstream = up.upstream(&envs[0], "http", "");
+    let a = ProxyProcess::start(&envs[0], &fleet.config(), &upstream);
+    let b = ProxyProcess::start(&envs[1], &fleet.config(), &upstream);
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+
+    // The bucket is down: the blob comes straight from the upstream, and /metrics and the log say so.
+    fleet.s3.stop();
+    let got = stream_get(&a.addr, &path, &[]).expect("GET with the bucket down");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    eventually(Duration::from_secs(10), "the bucket reported down", || {
+        metric(&a.addr, "pullsecret_proxy_shared_store_up") == Some(0.0)
+    });
+    assert!(a.log().contains("object store unreachable"), "{}", a.log());
+    // It comes back: the next fill lands in the bucket again, with no operator action.
+    fleet.s3.start_again();
+    let got = stream_get(&b.addr, &path, &[]).expect("GET with the bucket back");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    let key = Fleet::object_key(&up.blob_digest);
+    eventually(Duration::from_secs(20), "the blob in the bucket", || {
+        fleet.s3.list_keys("") == vec![key.clone()]
+    });
+    eventually(Duration::from_secs(10), "the bucket reported up", || {
+        metric(&b.addr, "pullsecret_proxy_shared_store_up") == Some(1.0)
+    });
+
+    // The database is down: cached content is served; writes fail clearly and change nothing.
+    fleet.pg.stop();
+    let got = stream_get(&a.addr, &path, &[]).expect("cached GET with the database down");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    let refused = run_with_stdin(
+        envs[1].pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "later",
+            "--docker-server",
+            "reg.example",
+            "--docker-username",
+            "u",
+            "--docker-password-stdin",
+        ]),
+        b"pw",
+    );
+    assert!(!refused.status.success());
+    let why = stderr(&refused);
+    assert!(why.contains("postgres store unavailable"), "{why}");
+    assert_eq!(
+        why.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{why}"
+    );
+    // Recovery is automatic: the replicas reconnect, and the write succeeds now.
+    fleet.pg.start_again();
+    eventually(Duration::from_secs(15), "replica a listening again", || {
+        a.log().matches("listening for changes").count() >= 2
+    });
+    let ok = run_with_stdin(
+        envs[1].pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "later",
+            "--docker-server",
+            "reg.example",
+            "--docker-username",
+            "u",
+            "--docker-password-stdin",
+        ]),
+        b"pw",
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let listed = envs[0]
+        .pullsecret(&["secret", "list", "-o", "name"])
+        .output()
+        .expect("list");
+    let names = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        names.contains("later") && names.contains("fault-canary"),
+        "{names}"
+    );
+}
