@@ -65,6 +65,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 PG_BIN=$(pg_bin)
+PG_ISREADY=$(command -v pg_isready || echo "$PG_BIN/pg_isready")
+PSQL=$(command -v psql || echo "$PG_BIN/psql")
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
 if [ ! -x "$GARAGE" ]; then
@@ -146,7 +148,7 @@ PG_PORT=$(free_port)
 "${AS[@]}" "$PG_BIN/initdb" -A trust -U postgres --no-sync -D "$PG/data" >"$PG/initdb.log" 2>&1
 start_service pg "$PG/server.log" "${AS[@]}" "$PG_BIN/postgres" -D "$PG/data" -p "$PG_PORT" \
   -k "$PG" -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200
-wait_until "PostgreSQL" 30 "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q
+wait_until "PostgreSQL" 30 "$PG_ISREADY" -h 127.0.0.1 -p "$PG_PORT" -q
 DB_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 log "PostgreSQL on 127.0.0.1:$PG_PORT"
 
@@ -358,7 +360,7 @@ wrk_rps() { # KEY PORT
   grep -q "Non-2xx" <<<"$out" && die "wrk saw errors: $out"
   rec "$1" "$rps"
 }
-xacts() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "select sum(xact_commit + xact_rollback) from pg_stat_database"; }
+xacts() { "$PSQL" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "select sum(xact_commit + xact_rollback) from pg_stat_database"; }
 for ((r = 1; r <= RUNS; r++)); do
   x0=$(xacts)
   wrk_rps rps_pg "${PORT[r1]}"

@@ -316,7 +316,14 @@ fn join_fleet(
         Some((db, key)) => (Some(db.pool().clone()), Some(key)),
         None => (None, None),
     };
-    let fleet = crate::proxy::fleet::Fleet::new(shared, pool, advertise, key, max_shared);
+    let mut timing = crate::proxy::fleet::Timing::default();
+    if let Some(d) = cfg.fleet.bookkeeping_interval {
+        timing.interval = d.max(std::time::Duration::from_millis(100));
+    }
+    if let Some(d) = cfg.fleet.evict_grace {
+        timing.evict_grace = d;
+    }
+    let fleet = crate::proxy::fleet::Fleet::new(shared, pool, advertise, key, max_shared, timing);
     tracing::info!(
         replica = %fleet.id,
         advertise = %fleet.advertise,

@@ -113,6 +113,12 @@ pub struct FleetConfig {
     /// The URL other replicas use to reach this one (default `http://<listen>`): they stream a
     /// blob this replica is filling from it.
     pub advertise: Option<String>,
+    /// How often uses are written to the database and eviction runs (default 5s).
+    #[serde(with = "humantime_serde_opt")]
+    pub bookkeeping_interval: Option<Duration>,
+    /// A blob used more recently than this is never evicted from the bucket (default 30s).
+    #[serde(with = "humantime_serde_opt")]
+    pub evict_grace: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

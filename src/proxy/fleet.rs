@@ -23,8 +23,6 @@ pub const PEER_SCHEME: &str = "PullsecretFleet";
 /// A lease whose heartbeat is older than this is free to take.
 const LEASE_EXPIRY_SECS: f64 = 5.0;
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A shared blob used more recently than this is never evicted (it may be being read).
-const RECENT_USE_SECS: f64 = 30.0;
 /// Serializes eviction between replicas.
 const EVICT_LOCK: i64 = 0x7073_6576_6963_7421;
 
@@ -39,6 +37,24 @@ pub struct Fleet {
     used: Mutex<HashSet<String>>,
     max_shared: Option<u64>,
     http: reqwest::Client,
+    timing: Timing,
+}
+
+/// The bookkeeping round's period, and how recent a use keeps a blob from eviction (it may
+/// be being read).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub interval: Duration,
+    pub evict_grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            evict_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 impl std::fmt::Debug for Fleet {
@@ -96,6 +112,7 @@ impl Fleet {
         advertise: String,
         peer_key: Option<Zeroizing<[u8; 32]>>,
         max_shared: Option<u64>,
+        timing: Timing,
     ) -> Self {
         let mut rand = [0u8; 4];
         let _ = getrandom::fill(&mut rand);
@@ -114,6 +131,7 @@ impl Fleet {
                 .connect_timeout(Duration::from_secs(3))
                 .build()
                 .unwrap_or_default(),
+            timing,
         }
     }
 
@@ -274,7 +292,7 @@ impl Fleet {
     /// least recently used blobs above `cache.max_size`.
     pub async fn maintain(&self, used: impl Fn() -> (Vec<Digest>, Vec<Digest>)) {
         let Some(pool) = &self.db else { return };
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(self.timing.interval);
         loop {
             tick.tick().await;
             let (local, pinned) = used();
@@ -351,7 +369,7 @@ impl Fleet {
                    AND NOT EXISTS (SELECT 1 FROM shared_pins p WHERE p.digest = b.digest)
                    AND last_used < now() - make_interval(secs => $1)
                  ORDER BY last_used LIMIT 1000",
-                &[&RECENT_USE_SECS],
+                &[&self.timing.evict_grace.as_secs_f64()],
             )
             .await
             .map_err(|e| describe(&e))?;

@@ -117,7 +117,16 @@ impl Database {
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // "error connecting to server" says little without its cause.
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                out.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            out
+        }
     }
 }
 

@@ -410,3 +410,89 @@ fn bucket_and_database_outages_degrade_and_recover_by_themselves() {
         "{names}"
     );
 }
+
+#[test]
+fn the_bucket_is_bounded_and_evicts_the_least_recently_used_blob_across_replicas() {
+    use crate::support::registry::{Registry, RegistryAuth};
+    let Some(fleet) = Fleet::start() else { return };
+    let Some(reg) = Registry::start(RegistryAuth::Anonymous) else {
+        return;
+    };
+    let layers: Vec<Vec<u8>> = (0..3u8)
+        .map(|n| {
+            test_blob(2)
+                .into_iter()
+                .map(|b| b ^ n.wrapping_mul(97))
+                .collect()
+        })
+        .collect();
+    let image = crate::support::images::push_image(reg.addr(), "app", "v1", None, &layers);
+    let upstream = format!(
+        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
+        reg.addr()
+    );
+    // Room for two of the three 2 MiB layers; uses written every 200 ms.
+    let config = fleet
+        .config()
+        .replace("[cache]\n", "[cache]\nmax_size = \"5MiB\"\n")
+        + "[fleet]\nbookkeeping_interval = \"200ms\"\nevict_grace = \"1s\"\n";
+    let (ea, eb) = (fleet.env(), fleet.env());
+    let a = ProxyProcess::start(&ea, &config, &upstream);
+    let b = ProxyProcess::start(&eb, &config, &upstream);
+    let digest = |i: usize| image.layers[i].digest.clone();
+    let get = |p: &ProxyProcess, i: usize| {
+        let g = stream_get(&p.addr, &format!("/v2/app/blobs/{}", digest(i)), &[]).expect("GET");
+        assert_eq!((g.status, g.digest.as_str()), (200, digest(i).as_str()));
+    };
+    let in_bucket = |i: usize| {
+        fleet
+            .s3
+            .list_keys("")
+            .contains(&Fleet::object_key(&digest(i)))
+    };
+    get(&a, 0);
+    get(&b, 1);
+    eventually(
+        Duration::from_secs(20),
+        "layers 0 and 1 in the bucket and recorded",
+        // The record's time is what eviction orders by.
+        || {
+            in_bucket(0)
+                && in_bucket(1)
+                && fleet
+                    .pg
+                    .psql_in(&fleet.url, "select count(*) from shared_blobs")
+                    .trim()
+                    == "2"
+        },
+    );
+    // Layer 0 is used again, on both replicas (a's own copy, b from the bucket): it becomes
+    // the most recently used.
+    get(&a, 0);
+    get(&b, 0);
+    get(&a, 2);
+    eventually(
+        Duration::from_secs(30),
+        "the least recently used layer evicted",
+        || {
+            if in_bucket(1) {
+                return Err(format!(
+                    "bucket: {:?}, layers {:?}, rows {}",
+                    fleet.s3.list_keys(""),
+                    (0..3).map(digest).collect::<Vec<_>>(),
+                    fleet.pg.psql_in(
+                        &fleet.url,
+                        "select digest, size, last_used from shared_blobs"
+                    )
+                ));
+            }
+            Ok(())
+        },
+    );
+    assert!(in_bucket(0), "the recently used layer was evicted");
+    assert!(in_bucket(2), "the newest layer was evicted");
+    let rows = fleet
+        .pg
+        .psql_in(&fleet.url, "select count(*) from shared_blobs");
+    assert_eq!(rows.trim(), "2");
+}
