@@ -443,7 +443,11 @@ impl Proxy {
                 };
                 Ok(Download {
                     total,
-                    chunks: super::ranges::chunks_of(resp, bytes_counter.clone()),
+                    chunks: super::ranges::chunks_of(
+                        resp,
+                        bytes_counter.clone(),
+                        up.bytes_cap.clone(),
+                    ),
                     rest,
                 })
             }

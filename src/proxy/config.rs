@@ -186,6 +186,12 @@ pub struct UpstreamConfig {
     /// 429. The same credentials go to each; `http://` ones need `insecure = true`.
     #[serde(default)]
     pub fallback_urls: Vec<String>,
+    /// At most this many requests per second to this upstream (all URLs together; unset: no cap).
+    #[serde(default)]
+    pub max_requests_per_second: Option<f64>,
+    /// At most this many bytes per second from this upstream (`20MiB`; unset: no cap).
+    #[serde(default)]
+    pub max_bytes_per_second: Option<String>,
     /// How long a tag → digest answer is trusted before a HEAD revalidates it.
     #[serde(default = "default_tag_ttl", with = "humantime_serde_compat")]
     pub tag_ttl: Duration,

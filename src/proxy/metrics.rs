@@ -1,5 +1,6 @@
-//! Prometheus metrics for the proxy. Labels carry routes, statuses and upstream names only,
-//! never repository names from clients (unbounded) or anything secret.
+//! Prometheus metrics for the proxy. Labels carry routes, statuses, upstream names and the
+//! user names of upstream accounts (for rate limits, at most 64 per upstream) only, never
+//! repository names from clients (unbounded) or anything secret.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +24,13 @@ pub struct UpstreamLabels {
     pub upstream: String,
 }
 
+/// An upstream and the account a request used there (`anonymous` without one).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityLabels {
+    pub upstream: String,
+    pub identity: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -36,6 +44,8 @@ pub struct Metrics {
     pub upstream_circuit_state: Family<UpstreamLabels, Gauge>,
     pub upstream_ratelimit_limit: Family<UpstreamLabels, Gauge>,
     pub upstream_ratelimit_remaining: Family<UpstreamLabels, Gauge>,
+    pub identity_ratelimit_limit: Family<IdentityLabels, Gauge>,
+    pub identity_ratelimit_remaining: Family<IdentityLabels, Gauge>,
     pub fills_in_flight: Gauge,
     pub token_fetches: Gauge,
     pub stale_serves: Counter,
@@ -70,6 +80,8 @@ impl Default for Metrics {
             upstream_circuit_state: Family::default(),
             upstream_ratelimit_limit: Family::default(),
             upstream_ratelimit_remaining: Family::default(),
+            identity_ratelimit_limit: Family::default(),
+            identity_ratelimit_remaining: Family::default(),
             fills_in_flight: Gauge::default(),
             token_fetches: Gauge::default(),
             stale_serves: Counter::default(),
@@ -137,6 +149,16 @@ impl Default for Metrics {
             "upstream_ratelimit_remaining",
             "The last RateLimit-Remaining the upstream sent",
             m.upstream_ratelimit_remaining.clone(),
+        );
+        registry.register(
+            "upstream_identity_ratelimit_limit",
+            "The last RateLimit-Limit the upstream sent for requests made as this account",
+            m.identity_ratelimit_limit.clone(),
+        );
+        registry.register(
+            "upstream_identity_ratelimit_remaining",
+            "The last RateLimit-Remaining the upstream sent for requests made as this account",
+            m.identity_ratelimit_remaining.clone(),
         );
         registry.register(
             "fills_in_flight",

@@ -20,13 +20,29 @@ use crate::registry::digest::Digest;
 pub(super) fn chunks_of(
     resp: reqwest::Response,
     counter: prometheus_client::metrics::counter::Counter,
+    cap: Option<Arc<crate::registry::rate_cap::RateCap>>,
 ) -> super::fill::Chunks {
-    resp.bytes_stream()
+    let chunks = resp
+        .bytes_stream()
         .map_err(|e| FillError::transfer(crate::registry::http::describe_reqwest(&e)))
         .inspect_ok(move |b| {
             counter.inc_by(b.len() as u64);
-        })
-        .boxed()
+        });
+    match cap {
+        // Reading no faster than the cap slows the upstream down through TCP's window.
+        Some(cap) => chunks
+            .then(move |r| {
+                let cap = cap.clone();
+                async move {
+                    if let Ok(b) = &r {
+                        cap.take(b.len() as f64).await;
+                    }
+                    r
+                }
+            })
+            .boxed(),
+        None => chunks.boxed(),
+    }
 }
 
 impl Proxy {
@@ -141,7 +157,7 @@ impl Proxy {
                     parts.push(Segment {
                         offset: start,
                         len: end - start,
-                        chunks: chunks_of(resp, counter.clone()),
+                        chunks: chunks_of(resp, counter.clone(), up.bytes_cap.clone()),
                     });
                 }
                 _ => {

@@ -545,6 +545,23 @@ impl Proxy {
                         .set(i64::try_from(v).unwrap_or(i64::MAX));
                 }
             }
+            for (identity, rl) in &h.ratelimits {
+                let labels = super::metrics::IdentityLabels {
+                    upstream: up.cfg.name.clone(),
+                    identity: identity.clone(),
+                };
+                let gauges = [
+                    (&self.metrics.identity_ratelimit_limit, rl.limit),
+                    (&self.metrics.identity_ratelimit_remaining, rl.remaining),
+                ];
+                for (family, value) in gauges {
+                    if let Some(v) = value {
+                        family
+                            .get_or_create(&labels)
+                            .set(i64::try_from(v).unwrap_or(i64::MAX));
+                    }
+                }
+            }
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Upstream {
     pub cfg: UpstreamConfig,
     pub names: UpstreamNames,
     pub client: Client,
+    /// `max_bytes_per_second`, shared by every transfer from this upstream.
+    pub bytes_cap: Option<Arc<crate::registry::rate_cap::RateCap>>,
 }
 
 /// Why credentials could not be had; the message names the secret, never its value.
@@ -79,6 +81,22 @@ impl Upstream {
                 failures: cfg.circuit_failures,
                 ..Default::default()
             },
+            request_cap: cfg
+                .max_requests_per_second
+                .and_then(crate::registry::rate_cap::RateCap::new)
+                .map(Arc::new),
+        };
+        let bytes_cap = match cfg.max_bytes_per_second.as_deref() {
+            Some(text) => {
+                let n = super::evict::parse_size(text).ok_or_else(|| {
+                    SetupError::new(
+                        format!("upstream {} max_bytes_per_second {text:?}", cfg.name),
+                        "expected a size such as 20MiB",
+                    )
+                })?;
+                crate::registry::rate_cap::RateCap::new(n as f64).map(Arc::new)
+            }
+            None => None,
         };
         let mut client = Client::new(opts.clone(), tokens.clone())
             .map_err(|e| SetupError::new(format!("upstream {}", cfg.name), e))?;
@@ -113,7 +131,12 @@ impl Upstream {
             aliases: cfg.aliases.clone(),
             docker_hub: cfg.is_docker_hub(),
         };
-        Ok(Self { cfg, names, client })
+        Ok(Self {
+            cfg,
+            names,
+            client,
+            bytes_cap,
+        })
     }
 
     /// Resolves the credentials `who` may use for `repo` on this upstream, now (blocking: the

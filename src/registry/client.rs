@@ -41,6 +41,8 @@ pub struct UpstreamOptions {
     pub token_realms: Vec<String>,
     /// When consecutive failures stop requests from going upstream for a while.
     pub breaker: BreakerConfig,
+    /// At most this many requests per second (shared by the upstream's fallback URLs).
+    pub request_cap: Option<Arc<super::rate_cap::RateCap>>,
 }
 
 /// Realm hosts of well-known registries whose token service lives on another host.
@@ -101,7 +103,20 @@ pub struct Health {
     /// `ratelimit-limit: 100;w=21600`): the count before any `;` parameters.
     pub ratelimit_limit: Option<u64>,
     pub ratelimit_remaining: Option<u64>,
+    /// The same per credential identity (the account's user name, or `anonymous`): registries
+    /// such as Docker Hub count each account apart.
+    pub ratelimits: std::collections::BTreeMap<String, RateLimit>,
 }
+
+/// One identity's last `RateLimit-*` figures.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RateLimit {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+}
+
+/// Identities tracked per upstream at most (metric label sets stay bounded).
+const MAX_RATELIMIT_IDENTITIES: usize = 64;
 
 /// The leading count of a `RateLimit-*` header value (`76;w=21600` → 76).
 fn ratelimit_count(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -583,9 +598,11 @@ impl Client {
             Some(ch) => self.authorization(ch, &scope, creds, false).await?,
             None => None,
         };
+        let who = creds.map_or("anonymous", |c| c.username.as_str());
         let resp = self
             .send_once(method.clone(), path, headers.clone(), auth)
             .await?;
+        self.note_ratelimit(who, &resp);
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -599,7 +616,29 @@ impl Client {
             return Ok(resp);
         }
         let auth = self.authorization(&ch, &scope, creds, true).await?;
-        self.send_once(method, path, headers, auth).await
+        let resp = self.send_once(method, path, headers, auth).await?;
+        self.note_ratelimit(who, &resp);
+        Ok(resp)
+    }
+
+    /// Keeps `who`'s last `RateLimit-*` figures from `resp`, when it carries any.
+    fn note_ratelimit(&self, who: &str, resp: &Response) {
+        let limit = ratelimit_count(resp.headers(), "ratelimit-limit");
+        let remaining = ratelimit_count(resp.headers(), "ratelimit-remaining");
+        if limit.is_none() && remaining.is_none() {
+            return;
+        }
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if !h.ratelimits.contains_key(who) && h.ratelimits.len() >= MAX_RATELIMIT_IDENTITIES {
+            return;
+        }
+        let entry = h.ratelimits.entry(who.to_string()).or_default();
+        if limit.is_some() {
+            entry.limit = limit;
+        }
+        if remaining.is_some() {
+            entry.remaining = remaining;
+        }
     }
 
     async fn authorization(
@@ -736,6 +775,9 @@ impl Client {
             breaker: &self.breaker,
             armed: probe,
         };
+        if let Some(cap) = &self.opts.request_cap {
+            cap.take(1.0).await;
+        }
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).headers(headers);
         if let Some(a) = auth {

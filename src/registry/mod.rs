@@ -9,6 +9,7 @@ pub mod digest;
 mod error;
 pub mod http;
 pub mod manifest;
+pub mod rate_cap;
 pub mod reference;
 
 pub use error::RegistryError;

@@ -399,7 +399,8 @@ fn upstream_health_stale_after_and_circuit_breaker() {
 }
 
 /// Issue 17, deliverable 7: the upstream's rate-limit headers (Docker Hub's lower-case ones and
-/// the generic `RateLimit-*`) become gauges per upstream name.
+/// the generic `RateLimit-*`) become gauges per upstream name, and per upstream and account
+/// (the user name the request used: registries count accounts apart), never the password.
 #[test]
 fn upstream_rate_limit_headers_become_gauges() {
     let env = Env::new();
@@ -432,7 +433,63 @@ fn upstream_rate_limit_headers_become_gauges() {
         .text();
     let ratelimit: Vec<&str> = all.lines().filter(|l| l.contains("ratelimit")).collect();
     println!("{}", ratelimit.join("\n"));
+    let per_account = format!(
+        "pullsecret_proxy_upstream_identity_ratelimit_remaining{{upstream=\"f\",identity=\"{}\"}} 75",
+        crate::support::CANARY_USER
+    );
+    assert!(ratelimit.contains(&per_account.as_str()), "{ratelimit:?}");
     for l in ratelimit.iter().filter(|l| !l.starts_with('#')) {
-        assert!(l.contains("{upstream=\"f\"}"), "labels: {l}");
+        assert!(
+            l.contains("{upstream=\"f\"}")
+                || l.contains(&format!(
+                    "{{upstream=\"f\",identity=\"{}\"}}",
+                    crate::support::CANARY_USER
+                )),
+            "labels: {l}"
+        );
     }
+    crate::support::assert_no_canary("/metrics", &all);
+}
+
+/// Issue 17, deliverable 7: optional caps per upstream on requests and bytes per second. Five
+/// HEADs at 2 requests/s (a burst of 2, then one each 0.5 s) take at least 1.5 s; a
+/// 4 MiB blob at 2 MiB/s (a burst of one second's worth) at least 1 s (bounds set a little
+/// lower for clock granularity). Both are
+/// lower bounds, which a slow machine only makes easier to meet.
+#[test]
+fn upstream_request_and_byte_caps_hold() {
+    let env = Env::new();
+    let up = FaultServer::start(blob_bytes());
+    let proxy = proxy_with(
+        &env,
+        &up,
+        "http",
+        "parallel_fetch_connections = 1\n",
+        "max_requests_per_second = 2\nmax_bytes_per_second = \"2MiB\"",
+    );
+    // The proxy learns the challenge with its first request; spend the burst on it.
+    let h = http_request("HEAD", &proxy.addr, &blob_path(&up), &[], b"").expect("HEAD");
+    assert_eq!(h.status, 200);
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let h = http_request("HEAD", &proxy.addr, &blob_path(&up), &[], b"").expect("HEAD");
+        assert_eq!(h.status, 200);
+    }
+    let heads = started.elapsed();
+    assert!(
+        heads >= Duration::from_millis(1400),
+        "5 HEADs at 2/s took {heads:?}"
+    );
+    let started = std::time::Instant::now();
+    let got = stream_get(&proxy.addr, &blob_path(&up), &[]).expect("GET");
+    let transfer = started.elapsed();
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    assert!(
+        transfer >= Duration::from_millis(900),
+        "4 MiB at 2 MiB/s took {transfer:?}"
+    );
+    println!("5 HEADs at 2/s: {heads:?}; 4 MiB at 2 MiB/s: {transfer:?}");
 }

@@ -35,4 +35,5 @@ mod slots;
 mod stress;
 mod support;
 mod transports;
+mod wan;
 mod warm;
