@@ -18,9 +18,11 @@ pub const CLIENTS_NAMESPACE: &str = "proxy-clients";
 pub const ANONYMOUS: &str = "anonymous";
 const HASH_ROUNDS: u32 = 20_000;
 
-/// Issues and checks tokens with a key that lives only in this process.
+/// Issues and checks tokens with a key that lives only in this process, or (in a fleet) one
+/// every replica derives from the shared master key, so a token from one replica is good on all.
 pub struct TokenAuthority {
     key: [u8; 32],
+    shared_key: std::sync::OnceLock<zeroize::Zeroizing<[u8; 32]>>,
     pub ttl: Duration,
 }
 
@@ -40,7 +42,20 @@ impl TokenAuthority {
         let mut key = [0u8; 32];
         // Without an OS RNG the proxy should not start issuing tokens at all.
         getrandom::fill(&mut key).expect("OS random source");
-        Self { key, ttl }
+        Self {
+            key,
+            shared_key: std::sync::OnceLock::new(),
+            ttl,
+        }
+    }
+
+    /// Fleet mode: signs and checks with `key` from now on (set once, at start).
+    pub fn share_key(&self, key: zeroize::Zeroizing<[u8; 32]>) {
+        let _ = self.shared_key.set(key);
+    }
+
+    fn key(&self) -> &[u8; 32] {
+        self.shared_key.get().map_or(&self.key, |k| k)
     }
 
     /// `kind.namespace.expiry.user.fingerprint.mac`, base64url parts; `kind` is `a` (access)
@@ -53,14 +68,14 @@ impl TokenAuthority {
             B64.encode(&claims.user),
             B64.encode(&claims.fingerprint)
         );
-        format!("{body}.{}", B64.encode(hmac(&self.key, body.as_bytes())))
+        format!("{body}.{}", B64.encode(hmac(self.key(), body.as_bytes())))
     }
 
     /// The claims of a valid, unexpired token of `kind` (the caller checks them against the
     /// current client record).
     pub fn verify(&self, kind: &str, token: &str) -> Option<Claims> {
         let (body, mac) = token.rsplit_once('.')?;
-        let expected = B64.encode(hmac(&self.key, body.as_bytes()));
+        let expected = B64.encode(hmac(self.key(), body.as_bytes()));
         if !constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
             return None;
         }

@@ -73,7 +73,7 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let identity = picked.map_or("anonymous", |p| p.grant.as_str());
         let link = self.grants.check(identity, &up.cfg.name, repo, digest);
-        if link == Link::Fresh {
+        if link == Link::Fresh || self.shared_link(identity, &up.cfg.name, repo, digest).await {
             return Ok(());
         }
         let creds = picked.map(|p| &p.creds);

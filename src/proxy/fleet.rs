@@ -199,6 +199,67 @@ impl Fleet {
         Err("the lease changed hands three times in a row".into())
     }
 
+    /// A key for `purpose` that every replica of this fleet derives alike (from the master key).
+    pub fn derived_key(&self, purpose: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        let key = self.peer_key.as_ref()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key[..]).ok()?;
+        mac.update(b"pullsecret-fleet-derive/v1/");
+        mac.update(purpose);
+        Some(Zeroizing::new(mac.finalize().into_bytes().into()))
+    }
+
+    /// Writes links this replica confirms (their keys, from `rx`) to the shared table.
+    pub async fn share_links(&self, mut rx: tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let Some(pool) = &self.db else { return };
+        while let Some(first) = rx.recv().await {
+            let mut keys = vec![first];
+            while keys.len() < 500 {
+                match rx.try_recv() {
+                    Ok(k) => keys.push(k),
+                    Err(_) => break,
+                }
+            }
+            let r = async {
+                let c = pool.get().await.map_err(|e| describe_pool(&e))?;
+                c.execute(
+                    "INSERT INTO content_links (key) SELECT unnest($1::text[])
+                     ON CONFLICT (key) DO UPDATE SET confirmed_at = now()",
+                    &[&keys],
+                )
+                .await
+                .map_err(|e| describe(&e))
+            }
+            .await;
+            if let Err(e) = r {
+                // Lost links cost other replicas one upstream confirmation each, nothing more.
+                tracing::debug!(error = %e, "fleet: cannot share links");
+            }
+        }
+    }
+
+    /// When another replica confirmed the link `key` within `ttl`: the time it did. Bounded by
+    /// a second, so a slow database only means asking the upstream instead.
+    pub async fn shared_link(&self, key: &str, ttl: Duration) -> Option<std::time::SystemTime> {
+        let pool = self.db.as_ref()?;
+        let ask = async {
+            let c = pool.get().await.ok()?;
+            let row = c
+                .query_opt(
+                    "SELECT extract(epoch FROM confirmed_at)::float8 FROM content_links
+                     WHERE key = $1 AND confirmed_at > now() - make_interval(secs => $2)",
+                    &[&key, &ttl.as_secs_f64()],
+                )
+                .await
+                .ok()??;
+            let secs: f64 = row.get(0);
+            Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+        };
+        tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The peer endpoint's credential for `d`: an HMAC under a key derived from the master key,
     /// which every replica of one fleet holds and nobody else does.
     pub fn peer_token(&self, d: &Digest) -> Option<String> {
@@ -326,6 +387,12 @@ impl Fleet {
             .await
             .map_err(|e| describe(&e))?;
         }
+        c.execute(
+            "DELETE FROM content_links WHERE confirmed_at < now() - interval '30 days'",
+            &[],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
         let (Some(max), Some(shared)) = (self.max_shared, &self.shared) else {
             return Ok(());
         };

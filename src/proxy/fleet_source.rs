@@ -42,6 +42,27 @@ impl Proxy {
         self.fleet.get()
     }
 
+    /// Whether another replica confirmed this link recently (then it is ours too).
+    pub(super) async fn shared_link(
+        &self,
+        identity: &str,
+        upstream: &str,
+        repo: &str,
+        d: &Digest,
+    ) -> bool {
+        let Some(fleet) = self.fleet() else {
+            return false;
+        };
+        let key = super::grants::Grants::key(identity, upstream, repo, d);
+        match fleet.shared_link(&key, self.grants.ttl()).await {
+            Some(at) => {
+                self.grants.learn(key, at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Joins this proxy to a fleet (once, at start).
     pub fn attach_fleet(self: &Arc<Self>, fleet: Fleet) {
         let fleet = Arc::new(fleet);
@@ -49,6 +70,17 @@ impl Proxy {
             return;
         }
         self.lru.track_use();
+        if let Some(k) = fleet.derived_key(b"proxy-tokens") {
+            self.tokens.share_key(k);
+        }
+        if fleet.coordinated() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.grants.share_with(Box::new(move |key| {
+                let _ = tx.send(key);
+            }));
+            let f = fleet.clone();
+            tokio::spawn(async move { f.share_links(rx).await });
+        }
         let this = self.clone();
         tokio::spawn(async move {
             let used = || {

@@ -16,6 +16,8 @@ pub struct Grants {
     dir: PathBuf,
     ttl: Duration,
     mem: Mutex<HashMap<String, SystemTime>>,
+    /// Fleet mode: told of every new link (by its key, a hash), to share it with the replicas.
+    on_add: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
 }
 
 /// What we know about one link.
@@ -35,10 +37,12 @@ impl Grants {
             dir,
             ttl,
             mem: Mutex::new(HashMap::new()),
+            on_add: std::sync::OnceLock::new(),
         })
     }
 
-    fn key(identity: &str, upstream: &str, repo: &str, digest: &Digest) -> String {
+    /// The link's name: a hash of who, where and what, so a shared copy reveals none of them.
+    pub fn key(identity: &str, upstream: &str, repo: &str, digest: &Digest) -> String {
         let mut h = Sha256::new();
         for part in [identity, upstream, repo, digest.as_str()] {
             h.update(part.as_bytes());
@@ -80,7 +84,24 @@ impl Grants {
         if let Ok(f) = opened {
             let _ = f.set_modified(now);
         }
-        self.lock().insert(key, now);
+        self.lock().insert(key.clone(), now);
+        if let Some(share) = self.on_add.get() {
+            share(key);
+        }
+    }
+
+    /// A link another replica confirmed at `at` (from the fleet's shared table).
+    pub fn learn(&self, key: String, at: SystemTime) {
+        self.lock().insert(key, at);
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Fleet mode: calls `share` with the key of every link added from now on.
+    pub fn share_with(&self, share: Box<dyn Fn(String) + Send + Sync>) {
+        let _ = self.on_add.set(share);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SystemTime>> {

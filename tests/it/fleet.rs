@@ -496,3 +496,89 @@ fn the_bucket_is_bounded_and_evicts_the_least_recently_used_blob_across_replicas
         .psql_in(&fleet.url, "select count(*) from shared_blobs");
     assert_eq!(rows.trim(), "2");
 }
+
+/// A token from a replica's `/token` endpoint for `user`.
+fn client_token(r: &ProxyProcess, user: &str, password: &str) -> String {
+    let basic = crate::support::http::basic_auth(user, password);
+    let t = http_request(
+        "GET",
+        &r.addr,
+        "/token?service=pullsecret&scope=repository:app:pull",
+        &[("Authorization", &basic)],
+        b"",
+    )
+    .expect("token");
+    assert_eq!(t.status, 200, "{}", t.text());
+    t.json()["token"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn links_and_client_tokens_are_fleet_wide_and_other_namespaces_still_ask_the_upstream() {
+    let Some(fleet) = Fleet::start() else { return };
+    let up = FaultServer::start(test_blob(2));
+    let envs: Vec<Env> = (0..2).map(|_| fleet.env()).collect();
+    let upstream = up.upstream(&envs[0], "http", "");
+    crate::support::add_proxy_client(&envs[0], "alice", "default", "alice-pw");
+    crate::support::add_proxy_client(&envs[0], "eve", "other", "eve-pw");
+    let config = fleet.config() + "[auth]\nenabled = true\n";
+    let a = ProxyProcess::start(&envs[0], &config, &upstream);
+    let b = ProxyProcess::start(&envs[1], &config, &upstream);
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    let alice = format!("Bearer {}", client_token(&a, "alice", "alice-pw"));
+    let got = stream_get(&a.addr, &path, &[("Authorization", &alice)]).expect("GET on a");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the blob and its link shared",
+        || {
+            fleet.s3.list_keys("") == vec![Fleet::object_key(&up.blob_digest)]
+                && fleet
+                    .pg
+                    .psql_in(&fleet.url, "select count(*) from content_links")
+                    .trim()
+                    != "0"
+        },
+    );
+    // On the other replica, with the token the first one issued: served from the bucket on the
+    // strength of the shared link, without a word to the upstream.
+    let before = up.request_count();
+    let got = stream_get(&b.addr, &path, &[("Authorization", &alice)]).expect("GET on b");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str()),
+        "{}",
+        b.log()
+    );
+    assert_eq!(
+        up.request_count(),
+        before,
+        "replica b asked the upstream again"
+    );
+    // A client of another namespace has no such link: the upstream is asked, and refuses.
+    let eve = format!("Bearer {}", client_token(&b, "eve", "eve-pw"));
+    let r = http_request("GET", &b.addr, &path, &[("Authorization", &eve)], b"").expect("eve");
+    assert_ne!(r.status, 200, "another namespace read the blob");
+    assert!(
+        r.body.len() < 4096,
+        "blob bytes reached a client without rights"
+    );
+    assert!(
+        up.request_count() > before,
+        "eve was not checked with the upstream"
+    );
+    // The shared table names no identity, repository or digest.
+    let links = fleet
+        .pg
+        .psql_in(&fleet.url, "select key from content_links");
+    for word in [
+        "alice",
+        "secret:",
+        "app",
+        up.blob_digest.trim_start_matches("sha256:"),
+    ] {
+        assert!(!links.contains(word), "content_links reveals {word:?}");
+    }
+}
