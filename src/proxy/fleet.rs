@@ -260,6 +260,111 @@ impl Fleet {
             .flatten()
     }
 
+    /// Runs `f` on a pooled connection within a second; `None` on any failure (the caller then
+    /// asks the upstream, as without a fleet).
+    async fn quick<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let pool = self.db.as_ref()?;
+        let ask = async {
+            let c = pool.get().await.ok()?;
+            f(c).await
+        };
+        tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The shared answer for the tag `key`: digest, media type, size and when it was checked.
+    pub async fn tag_get(&self, key: &str) -> Option<(String, String, u64, u64)> {
+        self.quick(|c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT digest, media_type, size, checked FROM shared_tags WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .ok()??;
+            let size: i64 = row.get(2);
+            let checked: i64 = row.get(3);
+            Some((
+                row.get(0),
+                row.get(1),
+                u64::try_from(size).ok()?,
+                u64::try_from(checked).ok()?,
+            ))
+        })
+        .await
+    }
+
+    /// Shares a tag answer (newer checks win).
+    pub async fn tag_put(
+        &self,
+        key: String,
+        digest: String,
+        media_type: String,
+        size: u64,
+        checked: u64,
+    ) {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        let checked = i64::try_from(checked).unwrap_or(i64::MAX);
+        let done = self
+            .quick(|c| async move {
+                c.execute(
+                    "INSERT INTO shared_tags (key, digest, media_type, size, checked)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (key) DO UPDATE SET digest = EXCLUDED.digest,
+                       media_type = EXCLUDED.media_type, size = EXCLUDED.size,
+                       checked = EXCLUDED.checked
+                     WHERE shared_tags.checked <= EXCLUDED.checked",
+                    &[&key, &digest, &media_type, &size, &checked],
+                )
+                .await
+                .ok()
+            })
+            .await;
+        if done.is_none() {
+            tracing::debug!("fleet: cannot share a tag answer");
+        }
+    }
+
+    /// A shared manifest's media type and bytes (unverified: the caller checks the digest).
+    pub async fn manifest_get(&self, d: &Digest) -> Option<(String, Vec<u8>)> {
+        let digest = d.to_string();
+        self.quick(|c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT media_type, bytes FROM shared_manifests WHERE digest = $1",
+                    &[&digest],
+                )
+                .await
+                .ok()??;
+            Some((row.get(0), row.get(1)))
+        })
+        .await
+    }
+
+    pub async fn manifest_put(&self, d: &Digest, media_type: String, bytes: Vec<u8>) {
+        let digest = d.to_string();
+        let done = self
+            .quick(|c| async move {
+                c.execute(
+                    "INSERT INTO shared_manifests (digest, media_type, bytes) VALUES ($1, $2, $3)
+                     ON CONFLICT (digest) DO NOTHING",
+                    &[&digest, &media_type, &bytes],
+                )
+                .await
+                .ok()
+            })
+            .await;
+        if done.is_none() {
+            tracing::debug!("fleet: cannot share a manifest");
+        }
+    }
+
     /// The peer endpoint's credential for `d`: an HMAC under a key derived from the master key,
     /// which every replica of one fleet holds and nobody else does.
     pub fn peer_token(&self, d: &Digest) -> Option<String> {

@@ -92,7 +92,9 @@ impl Proxy {
         let picked = self.credentials(&up, who, repo).await?;
         match reference {
             ManifestRef::Digest(d) => {
-                if self.store.manifest_meta(d).is_some() {
+                // In a fleet, another replica's fetch may serve here (the link check below
+                // still applies).
+                if self.store.manifest_meta(d).is_some() || self.fetch_shared_manifest(d).await {
                     self.confirm(&up, repo, d, picked.as_ref(), true).await?;
                     if let Some(m) = self.cached_manifest(d) {
                         self.hit("manifest");
@@ -142,6 +144,7 @@ impl Proxy {
             Ok(()) => self.remember(&m.digest, m.bytes.len() as u64),
             Err(e) => tracing::warn!(error = %e, "caching manifest failed"),
         }
+        self.share_manifest(&m.digest, &m.media_type, &m.bytes);
         self.grants.add(
             picked.map_or("anonymous", |p| p.grant.as_str()),
             &up.cfg.name,
@@ -175,6 +178,14 @@ impl Proxy {
                     return Ok(m);
                 }
             }
+        }
+        // A replica of the same fleet may have resolved it within the TTL.
+        if let Some(m) = self
+            .shared_tag_doc(up, repo, tag, accept_key, identity)
+            .await
+        {
+            self.hit("manifest");
+            return Ok(m);
         }
         let creds = picked.map(|p| &p.creds);
         // Revalidate with HEAD: free on Docker Hub's rate limit, unlike GET. It runs on its own
@@ -266,6 +277,7 @@ impl Proxy {
                         let _ = self
                             .store
                             .put_tag(&up.cfg.name, repo, tag, accept_key, &rec);
+                        self.share_tag(&up.cfg.name, repo, tag, accept_key, &rec);
                         // The HEAD with this requester's credentials is the confirmation.
                         self.grants.add(identity, &up.cfg.name, repo, d);
                         if let Some(m) = self.cached_manifest(d) {
@@ -286,6 +298,7 @@ impl Proxy {
                             ..Default::default()
                         };
                         self.store_manifest(up, repo, &m, picked);
+                        self.share_tag(&up.cfg.name, repo, tag, accept_key, &rec);
                         if let Err(e) =
                             self.store
                                 .put_tag(&up.cfg.name, repo, tag, accept_key, &rec)

@@ -17,6 +17,7 @@ pub mod fastpath;
 pub mod fill;
 pub mod fill_queue;
 pub mod fleet;
+pub mod fleet_manifests;
 pub mod fleet_source;
 pub mod grants;
 pub mod listener;

@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "state", include_str!("../../migrations/0001_state.sql")),
     (2, "fleet", include_str!("../../migrations/0002_fleet.sql")),
     (3, "links", include_str!("../../migrations/0003_links.sql")),
+    (
+        4,
+        "manifests",
+        include_str!("../../migrations/0004_manifests.sql"),
+    ),
 ];
 
 /// Serializes migrations between replicas starting together.

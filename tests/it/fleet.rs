@@ -582,3 +582,90 @@ fn links_and_client_tokens_are_fleet_wide_and_other_namespaces_still_ask_the_ups
         assert!(!links.contains(word), "content_links reveals {word:?}");
     }
 }
+
+#[test]
+fn a_manifest_and_its_tag_are_fetched_upstream_once_for_the_fleet() {
+    let Some(fleet) = Fleet::start() else { return };
+    let up = FaultServer::start(test_blob(1));
+    let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
+    let upstream = up.upstream(&envs[0], "http", "");
+    let replicas: Vec<ProxyProcess> = envs
+        .iter()
+        .map(|e| ProxyProcess::start(e, &fleet.config(), &upstream))
+        .collect();
+    let accept = ("Accept", "application/vnd.oci.image.manifest.v1+json");
+    let first = http_request(
+        "GET",
+        &replicas[0].addr,
+        "/v2/app/manifests/v1",
+        &[accept],
+        b"",
+    )
+    .expect("manifest on replica 0");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.body, up.manifest);
+    let count = |table: &str| {
+        fleet
+            .pg
+            .psql_in(&fleet.url, &format!("select count(*) from {table}"))
+            .trim()
+            .to_string()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the tag, manifest and link shared",
+        || {
+            count("shared_tags") == "1"
+                && count("shared_manifests") == "1"
+                && count("content_links") != "0"
+        },
+    );
+    // The other replicas answer by tag and by digest without asking the upstream.
+    let before = up.request_count();
+    let by_tag = http_request(
+        "GET",
+        &replicas[1].addr,
+        "/v2/app/manifests/v1",
+        &[accept],
+        b"",
+    )
+    .expect("by tag on replica 1");
+    assert_eq!(
+        (by_tag.status, &by_tag.body),
+        (200, &up.manifest),
+        "{}",
+        replicas[1].log()
+    );
+    let by_digest = format!("/v2/app/manifests/{}", up.manifest_digest);
+    let r = http_request("GET", &replicas[2].addr, &by_digest, &[accept], b"")
+        .expect("by digest on replica 2");
+    assert_eq!(
+        (r.status, &r.body),
+        (200, &up.manifest),
+        "{}",
+        replicas[2].log()
+    );
+    assert_eq!(
+        up.request_count(),
+        before,
+        "a replica asked the upstream again"
+    );
+    // A manifest in the table that does not match its digest is not served.
+    fleet.pg.psql_in(
+        &fleet.url,
+        "update shared_manifests set bytes = convert_to('{\"schemaVersion\":2}', 'UTF8')",
+    );
+    let e = fleet.env();
+    let fresh = ProxyProcess::start(&e, &fleet.config(), &upstream);
+    let r = http_request("GET", &fresh.addr, &by_digest, &[accept], b"").expect("by digest");
+    assert_eq!((r.status, &r.body), (200, &up.manifest));
+    assert!(
+        up.request_count() > before,
+        "the tampered manifest was not refetched upstream"
+    );
+    assert!(
+        fresh.log().contains("does not match its digest"),
+        "{}",
+        fresh.log()
+    );
+}
