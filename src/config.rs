@@ -26,6 +26,9 @@ pub struct Config {
 pub struct StateConfig {
     /// `postgres://user[:password]@host[:port]/database`.
     pub postgres: Option<String>,
+    /// Where the master key comes from in fleet mode, as a reference (`vault://…`, `env://VAR`,
+    /// `file:///path`, `cmd://…`; also `PULLSECRET_MASTER_KEY_REF`). Unset: the file store's key.
+    pub master_key: Option<String>,
 }
 
 // The URL may carry a password.
@@ -33,6 +36,7 @@ impl std::fmt::Debug for StateConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateConfig")
             .field("postgres", &self.postgres.as_ref().map(|_| "(set)"))
+            .field("master_key", &self.master_key)
             .finish()
     }
 }

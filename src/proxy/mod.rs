@@ -79,7 +79,7 @@ pub fn build(
         None => None,
     };
     // With a shared bucket, `max_size` bounds the bucket and `local_max_size` this replica's copy.
-    let (local_key, local_max) = if cfg.cache.backend.as_deref() == Some("s3") {
+    let (local_key, local_max) = if !matches!(cfg.cache.backend.as_deref(), None | Some("local")) {
         ("cache.local_max_size", cfg.cache.local_max_size.as_deref())
     } else {
         ("cache.max_size", cfg.cache.max_size.as_deref())

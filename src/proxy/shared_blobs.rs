@@ -1,7 +1,8 @@
-//! The shared blob bucket of a fleet (`[cache] backend = "s3"`): blobs by digest in an
-//! S3-compatible object store through `object_store`. A key appears only when a multipart
-//! upload of bytes already verified against their digest completes, so nothing partial is
-//! ever visible. Each replica's cache directory stays its read-through copy.
+//! The shared blob bucket of a fleet (`[cache] backend = "s3"`, `"gcs"`, `"azure"` or
+//! `"directory"`): blobs by digest in an object store behind `object_store`'s one trait. A key
+//! appears only when a multipart upload of bytes already verified against their digest
+//! completes, so nothing partial is ever visible. Each replica's cache directory stays its
+//! read-through copy.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,21 +36,69 @@ impl SharedBlobs {
         cfg: &CacheConfig,
         refs: &dyn crate::secret::StoreLookup,
     ) -> Result<Option<Self>, SetupError> {
-        match cfg.backend.as_deref() {
+        let backend = match cfg.backend.as_deref() {
             None | Some("local") => return Ok(None),
-            Some("s3") => {}
+            Some(b @ ("s3" | "gcs" | "azure" | "directory")) => b,
             Some(other) => {
                 return Err(SetupError::new(
                     "cache.backend",
-                    format!("{other:?} is not a backend; use \"local\" or \"s3\""),
+                    format!(
+                        "{other:?} is not a backend; use \"local\", \"s3\", \"gcs\", \"azure\" or \"directory\""
+                    ),
                 ))
             }
-        }
-        let bucket = cfg
-            .bucket
-            .clone()
-            .ok_or_else(|| SetupError::new("cache.bucket", "required with backend = \"s3\""))?;
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+        };
+        let bucket = cfg.bucket.clone().ok_or_else(|| {
+            SetupError::new(
+                "cache.bucket",
+                format!("required with backend = {backend:?} (for \"directory\": its path)"),
+            )
+        })?;
+        let prefix = cfg
+            .prefix
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches('/')
+            .to_string();
+        let store: Box<dyn ObjectStore> = match backend {
+            "gcs" => Box::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&bucket)
+                    .build()
+                    .map_err(|e| SetupError::new("cache (gcs)", e))?,
+            ),
+            "azure" => Box::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&bucket)
+                    .build()
+                    .map_err(|e| SetupError::new("cache (azure)", e))?,
+            ),
+            // A directory every replica mounts (NFS, a shared volume): uploads are written to a
+            // temp file and renamed into place when complete.
+            "directory" => {
+                crate::fsutil::create_private_dir(std::path::Path::new(&bucket))
+                    .map_err(|e| SetupError::new(format!("cache.bucket {bucket}"), e))?;
+                Box::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&bucket)
+                        .map_err(|e| SetupError::new(format!("cache.bucket {bucket}"), e))?,
+                )
+            }
+            _ => Self::s3(cfg, &bucket, refs)?,
+        };
+        Ok(Some(Self {
+            store,
+            prefix,
+            up: AtomicBool::new(true),
+            bucket,
+        }))
+    }
+
+    fn s3(
+        cfg: &CacheConfig,
+        bucket: &str,
+        refs: &dyn crate::secret::StoreLookup,
+    ) -> Result<Box<dyn ObjectStore>, SetupError> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
         if let Some(r) = &cfg.region {
             b = b.with_region(r);
         }
@@ -79,18 +128,7 @@ impl SharedBlobs {
             b = b.with_secret_access_key(resolve("cache.secret_access_key", spec)?);
         }
         let store = b.build().map_err(|e| SetupError::new("cache (s3)", e))?;
-        let prefix = cfg
-            .prefix
-            .as_deref()
-            .unwrap_or("")
-            .trim_matches('/')
-            .to_string();
-        Ok(Some(Self {
-            store: Box::new(store),
-            prefix,
-            up: AtomicBool::new(true),
-            bucket,
-        }))
+        Ok(Box::new(store))
     }
 
     fn key(&self, d: &Digest) -> ObjectPath {

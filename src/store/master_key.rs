@@ -77,6 +77,25 @@ impl MasterKey {
         Self::create(path)
     }
 
+    /// The key a reference (`vault://…`, `env://VAR`, …) resolves to: base64 of 32 bytes.
+    pub fn from_reference(reference: &str) -> Result<Self, StoreError> {
+        let what = Path::new(reference);
+        let err = |reason: String| StoreError::MasterKey {
+            path: what.to_path_buf(),
+            reason,
+        };
+        let r = crate::secret::SecretRef::parse(reference)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| {
+                err("not a reference (env://, file://, vault://, cmd://, op://)".into())
+            })?;
+        let value = crate::secret::RefResolver::default()
+            .resolve(&r)
+            .map_err(|e| err(e.to_string()))?;
+        use secrecy::ExposeSecret;
+        Self::decode(what, value.expose_secret())
+    }
+
     fn decode(path: &Path, text: &str) -> Result<Self, StoreError> {
         let err = |reason: String| StoreError::MasterKey {
             path: path.to_path_buf(),

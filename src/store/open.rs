@@ -209,9 +209,16 @@ pub fn open_state(
     };
     let url = url.as_str();
     let db = super::database::Database::connect(url)?;
-    let key = match super::master_key::MasterKey::load_any(&paths.key_file, &paths.data_dir)? {
-        Some(k) => k,
-        None => super::master_key::MasterKey::create_any(&paths.key_file, &paths.data_dir)?,
+    let reference = std::env::var("PULLSECRET_MASTER_KEY_REF")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| config.state.master_key.clone());
+    let key = match reference {
+        Some(r) => super::master_key::MasterKey::from_reference(r.trim())?,
+        None => match super::master_key::MasterKey::load_any(&paths.key_file, &paths.data_dir)? {
+            Some(k) => k,
+            None => super::master_key::MasterKey::create_any(&paths.key_file, &paths.data_dir)?,
+        },
     };
     let why = format!(
         "state = {} from {source}: namespaces sealed in PostgreSQL with master key {}",

@@ -669,3 +669,79 @@ fn a_manifest_and_its_tag_are_fetched_upstream_once_for_the_fleet() {
         fresh.log()
     );
 }
+
+#[test]
+fn a_shared_directory_serves_as_the_bucket_and_the_master_key_comes_by_reference() {
+    let Some(fleet) = Fleet::start() else { return };
+    let up = FaultServer::start(test_blob(2));
+    let shared = tempfile::tempdir().expect("shared dir");
+    let bucket = shared.path().join("blobs-bucket");
+    // The master key from a reference, not a file: every replica and the CLI resolve it.
+    let key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    };
+    let env = || {
+        let mut e = Env::new();
+        e.set("PULLSECRET_STATE", &fleet.url);
+        e.set("PULLSECRET_MASTER_KEY_REF", "env://FLEET_MASTER");
+        e.set("FLEET_MASTER", &key);
+        e
+    };
+    let (ea, eb) = (env(), env());
+    let upstream = up.upstream(&ea, "http", "");
+    let config = format!(
+        "[prefetch]\nenabled = false\n[cache]\nbackend = \"directory\"\nbucket = \"{}\"\n",
+        bucket.display()
+    );
+    let a = ProxyProcess::start(&ea, &config, &upstream);
+    let b = ProxyProcess::start(&eb, &config, &upstream);
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    let got = stream_get(&a.addr, &path, &[]).expect("GET on a");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str()),
+        "{}",
+        a.log()
+    );
+    let object = bucket.join(Fleet::object_key(&up.blob_digest));
+    eventually(
+        Duration::from_secs(20),
+        "the blob in the shared directory",
+        || object.exists(),
+    );
+    let bytes = std::fs::read(&object).expect("read shared blob");
+    assert_eq!(sha256(&bytes), up.blob_digest);
+    // Only the final file: the upload was staged and renamed into place.
+    let mut files = Vec::new();
+    let mut dirs = vec![bucket.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    assert_eq!(files, vec![object.clone()]);
+    let got = stream_get(&b.addr, &path, &[]).expect("GET on b");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    assert_eq!(up.blob_gets.load(Ordering::Relaxed), 1);
+    assert_eq!(counter(&b.addr, "pullsecret_proxy_shared_fills_total"), 1.0);
+    // A process holding another key cannot open the namespaces, and says so.
+    let mut wrong = env();
+    wrong.set("FLEET_MASTER", &{
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([8u8; 32])
+    });
+    let out = wrong
+        .pullsecret(&["secret", "list"])
+        .output()
+        .expect("list");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("master key"), "{}", stderr(&out));
+}
