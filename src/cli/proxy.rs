@@ -122,7 +122,13 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     if let Some(ProxyCmd::Warm { images, platform }) = &a.command {
         return ops::warm(&proxy, images, platform);
     }
+    // At least four workers: on a small machine one worker stuck in a slow system call (or a
+    // deadlock /readyz reports) must not take half the proxy's capacity with it.
+    let workers = std::thread::available_parallelism()
+        .map_or(4, std::num::NonZeroUsize::get)
+        .max(4);
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .on_thread_park(crate::proxy::watchdog::on_park)
         .on_thread_unpark(crate::proxy::watchdog::on_unpark)

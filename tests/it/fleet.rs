@@ -259,22 +259,17 @@ fn a_rotated_secret_is_used_by_every_replica_within_a_second() {
     let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
     let upstream = up.upstream(&envs[0], "http", "");
     // Start with a wrong password: the upstream refuses every replica.
-    let wrong = run_with_stdin(
-        envs[0].pullsecret(&[
-            "secret",
-            "create",
-            "docker-registry",
+    let secret = |env: &Env, password: &str| {
+        crate::support::store_scoped_secret(
+            env,
+            "default",
             "fault-canary",
-            "--docker-server",
             &up.addr,
-            "--docker-username",
-            CANARY_USER,
-            "--docker-password-stdin",
-            "--overwrite",
-        ]),
-        b"not-the-password",
-    );
-    assert!(wrong.status.success(), "{}", stderr(&wrong));
+            (CANARY_USER, password),
+            "namespace",
+        )
+    };
+    secret(&envs[0], "not-the-password");
     let replicas: Vec<ProxyProcess> = envs
         .iter()
         .map(|e| ProxyProcess::start(e, &fleet.config(), &upstream))
@@ -285,22 +280,7 @@ fn a_rotated_secret_is_used_by_every_replica_within_a_second() {
         assert_eq!(h.status, 401, "{}", r.log());
     }
     // Rotate on one replica's CLI; every replica uses the new value within a second.
-    let fix = run_with_stdin(
-        envs[2].pullsecret(&[
-            "secret",
-            "create",
-            "docker-registry",
-            "fault-canary",
-            "--docker-server",
-            &up.addr,
-            "--docker-username",
-            CANARY_USER,
-            "--docker-password-stdin",
-            "--overwrite",
-        ]),
-        CANARY.as_bytes(),
-    );
-    assert!(fix.status.success(), "{}", stderr(&fix));
+    secret(&envs[2], CANARY);
     let rotated = Instant::now();
     for r in &replicas {
         eventually(Duration::from_secs(1), "the rotated secret in use", || {
@@ -358,20 +338,23 @@ fn bucket_and_database_outages_degrade_and_recover_by_themselves() {
         (got.status, got.digest.as_str()),
         (200, up.blob_digest.as_str())
     );
-    let refused = run_with_stdin(
-        envs[1].pullsecret(&[
-            "secret",
-            "create",
-            "docker-registry",
-            "later",
-            "--docker-server",
-            "reg.example",
-            "--docker-username",
-            "u",
-            "--docker-password-stdin",
-        ]),
-        b"pw",
-    );
+    let create_later = || {
+        run_with_stdin(
+            envs[1].pullsecret(&[
+                "secret",
+                "create",
+                "docker-registry",
+                "later",
+                "--docker-server",
+                "reg.example",
+                "--docker-username",
+                "u",
+                "--docker-password-stdin",
+            ]),
+            b"pw",
+        )
+    };
+    let refused = create_later();
     assert!(!refused.status.success());
     let why = stderr(&refused);
     assert!(why.contains("postgres store unavailable"), "{why}");
@@ -385,20 +368,7 @@ fn bucket_and_database_outages_degrade_and_recover_by_themselves() {
     eventually(Duration::from_secs(15), "replica a listening again", || {
         a.log().matches("listening for changes").count() >= 2
     });
-    let ok = run_with_stdin(
-        envs[1].pullsecret(&[
-            "secret",
-            "create",
-            "docker-registry",
-            "later",
-            "--docker-server",
-            "reg.example",
-            "--docker-username",
-            "u",
-            "--docker-password-stdin",
-        ]),
-        b"pw",
-    );
+    let ok = create_later();
     assert!(ok.status.success(), "{}", stderr(&ok));
     let listed = envs[0]
         .pullsecret(&["secret", "list", "-o", "name"])

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::http::{http_request, HttpResponse};
 use super::proxy::free_port;
-use super::{e2e, eventually, stderr, stdout, try_eventually};
+use super::{e2e, eventually, stderr, stdout};
 
 /// Garage start-up (and the first layout) on a loaded 2-core machine can take a while.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -160,15 +160,7 @@ impl Garage {
                 .args(["-TERM", &child.id().to_string()])
                 .status();
         }
-        let exited = try_eventually(STOP_TIMEOUT, || child.try_wait().ok().flatten().is_some());
-        if exited.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "garage did not stop within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
-                self.log()
-            );
-        }
+        super::await_exit(child, STOP_TIMEOUT, "garage (after SIGTERM)", || self.log());
     }
 
     /// Starts Garage again with the same state and ports after [`Garage::stop`]; returns once
@@ -267,32 +259,24 @@ impl Garage {
             .append(true)
             .open(self.dir.path().join("garage.log"))
             .expect("open garage log");
-        let child = self
+        let mut child = self
             .cli(&["server"])
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
             .spawn()
             .expect("spawn garage");
-        self.child = Some(child);
-        // Ok(None): answering; Ok(Some(status)): exited early.
-        let started = try_eventually(START_TIMEOUT, || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Ok(Some(status));
-            }
+        let started = super::until_ready(&mut child, START_TIMEOUT, || {
             let out = self
                 .cli(&["status"])
                 .output()
                 .map_err(|e| format!("run garage status: {e}"))?;
             if out.status.success() {
-                Ok(None)
+                Ok(())
             } else {
                 Err(format!("garage status: {}", stderr(&out).trim()))
             }
         });
+        self.child = Some(child);
         match started {
             Ok(None) => true,
             Ok(Some(status)) => {

@@ -426,6 +426,36 @@ pub fn add_proxy_client(env: &Env, user: &str, ns: &str, password: &str) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// Polls `ready` until it answers `Ok`, or `child` exits first: `Ok(None)` when ready,
+/// `Ok(Some(status))` when the process exited early, `Err((waited, last answer))` on timeout.
+pub fn until_ready(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    mut ready: impl FnMut() -> Result<(), String>,
+) -> Result<Option<std::process::ExitStatus>, (Duration, String)> {
+    try_eventually(timeout, || {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Ok(Some(status));
+        }
+        ready().map(|()| None)
+    })
+}
+
+/// Waits up to `timeout` for a signalled `child` to exit; kills it and panics with `what` and
+/// its `log` when it does not.
+pub fn await_exit(
+    mut child: std::process::Child,
+    timeout: Duration,
+    what: &str,
+    log: impl FnOnce() -> String,
+) {
+    if try_eventually(timeout, || child.try_wait().ok().flatten().is_some()).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not stop within {timeout:?}; log:\n{}", log());
+    }
+}
+
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM files `NAME.crt` / `NAME.key` in
 /// `env`, for TLS listeners and upstreams; `None` (after a SKIPPED notice) without openssl
 /// outside E2E mode.

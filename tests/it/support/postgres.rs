@@ -150,15 +150,7 @@ impl Postgres {
                 signal(&child, "INT");
             }
         }
-        let exited = try_eventually(STOP_TIMEOUT, || child.try_wait().ok().flatten().is_some());
-        if exited.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "postgres did not stop within {STOP_TIMEOUT:?}; log:\n{}",
-                self.log()
-            );
-        }
+        super::await_exit(child, STOP_TIMEOUT, "postgres", || self.log());
     }
 
     /// Starts the postmaster again on the same cluster and port after [`Postgres::stop`].
@@ -226,7 +218,7 @@ impl Postgres {
             .append(true)
             .open(self.dir.path().join("postgres.log"))
             .expect("open postgres log");
-        let child = self
+        let mut child = self
             .as_server_user(&self.bins.postgres)
             .arg("-D")
             .arg(self.data_dir())
@@ -250,16 +242,7 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("spawn postgres");
-        self.child = Some(child);
-        // Ok(None): accepting connections; Ok(Some(status)): exited early.
-        let started = try_eventually(START_TIMEOUT, || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Ok(Some(status));
-            }
+        let started = super::until_ready(&mut child, START_TIMEOUT, || {
             let out = Command::new(&self.bins.pg_isready)
                 .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
                 .arg("-p")
@@ -268,11 +251,12 @@ impl Postgres {
                 .output()
                 .map_err(|e| format!("run pg_isready: {e}"))?;
             if out.status.success() {
-                Ok(None)
+                Ok(())
             } else {
                 Err(format!("pg_isready: {}", stdout(&out).trim()))
             }
         });
+        self.child = Some(child);
         match started {
             Ok(None) => true,
             Ok(Some(status)) => {

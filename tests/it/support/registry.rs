@@ -162,7 +162,7 @@ impl Registry {
                 .open(d.join(name))
                 .expect("open registry log")
         };
-        let child = Command::new(&self.bin)
+        let mut child = Command::new(&self.bin)
             .arg("serve")
             .arg(&config_path)
             // REGISTRY_* variables would override the config file.
@@ -174,21 +174,12 @@ impl Registry {
             .stderr(open("registry.log"))
             .spawn()
             .expect("spawn docker-registry");
-        self.child = Some(child);
-        // Ok(None): answering; Ok(Some(status)): exited early.
-        let started = try_eventually(START_TIMEOUT, || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Ok(Some(status));
-            }
-            match http_request("GET", &self.addr, "/v2/", &[], b"") {
-                Ok(_) => Ok(None),
-                Err(e) => Err(format!("GET /v2/: {e}")),
-            }
+        let started = super::until_ready(&mut child, START_TIMEOUT, || {
+            http_request("GET", &self.addr, "/v2/", &[], b"")
+                .map(|_| ())
+                .map_err(|e| format!("GET /v2/: {e}"))
         });
+        self.child = Some(child);
         match started {
             Ok(None) => true,
             Ok(Some(status)) => {
