@@ -52,6 +52,14 @@ impl Fleet {
         env
     }
 
+    /// `n` replica environments in front of the fault server, its credentials stored once (in
+    /// the shared state) through the first; and the `[[upstream]]` table they share.
+    fn replicas_for(&self, up: &FaultServer, n: usize) -> (Vec<Env>, String) {
+        let envs: Vec<Env> = (0..n).map(|_| self.env()).collect();
+        let upstream = up.upstream(&envs[0], "http", "");
+        (envs, upstream)
+    }
+
     /// A replica's proxy.toml keys: the shared bucket, credentials by reference.
     fn config(&self) -> String {
         format!(
@@ -91,8 +99,7 @@ fn three_replicas_fetch_a_blob_once_and_share_it_through_the_bucket() {
     let up = FaultServer::start(blob.clone());
     // Half the blob, a pause, the rest: the other replicas ask while the first one fills.
     up.set(Fault::Pause(Duration::from_secs(3)));
-    let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
-    let upstream = up.upstream(&envs[0], "http", "");
+    let (envs, upstream) = fleet.replicas_for(&up, 3);
     let replicas: Vec<ProxyProcess> = envs
         .iter()
         .map(|e| ProxyProcess::start(e, &fleet.config(), &upstream))
@@ -194,8 +201,7 @@ fn a_replica_killed_mid_fill_is_taken_over_and_nothing_partial_is_visible() {
     let up = FaultServer::start(blob.clone());
     // The leader gets half the blob, then the upstream goes quiet for a minute.
     up.set(Fault::Stall(Duration::from_secs(60)));
-    let envs: Vec<Env> = (0..2).map(|_| fleet.env()).collect();
-    let upstream = up.upstream(&envs[0], "http", "");
+    let (envs, upstream) = fleet.replicas_for(&up, 2);
     let mut leader = ProxyProcess::start(&envs[0], &fleet.config(), &upstream);
     let follower = ProxyProcess::start(&envs[1], &fleet.config(), &upstream);
     let path = format!("/v2/app/blobs/{}", up.blob_digest);
@@ -256,8 +262,7 @@ fn a_replica_killed_mid_fill_is_taken_over_and_nothing_partial_is_visible() {
 fn a_rotated_secret_is_used_by_every_replica_within_a_second() {
     let Some(fleet) = Fleet::start() else { return };
     let up = FaultServer::start(test_blob(1));
-    let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
-    let upstream = up.upstream(&envs[0], "http", "");
+    let (envs, upstream) = fleet.replicas_for(&up, 3);
     // Start with a wrong password: the upstream refuses every replica.
     let secret = |env: &Env, password: &str| {
         crate::support::store_scoped_secret(
@@ -299,8 +304,7 @@ fn bucket_and_database_outages_degrade_and_recover_by_themselves() {
         return;
     };
     let up = FaultServer::start(test_blob(2));
-    let envs: Vec<Env> = (0..2).map(|_| fleet.env()).collect();
-    let upstream = up.upstream(&envs[0], "http", "");
+    let (envs, upstream) = fleet.replicas_for(&up, 2);
     let a = ProxyProcess::start(&envs[0], &fleet.config(), &upstream);
     let b = ProxyProcess::start(&envs[1], &fleet.config(), &upstream);
     let path = format!("/v2/app/blobs/{}", up.blob_digest);
@@ -486,8 +490,7 @@ fn client_token(r: &ProxyProcess, user: &str, password: &str) -> String {
 fn links_and_client_tokens_are_fleet_wide_and_other_namespaces_still_ask_the_upstream() {
     let Some(fleet) = Fleet::start() else { return };
     let up = FaultServer::start(test_blob(2));
-    let envs: Vec<Env> = (0..2).map(|_| fleet.env()).collect();
-    let upstream = up.upstream(&envs[0], "http", "");
+    let (envs, upstream) = fleet.replicas_for(&up, 2);
     crate::support::add_proxy_client(&envs[0], "alice", "default", "alice-pw");
     crate::support::add_proxy_client(&envs[0], "eve", "other", "eve-pw");
     let config = fleet.config() + "[auth]\nenabled = true\n";
@@ -557,8 +560,7 @@ fn links_and_client_tokens_are_fleet_wide_and_other_namespaces_still_ask_the_ups
 fn a_manifest_and_its_tag_are_fetched_upstream_once_for_the_fleet() {
     let Some(fleet) = Fleet::start() else { return };
     let up = FaultServer::start(test_blob(1));
-    let envs: Vec<Env> = (0..3).map(|_| fleet.env()).collect();
-    let upstream = up.upstream(&envs[0], "http", "");
+    let (envs, upstream) = fleet.replicas_for(&up, 3);
     let replicas: Vec<ProxyProcess> = envs
         .iter()
         .map(|e| ProxyProcess::start(e, &fleet.config(), &upstream))
