@@ -14,6 +14,11 @@ CREATE TABLE shared_blobs (
     last_used timestamptz NOT NULL DEFAULT now()
 );
 
+-- Each replica's pins, refreshed every bookkeeping round; a pin not refreshed for a while
+-- (unpinned, or its replica gone) no longer holds the blob.
 CREATE TABLE shared_pins (
-    digest text PRIMARY KEY
+    digest       text NOT NULL,
+    holder       text NOT NULL,
+    refreshed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (digest, holder)
 );

@@ -18,6 +18,9 @@ pub struct Config {
     pub kube_secret_dirs: Vec<PathBuf>,
     /// Fleet mode: shared state in PostgreSQL instead of the local store.
     pub state: StateConfig,
+    /// `--state` (or `PULLSECRET_STATE` through it): wins over the config file.
+    #[serde(skip)]
+    pub state_override: Option<String>,
 }
 
 /// `[state]`: where shared state lives (fleet mode). Unset: the local store.
@@ -36,7 +39,7 @@ impl std::fmt::Debug for StateConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateConfig")
             .field("postgres", &self.postgres.as_ref().map(|_| "(set)"))
-            .field("master_key", &self.master_key)
+            .field("master_key", &self.master_key.as_ref().map(|_| "(set)"))
             .finish()
     }
 }
@@ -96,13 +99,20 @@ impl Config {
     /// The PostgreSQL URL of shared state and where it came from: `PULLSECRET_STATE`
     /// (also `--state`), then the config file's `[state] postgres`; `None`: the local store.
     pub fn state_url(&self) -> Option<(String, &'static str)> {
+        if let Some(u) = self
+            .state_override
+            .as_ref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Some((u.trim().to_string(), "--state"));
+        }
         match std::env::var("PULLSECRET_STATE") {
             Ok(v) if !v.trim().is_empty() => Some((v.trim().to_string(), "PULLSECRET_STATE")),
             _ => self
                 .state
                 .postgres
                 .clone()
-                .map(|u| (u, "[state] or --state")),
+                .map(|u| (u, "the config file's [state]")),
         }
     }
 

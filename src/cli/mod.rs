@@ -90,7 +90,7 @@ impl Ctx {
     fn new(cli: &Cli) -> anyhow::Result<Self> {
         let mut config = Config::load(cli.config.as_deref())?;
         if let Some(s) = &cli.state {
-            config.state.postgres = Some(s.clone());
+            config.state_override = Some(s.clone());
         }
         let paths = StorePaths::from_env(cli.store_dir.as_deref());
         let opened = crate::store::open_store(&config, &paths)?;

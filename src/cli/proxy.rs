@@ -275,7 +275,7 @@ fn proxy_store(
         general.state.postgres = Some(p);
     }
     if let Some(s) = &cli.state {
-        general.state.postgres = Some(s.clone());
+        general.state_override = Some(s.clone());
     }
     let paths = StorePaths::from_env(cli.store_dir.as_deref());
     Ok(match crate::store::open_state(&general, &paths)? {
@@ -310,6 +310,9 @@ fn join_fleet(
         _ => None,
     };
     // `PULLSECRET_ADVERTISE` first: on Kubernetes it is built from the pod's IP.
+    if shared.is_some() && db.is_none() && cfg.cache.max_size.is_some() {
+        tracing::warn!("cache.max_size bounds the shared bucket only with [state] (PostgreSQL); without it the bucket is not evicted");
+    }
     let advertise = std::env::var("PULLSECRET_ADVERTISE")
         .ok()
         .filter(|v| !v.trim().is_empty())

@@ -38,6 +38,8 @@ pub struct Fleet {
     max_shared: Option<u64>,
     http: reqwest::Client,
     timing: Timing,
+    /// Numbers this replica's leases.
+    leases: std::sync::atomic::AtomicU64,
 }
 
 /// The bookkeeping round's period, and how recent a use keeps a blob from eviction (it may
@@ -127,11 +129,16 @@ impl Fleet {
             peer_key,
             used: Mutex::default(),
             max_shared,
+            // Replicas talk directly (never through HTTP(S)_PROXY, which would see the peer
+            // credential), and a peer silent for 30 s counts as gone: the follower resumes.
             http: reqwest::Client::builder()
+                .no_proxy()
                 .connect_timeout(Duration::from_secs(3))
+                .read_timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
             timing,
+            leases: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -146,6 +153,14 @@ impl Fleet {
         };
         let client = pool.get().await.map_err(|e| describe_pool(&e))?;
         let digest = d.to_string();
+        // Each lease its own holder name: a later fill of the same digest on this replica must
+        // not be released by an earlier one finishing its upload.
+        let holder = format!(
+            "{}#{}",
+            self.id,
+            self.leases
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         for _ in 0..3 {
             let mine = client
                 .query_opt(
@@ -153,14 +168,13 @@ impl Fleet {
                      ON CONFLICT (digest) DO UPDATE
                        SET holder = EXCLUDED.holder, address = EXCLUDED.address, heartbeat = now()
                        WHERE fill_leases.heartbeat < now() - make_interval(secs => $4)
-                          OR fill_leases.holder = EXCLUDED.holder
                      RETURNING holder",
-                    &[&digest, &self.id, &self.advertise, &LEASE_EXPIRY_SECS],
+                    &[&digest, &holder, &self.advertise, &LEASE_EXPIRY_SECS],
                 )
                 .await
                 .map_err(|e| describe(&e))?;
             if mine.is_some() {
-                let (pool2, digest2, holder) = (pool.clone(), digest.clone(), self.id.clone());
+                let (pool2, digest2, holder2) = (pool.clone(), digest.clone(), holder.clone());
                 let heartbeat = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(HEARTBEAT);
                     loop {
@@ -169,7 +183,7 @@ impl Fleet {
                             let _ = c
                                 .execute(
                                     "UPDATE fill_leases SET heartbeat = now() WHERE digest = $1 AND holder = $2",
-                                    &[&digest2, &holder],
+                                    &[&digest2, &holder2],
                                 )
                                 .await;
                         }
@@ -178,7 +192,7 @@ impl Fleet {
                 return Ok(LeaseOutcome::Mine(Lease {
                     pool: pool.clone(),
                     digest,
-                    holder: self.id.clone(),
+                    holder,
                     heartbeat,
                 }));
             }
@@ -484,14 +498,27 @@ impl Fleet {
             .await
             .map_err(|e| describe(&e))?;
         }
-        if !pins.is_empty() {
-            c.execute(
-                "INSERT INTO shared_pins (digest) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-                &[&pins],
-            )
-            .await
-            .map_err(|e| describe(&e))?;
-        }
+        // This replica's pins now: refreshed, and the ones it dropped removed.
+        c.execute(
+            "INSERT INTO shared_pins (digest, holder) SELECT unnest($1::text[]), $2
+             ON CONFLICT (digest, holder) DO UPDATE SET refreshed_at = now()",
+            &[&pins, &self.id],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+        c.execute(
+            "DELETE FROM shared_pins WHERE holder = $1 AND NOT (digest = ANY($2))",
+            &[&self.id, &pins],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+        // Leases of replicas that died between their upload and their release.
+        c.execute(
+            "DELETE FROM fill_leases WHERE heartbeat < now() - make_interval(secs => $1)",
+            &[&(LEASE_EXPIRY_SECS * 4.0)],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
         c.execute(
             "DELETE FROM content_links WHERE confirmed_at < now() - interval '30 days'",
             &[],
@@ -537,11 +564,17 @@ impl Fleet {
         let rows = c
             .query(
                 "SELECT digest, size FROM shared_blobs b
-                 WHERE NOT EXISTS (SELECT 1 FROM fill_leases l WHERE l.digest = b.digest)
-                   AND NOT EXISTS (SELECT 1 FROM shared_pins p WHERE p.digest = b.digest)
+                 WHERE NOT EXISTS (SELECT 1 FROM fill_leases l WHERE l.digest = b.digest
+                                     AND l.heartbeat > now() - make_interval(secs => $2))
+                   AND NOT EXISTS (SELECT 1 FROM shared_pins p WHERE p.digest = b.digest
+                                     AND p.refreshed_at > now() - make_interval(secs => $3))
                    AND last_used < now() - make_interval(secs => $1)
                  ORDER BY last_used LIMIT 1000",
-                &[&self.timing.evict_grace.as_secs_f64()],
+                &[
+                    &self.timing.evict_grace.as_secs_f64(),
+                    &LEASE_EXPIRY_SECS,
+                    &(self.timing.interval.as_secs_f64() * 3.0).max(60.0),
+                ],
             )
             .await
             .map_err(|e| describe(&e))?;

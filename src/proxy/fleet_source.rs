@@ -69,7 +69,10 @@ impl Proxy {
         if self.fleet.set(fleet.clone()).is_err() {
             return;
         }
-        self.lru.track_use();
+        // Uses matter only where a database records them.
+        if fleet.coordinated() {
+            self.lru.track_use();
+        }
         if let Some(k) = fleet.derived_key(b"proxy-tokens") {
             self.tokens.share_key(k);
         }

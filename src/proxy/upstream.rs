@@ -81,10 +81,17 @@ impl Upstream {
                 failures: cfg.circuit_failures,
                 ..Default::default()
             },
-            request_cap: cfg
-                .max_requests_per_second
-                .and_then(crate::registry::rate_cap::RateCap::new)
-                .map(Arc::new),
+            request_cap: match cfg.max_requests_per_second {
+                Some(n) => Some(Arc::new(
+                    crate::registry::rate_cap::RateCap::new(n).ok_or_else(|| {
+                        SetupError::new(
+                            format!("upstream {} max_requests_per_second {n}", cfg.name),
+                            "expected a number above 0 (leave it out for no cap)",
+                        )
+                    })?,
+                )),
+                None => None,
+            },
         };
         let bytes_cap = match cfg.max_bytes_per_second.as_deref() {
             Some(text) => {
@@ -94,7 +101,14 @@ impl Upstream {
                         "expected a size such as 20MiB",
                     )
                 })?;
-                crate::registry::rate_cap::RateCap::new(n as f64).map(Arc::new)
+                Some(Arc::new(
+                    crate::registry::rate_cap::RateCap::new(n as f64).ok_or_else(|| {
+                        SetupError::new(
+                            format!("upstream {} max_bytes_per_second {text:?}", cfg.name),
+                            "expected a size above 0 (leave it out for no cap)",
+                        )
+                    })?,
+                ))
             }
             None => None,
         };

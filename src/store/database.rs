@@ -114,7 +114,7 @@ impl Database {
         StoreError::Unavailable {
             backend: "postgres",
             reason: format!("{}: {reason}", self.shown),
-            fix: "check that PostgreSQL is running and reachable; nothing was changed".into(),
+            fix: "check that PostgreSQL is running and reachable, then retry (a write that did not reach the database changed nothing)".into(),
         }
     }
 }

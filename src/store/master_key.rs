@@ -79,7 +79,8 @@ impl MasterKey {
 
     /// The key a reference (`vault://…`, `env://VAR`, …) resolves to: base64 of 32 bytes.
     pub fn from_reference(reference: &str) -> Result<Self, StoreError> {
-        let what = Path::new(reference);
+        // Never the text itself in errors: a key pasted where a reference belongs would leak.
+        let what = Path::new("(PULLSECRET_MASTER_KEY_REF / [state] master_key)");
         let err = |reason: String| StoreError::MasterKey {
             path: what.to_path_buf(),
             reason,

@@ -217,7 +217,17 @@ pub fn open_state(
         Some(r) => super::master_key::MasterKey::from_reference(r.trim())?,
         None => match super::master_key::MasterKey::load_any(&paths.key_file, &paths.data_dir)? {
             Some(k) => k,
-            None => super::master_key::MasterKey::create_any(&paths.key_file, &paths.data_dir)?,
+            // A new key only for an empty database: with namespaces there, a fresh key would
+            // seal new ones apart from the rest (and a read-only command would write a key).
+            None if database_is_empty(&db)? => {
+                super::master_key::MasterKey::create_any(&paths.key_file, &paths.data_dir)?
+            }
+            None => {
+                return Err(StoreError::MasterKeyMissing {
+                    key: paths.key_file.clone(),
+                    data: super::database::redact(url).into(),
+                })
+            }
         },
     };
     let why = format!(
@@ -229,6 +239,23 @@ pub fn open_state(
         super::postgres::PgStore::open(db, key, config.limits)?,
         why,
     )))
+}
+
+/// Whether the shared state holds no namespace yet.
+fn database_is_empty(db: &super::database::Database) -> Result<bool, StoreError> {
+    let pool = db.pool().clone();
+    db.run(async move {
+        let c = pool
+            .get()
+            .await
+            .map_err(|e| super::database::describe_pool(&e))?;
+        let row = c
+            .query_one("SELECT NOT EXISTS (SELECT 1 FROM namespaces)", &[])
+            .await
+            .map_err(|e| super::database::describe(&e))?;
+        Ok::<bool, String>(row.get(0))
+    })
+    .map_err(|e| db.unavailable(e))
 }
 
 #[cfg(test)]

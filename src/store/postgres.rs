@@ -22,6 +22,8 @@ use crate::secret::Limits;
 
 /// The channel every write notifies, with the namespace as payload.
 const CHANNEL: &str = "pullsecret_state";
+/// How often every namespace is read again regardless of notifications.
+const FULL_RELOAD: Duration = Duration::from_secs(60);
 
 pub struct PgStore {
     inner: Arc<Inner>,
@@ -212,8 +214,24 @@ impl Inner {
                             tracing::info!("state: listening for changes in PostgreSQL");
                         }
                         wait = Duration::from_millis(200);
-                        while let Some(ns) = rx.recv().await {
-                            self.reload(Some(ns)).await;
+                        // A full reload now and then as well: a notification lost on a link
+                        // that stays up (a middlebox dropping it) must not leave state stale.
+                        let mut every = tokio::time::interval(FULL_RELOAD);
+                        every.tick().await;
+                        loop {
+                            tokio::select! {
+                                ns = rx.recv() => match ns {
+                                    Some(ns) => {
+                                        self.reload(Some(ns)).await;
+                                    }
+                                    None => break,
+                                },
+                                _ = every.tick() => {
+                                    if !self.reload(None).await {
+                                        break;
+                                    }
+                                }
+                            }
                         }
                     }
                     driver.abort();
@@ -258,16 +276,39 @@ impl Inner {
     }
 }
 
-/// What a write found in the database, under the namespace's lock.
+/// What a write found in the database, under the namespace's lock (and the key of another
+/// master key's namespace, if any exists: a new namespace must not be sealed apart).
 struct Locked {
-    client: deadpool_postgres::Object,
+    client: Option<deadpool_postgres::Object>,
     current: Option<(String, Sealed)>,
+    foreign_key: Option<String>,
+}
+
+impl Locked {
+    fn take(&mut self) -> deadpool_postgres::Object {
+        match self.client.take() {
+            Some(c) => c,
+            // `finish` and `abort` each take it once; nothing else does.
+            None => unreachable!("a locked write's connection was used twice"),
+        }
+    }
+}
+
+impl Drop for Locked {
+    /// A write abandoned mid-transaction (a panic in `edit`) must not return its connection,
+    /// still in the transaction and holding the namespace's lock, to the pool: it is closed.
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
 }
 
 impl PgStore {
     fn begin(&self, namespace: &str) -> Result<Locked, StoreError> {
         let pool = self.inner.db.pool().clone();
         let ns = namespace.to_string();
+        let key_id = self.inner.key.id();
         self.inner
             .db
             .run(async move {
@@ -280,16 +321,23 @@ impl PgStore {
                     client
                         .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&ns])
                         .await?;
-                    client
+                    let row = client
                         .query_opt(
                             "SELECT key_id, wrapped_key, data FROM namespaces WHERE name = $1",
                             &[&ns],
                         )
-                        .await
+                        .await?;
+                    let foreign = client
+                        .query_opt(
+                            "SELECT key_id FROM namespaces WHERE key_id <> $1 LIMIT 1",
+                            &[&key_id],
+                        )
+                        .await?;
+                    Ok::<_, tokio_postgres::Error>((row, foreign))
                 }
                 .await;
                 match locked {
-                    Ok(row) => Ok(Locked {
+                    Ok((row, foreign)) => Ok(Locked {
                         current: row.map(|r| {
                             (
                                 r.get(0),
@@ -299,7 +347,8 @@ impl PgStore {
                                 },
                             )
                         }),
-                        client,
+                        foreign_key: foreign.map(|r| r.get(0)),
+                        client: Some(client),
                     }),
                     Err(e) => {
                         rollback(client).await;
@@ -312,7 +361,7 @@ impl PgStore {
 
     fn finish(
         &self,
-        locked: Locked,
+        mut locked: Locked,
         namespace: &str,
         write: Option<Sealed>,
     ) -> Result<(), StoreError> {
@@ -320,47 +369,49 @@ impl PgStore {
         let key_id = self.inner.key.id();
         self.inner
             .db
-            .run(async move {
-                let client = locked.client;
-                let done = async {
-                    match &write {
-                        Some(s) => {
-                            client
-                                .execute(
-                                    "INSERT INTO namespaces (name, key_id, wrapped_key, data)
+            .run({
+                let client = locked.take();
+                async move {
+                    let done = async {
+                        match &write {
+                            Some(s) => {
+                                client
+                                    .execute(
+                                        "INSERT INTO namespaces (name, key_id, wrapped_key, data)
                                      VALUES ($1, $2, $3, $4)
                                      ON CONFLICT (name) DO UPDATE SET key_id = EXCLUDED.key_id,
                                        wrapped_key = EXCLUDED.wrapped_key, data = EXCLUDED.data,
                                        version = namespaces.version + 1, updated_at = now()",
-                                    &[&ns, &key_id, &s.wrapped_key, &s.data],
-                                )
-                                .await?;
+                                        &[&ns, &key_id, &s.wrapped_key, &s.data],
+                                    )
+                                    .await?;
+                            }
+                            None => {
+                                client
+                                    .execute("DELETE FROM namespaces WHERE name = $1", &[&ns])
+                                    .await?;
+                            }
                         }
-                        None => {
-                            client
-                                .execute("DELETE FROM namespaces WHERE name = $1", &[&ns])
-                                .await?;
-                        }
+                        client
+                            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &ns])
+                            .await?;
+                        client.batch_execute("COMMIT").await
                     }
-                    client
-                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &ns])
-                        .await?;
-                    client.batch_execute("COMMIT").await
-                }
-                .await;
-                match done {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        rollback(client).await;
-                        Err(describe(&e))
+                    .await;
+                    match done {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            rollback(client).await;
+                            Err(describe(&e))
+                        }
                     }
                 }
             })
             .map_err(|e| self.inner.db.unavailable(e))
     }
 
-    fn abort(&self, locked: Locked) {
-        self.inner.db.run(rollback(locked.client));
+    fn abort(&self, mut locked: Locked) {
+        self.inner.db.run(rollback(locked.take()));
     }
 }
 
@@ -413,7 +464,18 @@ impl SecretStore for PgStore {
         let locked = self.begin(namespace)?;
         let opened = match &locked.current {
             Some((key_id, sealed)) => self.inner.open_row(namespace, key_id, sealed),
-            None => new_data_key().map(|dk| (Vec::new(), dk)),
+            // A new namespace sealed with another key than the rest would split the store.
+            None => match &locked.foreign_key {
+                Some(other) => Err(StoreError::Decrypt {
+                    namespace: namespace.to_string(),
+                    path: "postgres:namespaces".into(),
+                    reason: format!(
+                        "the database holds namespaces sealed with master key {other} but this process holds key {} (give every replica the same master key)",
+                        self.inner.key.id()
+                    ),
+                }),
+                None => new_data_key().map(|dk| (Vec::new(), dk)),
+            },
         };
         let result = opened.and_then(|(mut secrets, data_key): (_, Zeroizing<Vec<u8>>)| {
             let before = secrets.len();

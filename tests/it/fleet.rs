@@ -716,4 +716,46 @@ fn a_shared_directory_serves_as_the_bucket_and_the_master_key_comes_by_reference
         .expect("list");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("master key"), "{}", stderr(&out));
+    // Nor start a namespace of its own, sealed apart from the rest.
+    let before = fleet.pg.psql_in(
+        &fleet.url,
+        "select name, key_id from namespaces order by name",
+    );
+    let out = run_with_stdin(
+        wrong.pullsecret(&[
+            "secret",
+            "create",
+            "docker-registry",
+            "x",
+            "-n",
+            "elsewhere",
+            "--docker-server",
+            "reg.example",
+            "--docker-username",
+            "u",
+            "--docker-password-stdin",
+        ]),
+        b"pw",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("master key"), "{}", stderr(&out));
+    // A process with no key at all makes none up while the database holds namespaces.
+    let mut keyless = Env::new();
+    keyless.set("PULLSECRET_STATE", &fleet.url);
+    keyless.set("PULLSECRET_MASTER_KEY_STORE", "file");
+    let out = keyless
+        .pullsecret(&["secret", "list"])
+        .output()
+        .expect("list");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("master key"), "{}", stderr(&out));
+    assert!(
+        !keyless.path("config/pullsecret/master.key").exists(),
+        "a key was created"
+    );
+    let after = fleet.pg.psql_in(
+        &fleet.url,
+        "select name, key_id from namespaces order by name",
+    );
+    assert_eq!(before, after, "the database changed");
 }
