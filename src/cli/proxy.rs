@@ -122,18 +122,19 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     if let Some(ProxyCmd::Warm { images, platform }) = &a.command {
         return ops::warm(&proxy, images, platform);
     }
-    // At least four workers: on a small machine one worker stuck in a slow system call (or a
-    // deadlock /readyz reports) must not take half the proxy's capacity with it.
-    let workers = std::thread::available_parallelism()
-        .map_or(4, std::num::NonZeroUsize::get)
-        .max(4);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // More workers than CPUs keep a small machine serving while one is stuck in a slow system
+    // call; the default (one per CPU) measured best in benches/compare.sh.
+    if cfg.limits.worker_threads > 0 {
+        rt.worker_threads(cfg.limits.worker_threads);
+    }
+    let rt = rt
         .enable_all()
         .on_thread_park(crate::proxy::watchdog::on_park)
         .on_thread_unpark(crate::proxy::watchdog::on_unpark)
         .build()
         .context("starting the runtime")?;
+    crate::proxy::watchdog::keep_driver_polled(rt.handle().clone());
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await

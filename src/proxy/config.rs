@@ -246,6 +246,8 @@ pub struct ProxyLimits {
     /// `/readyz` fails when a runtime worker has been awake this long without polling a
     /// connection (stuck in a blocking call), in seconds.
     pub stall_secs: u64,
+    /// Runtime worker threads (0: one per CPU, the default).
+    pub worker_threads: usize,
     /// Cold blob requests waiting for a fill slot, in all and per client address; beyond
     /// them the proxy answers 503 TOOMANYREQUESTS with Retry-After.
     pub max_queued_fills: usize,
@@ -269,6 +271,7 @@ impl Default for ProxyLimits {
             idle_timeout_secs: 60,
             shutdown_timeout_secs: 30,
             stall_secs: 10,
+            worker_threads: 0,
             max_queued_fills: 1024,
             max_queued_fills_per_client: 256,
             sendfile: true,

@@ -21,6 +21,8 @@ pub struct Upstream {
     pub cfg: UpstreamConfig,
     pub names: UpstreamNames,
     pub client: Client,
+    /// `host[:port]` of each fallback URL, in order.
+    pub fallback_hosts: Vec<String>,
     /// `max_bytes_per_second`, shared by every transfer from this upstream.
     pub bytes_cap: Option<Arc<crate::registry::rate_cap::RateCap>>,
 }
@@ -114,6 +116,7 @@ impl Upstream {
         };
         let mut client = Client::new(opts.clone(), tokens.clone())
             .map_err(|e| SetupError::new(format!("upstream {}", cfg.name), e))?;
+        let mut fallback_hosts = Vec::new();
         for url in &cfg.fallback_urls {
             let what = format!("upstream {} fallback {url}", cfg.name);
             let plain = url.starts_with("http://");
@@ -128,6 +131,7 @@ impl Upstream {
                 ..cfg.clone()
             };
             let host = probe.host().map_err(|e| SetupError::new(&what, e))?;
+            fallback_hosts.push(host.clone());
             let fallback = Client::new(
                 UpstreamOptions {
                     host,
@@ -149,6 +153,7 @@ impl Upstream {
             cfg,
             names,
             client,
+            fallback_hosts,
             bytes_cap,
         })
     }
@@ -273,10 +278,35 @@ impl Upstream {
                 secret.namespace, secret.name, registry.server
             )
         };
-        Ok(Some(Picked {
-            creds: credentials(&grant, registry.username, &registry.password, value),
-            grant,
-        }))
+        let mut creds = credentials(&grant, registry.username, &registry.password, value);
+        // Fallback URLs on other hosts get the same secret's entry for that host, if it has
+        // one: per-URL credentials that never leave the requester's own secret.
+        for host in &self.fallback_hosts {
+            let Ok(k) = ServerKey::parse(&format!("{host}/{repo}")) else {
+                continue;
+            };
+            let Some((_, index)) = secret.registry_for(&k) else {
+                continue;
+            };
+            let Some(entry) = secret.registries().into_iter().nth(index) else {
+                continue;
+            };
+            if entry.server == registry.server {
+                continue;
+            }
+            let value = resolver
+                .resolve_value(&entry.password)
+                .map_err(|e| err(e.to_string()))?;
+            let alt_grant = format!(
+                "secret:{}/{}@{}",
+                secret.namespace, secret.name, entry.server
+            );
+            creds.alternates.push((
+                host.clone(),
+                credentials(&alt_grant, entry.username, &entry.password, value),
+            ));
+        }
+        Ok(Some(Picked { creds, grant }))
     }
 }
 
@@ -334,5 +364,6 @@ fn credentials(
         identity: format!("{grant}|{username}:{identity}"),
         username,
         password: value,
+        alternates: Vec::new(),
     }
 }

@@ -118,6 +118,22 @@ where
     }
 }
 
+/// Starts a thread that hands the runtime an empty task every half second. Tokio polls the
+/// I/O driver only from a worker that parks; if the one worker awake blocks (the stuck worker
+/// `/readyz` exists to report) while the others sleep, nothing would read the sockets again.
+/// The empty task wakes a sleeping worker, which then parks on the driver and serves them.
+pub fn keep_driver_polled(handle: tokio::runtime::Handle) {
+    let spawned = std::thread::Builder::new()
+        .name("pullsecret-nudge".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(handle.spawn(async {}));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the runtime nudge thread; a stuck worker may hide /readyz");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

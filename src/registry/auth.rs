@@ -19,6 +19,9 @@ pub struct Credentials {
     pub password: SecretString,
     /// Names the credential in cache keys: a `cacheKey` or a salted hash of the value.
     pub identity: String,
+    /// Credentials of the same owner for other hosts of one upstream (its fallback URLs), by
+    /// `host[:port]`; a host not listed gets these.
+    pub alternates: Vec<(String, Credentials)>,
 }
 
 impl Credentials {
@@ -28,7 +31,16 @@ impl Credentials {
             username,
             password,
             identity,
+            alternates: Vec::new(),
         }
+    }
+
+    /// The credentials for `host`: an alternate for it, else these.
+    pub fn for_host(&self, host: &str) -> &Credentials {
+        self.alternates
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(host))
+            .map_or(self, |(_, c)| c)
     }
 
     /// Docker stores identity (refresh) tokens under the username `<token>`.

@@ -566,6 +566,7 @@ impl Client {
             return here;
         }
         tracing::warn!(from = %self.host(), to = %next.host(), %path, "failing over to the next URL of the upstream");
+        let creds = creds.map(|c| c.for_host(next.host()));
         Box::pin(next.send(method, path, headers, repo, creds)).await
     }
 

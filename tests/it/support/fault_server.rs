@@ -56,7 +56,18 @@ fn digest(b: &[u8]) -> String {
 }
 
 impl FaultServer {
+    /// Serves `blob` to clients with the canary credentials.
     pub fn start(blob: Vec<u8>) -> Self {
+        Self::start_with_login(blob, super::CANARY_USER, super::CANARY)
+    }
+
+    /// Serves `blob` to clients that log in as `user` with `password` (Basic).
+    pub fn start_with_login(blob: Vec<u8>, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let blob_digest = digest(&blob);
@@ -79,6 +90,7 @@ impl FaultServer {
         let ranges = range_gets.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let state = (
+            auth,
             fault.clone(),
             blob_gets.clone(),
             requests.clone(),
@@ -91,8 +103,8 @@ impl FaultServer {
             config,
         );
         std::thread::spawn(move || {
-            let (fault, gets, requests, extra, stop, manifest, md, blob, bd, config) = state;
-            let shared = Arc::new((manifest, md, blob, bd, config));
+            let (auth, fault, gets, requests, extra, stop, manifest, md, blob, bd, config) = state;
+            let shared = Arc::new((manifest, md, blob, bd, config, auth));
             for conn in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -107,6 +119,7 @@ impl FaultServer {
                         range_gets: &ranges,
                         requests: &requests,
                         extra: &extra,
+                        auth: &shared.5,
                     };
                     let _ = serve(
                         s, &fault, &counters, &shared.0, &shared.1, &shared.2, &shared.3, &shared.4,
@@ -165,6 +178,8 @@ struct Counters<'a> {
     range_gets: &'a AtomicUsize,
     requests: &'a AtomicUsize,
     extra: &'a Mutex<String>,
+    /// The `Authorization` value this server accepts.
+    auth: &'a str,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -179,7 +194,7 @@ fn serve(
     config: &[u8],
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let expected_auth = format!("Basic {}", super::canary_forms()[1]);
+    let expected_auth = counters.auth;
     let mut r = BufReader::new(s.try_clone()?);
     let mut w = s;
     // Read per request: the proxy keeps connections alive across fault switches.
