@@ -120,7 +120,9 @@ pub fn run(cli: &Cli, a: &ProxyArgs) -> Result<()> {
     let admin_store = store.clone();
     let proxy = crate::proxy::build(&cfg, store, namespace).map_err(|e| anyhow!(e))?;
     if let Some(ProxyCmd::Warm { images, platform }) = &a.command {
-        return ops::warm(&proxy, images, platform);
+        // A one-off process takes no leases and serves no peers: it only fills the bucket.
+        let join = || join_fleet(&proxy, &cfg, fleet_db.map(|(db, _)| (db, None)), "");
+        return ops::warm(&proxy, images, platform, join);
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     // More workers than CPUs keep a small machine serving while one is stuck in a slow system
@@ -259,10 +261,10 @@ fn client_cmd(cli: &Cli, c: &ClientCmd) -> Result<()> {
     Ok(())
 }
 
-/// The database and peer key a fleet replica coordinates with.
+/// The database and peer key a fleet replica coordinates with (no key: no leases or peers).
 type FleetDb = Option<(
     crate::store::database::Database,
-    zeroize::Zeroizing<[u8; 32]>,
+    Option<zeroize::Zeroizing<[u8; 32]>>,
 )>;
 
 /// The proxy's store: shared state in PostgreSQL when `--state`, `PULLSECRET_STATE`, proxy.toml's
@@ -282,7 +284,7 @@ fn proxy_store(
     Ok(match crate::store::open_state(&general, &paths)? {
         Some((pg, why)) => {
             tracing::info!("{why}");
-            let fleet = Some((pg.database(), pg.peer_key()));
+            let fleet = Some((pg.database(), Some(pg.peer_key())));
             (Arc::new(pg), fleet)
         }
         None => (Arc::new(FileStore::new(paths, general.limits)), None),
@@ -319,11 +321,12 @@ fn join_fleet(
         .filter(|v| !v.trim().is_empty())
         .or_else(|| cfg.fleet.advertise.clone())
         .unwrap_or_else(|| listening.to_string());
-    if advertise.contains("://0.0.0.0") || advertise.contains("://[::]") {
+    let serves_peers = db.as_ref().is_some_and(|(_, k)| k.is_some());
+    if serves_peers && (advertise.contains("://0.0.0.0") || advertise.contains("://[::]")) {
         tracing::warn!(%advertise, "fleet: other replicas cannot reach an unspecified address; set [fleet] advertise or PULLSECRET_ADVERTISE");
     }
     let (pool, key) = match db {
-        Some((db, key)) => (Some(db.pool().clone()), Some(key)),
+        Some((db, key)) => (Some(db.pool().clone()), key),
         None => (None, None),
     };
     let mut timing = crate::proxy::fleet::Timing::default();

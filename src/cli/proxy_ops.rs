@@ -16,7 +16,14 @@ use crate::registry::manifest::Platform;
 use crate::registry::reference::Reference;
 
 /// Prefetches images through the proxy's own fill path into its cache.
-pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Result<()> {
+/// `join` runs first inside the runtime: it joins the fleet, if any, so warmed blobs land in
+/// the shared bucket too; warm then waits for those uploads before it returns.
+pub fn warm(
+    proxy: &Arc<Proxy>,
+    images: &[String],
+    platforms: &[String],
+    join: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let platforms: Vec<Platform> = platforms
         .iter()
         .map(|p| {
@@ -28,6 +35,7 @@ pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Resu
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
+        join()?;
         for image in images {
             let (ui, r) = warm_target(proxy, image)?;
             let print = |line: &str| eprintln!("{image}: {line}");
@@ -42,6 +50,9 @@ pub fn warm(proxy: &Arc<Proxy>, images: &[String], platforms: &[String]) -> Resu
                 done.bytes
             );
         }
+        proxy
+            .settle_fleet(std::time::Duration::from_secs(3600))
+            .await;
         Ok(())
     })
 }

@@ -337,7 +337,10 @@ impl Proxy {
         let this = self.clone();
         let (up, repo, digest) = (up.clone(), repo.to_string(), digest.clone());
         let identity = identity.to_string();
+        // A short-lived process (`proxy warm`) waits for this, upload included, before exiting.
+        let work = self.fleet().map(|f| f.work());
         tokio::spawn(async move {
+            let _work = work;
             let queued = ticket.is_some();
             let acquire = this.fill_slots.clone().acquire_owned();
             tokio::pin!(acquire);

@@ -40,6 +40,17 @@ pub struct Fleet {
     timing: Timing,
     /// Numbers this replica's leases.
     leases: std::sync::atomic::AtomicU64,
+    /// Fills (and their uploads) under way, for a short-lived process to wait on.
+    work: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One fill's share of [`Fleet::busy`], released on drop.
+pub struct Work(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The bookkeeping round's period, and how recent a use keeps a blob from eviction (it may
@@ -139,7 +150,19 @@ impl Fleet {
                 .unwrap_or_default(),
             timing,
             leases: std::sync::atomic::AtomicU64::new(0),
+            work: Default::default(),
         }
+    }
+
+    /// Marks a fill (through its upload) as under way until the guard drops.
+    pub fn work(&self) -> Work {
+        self.work.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Work(self.work.clone())
+    }
+
+    /// Fills and uploads under way.
+    pub fn busy(&self) -> usize {
+        self.work.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn coordinated(&self) -> bool {

@@ -63,6 +63,16 @@ impl Proxy {
         }
     }
 
+    /// Waits until no fill or upload to the fleet's bucket is under way (for `proxy warm`,
+    /// which exits when it is done), at most `limit`.
+    pub async fn settle_fleet(&self, limit: Duration) {
+        let Some(fleet) = self.fleet() else { return };
+        let deadline = Instant::now() + limit;
+        while fleet.busy() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Joins this proxy to a fleet (once, at start).
     pub fn attach_fleet(self: &Arc<Self>, fleet: Fleet) {
         let fleet = Arc::new(fleet);

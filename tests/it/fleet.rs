@@ -759,3 +759,52 @@ fn a_shared_directory_serves_as_the_bucket_and_the_master_key_comes_by_reference
     );
     assert_eq!(before, after, "the database changed");
 }
+
+#[test]
+fn proxy_warm_fills_the_shared_bucket_for_the_whole_fleet() {
+    let Some(fleet) = Fleet::start() else { return };
+    let up = FaultServer::start(test_blob(2));
+    let (envs, upstream) = fleet.replicas_for(&up, 2);
+    let config = envs[0].path("warm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cache_dir = \"{}\"\n{}\n{upstream}",
+            envs[0].path("warm-cache").display(),
+            fleet.config()
+        ),
+    )
+    .expect("write warm config");
+    let config = config.display().to_string();
+    let out = envs[0]
+        .pullsecret(&["proxy", "--config", &config, "warm", "f/app:v1"])
+        .output()
+        .expect("warm");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("warmed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // When warm returns, its uploads are done.
+    let key = Fleet::object_key(&up.blob_digest);
+    assert!(
+        fleet.s3.list_keys("").contains(&key),
+        "{:?}",
+        fleet.s3.list_keys("")
+    );
+    assert_eq!(up.blob_gets.load(Ordering::Relaxed), 1);
+    // A replica that starts afterwards serves the blob from the bucket.
+    let r = ProxyProcess::start(&envs[1], &fleet.config(), &upstream);
+    let got = stream_get(&r.addr, &format!("/v2/app/blobs/{}", up.blob_digest), &[]).expect("GET");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    assert_eq!(
+        up.blob_gets.load(Ordering::Relaxed),
+        1,
+        "the upstream was asked again"
+    );
+    assert_eq!(counter(&r.addr, "pullsecret_proxy_shared_fills_total"), 1.0);
+}
