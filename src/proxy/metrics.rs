@@ -61,6 +61,8 @@ pub struct Metrics {
     pub shared_upload_errors: Counter,
     pub shared_fills: Counter,
     pub peer_fills: Counter,
+    /// Fleet: client Ranges answered from the bucket while the replica's copy filled.
+    pub shared_ranges: Counter,
 }
 
 impl Default for Metrics {
@@ -93,6 +95,7 @@ impl Default for Metrics {
             shared_upload_errors: Counter::default(),
             shared_fills: Counter::default(),
             peer_fills: Counter::default(),
+            shared_ranges: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -215,6 +218,11 @@ impl Default for Metrics {
             "shared_fills",
             "Fills served from the fleet's shared bucket instead of the upstream",
             m.shared_fills.clone(),
+        );
+        registry.register(
+            "shared_ranges",
+            "Client Range requests answered from the fleet's shared bucket",
+            m.shared_ranges.clone(),
         );
         registry.register(
             "peer_fills",

@@ -69,6 +69,12 @@ impl Proxy {
         if fill.written() > end + 1 {
             return None;
         }
+        if let Some(r) = self
+            .range_from_bucket(up, repo, digest, picked, start, end, total)
+            .await
+        {
+            return Some(r);
+        }
         self.count_upstream(&up.cfg.name);
         let creds = picked.map(|p| &p.creds);
         let resp = match up
@@ -116,6 +122,52 @@ impl Proxy {
             status: StatusCode::PARTIAL_CONTENT,
             digest,
             length: Some(len),
+            content_range: Some(format!("bytes {start}-{end}/{total}")),
+        }
+        .response(BodyExt::boxed(StreamBody::new(body)));
+        r.extensions_mut()
+            .insert(super::recent::CacheOutcome("miss"));
+        Some(r)
+    }
+
+    /// In a fleet, a range of a blob the shared bucket holds comes from there (nearer than the
+    /// upstream), once the upstream has confirmed this requester may read it. `None`: no
+    /// bucket, or it lacks the blob; the caller asks the upstream.
+    #[allow(clippy::too_many_arguments)]
+    async fn range_from_bucket(
+        &self,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+        picked: Option<&Picked>,
+        start: u64,
+        end: u64,
+        total: u64,
+    ) -> Option<Response<Body>> {
+        let shared = self.fleet()?.shared.as_ref()?;
+        // Only a blob the bucket holds (a failed look-up means: ask the upstream).
+        shared.head(digest).await.ok()??;
+        if let Err(e) = self.confirm(up, repo, digest, picked, false).await {
+            return Some(super::response::error_response(&e));
+        }
+        let mut stream = shared.range(digest, start, end).await.ok()?;
+        self.metrics.shared_ranges.inc();
+        // The object store's stream is not `Sync`, which a response body must be: relay it.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+        tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item.map(Frame::data), rx))
+        });
+        let mut r = BlobHead {
+            status: StatusCode::PARTIAL_CONTENT,
+            digest,
+            length: Some(end + 1 - start),
             content_range: Some(format!("bytes {start}-{end}/{total}")),
         }
         .response(BodyExt::boxed(StreamBody::new(body)));

@@ -194,6 +194,30 @@ impl SharedBlobs {
         })
     }
 
+    /// Bytes `start..=end` of the blob, for a client's Range while its copy is still filling.
+    pub async fn range(
+        &self,
+        d: &Digest,
+        start: u64,
+        end: u64,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
+        String,
+    > {
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(start..end + 1)),
+            ..GetOptions::default()
+        };
+        let got = self.store.get_opts(&self.key(d), opts).await.map_err(|e| {
+            if !matches!(e, object_store::Error::NotFound { .. }) {
+                self.saw(false, "get", Some(&e));
+            }
+            e.to_string()
+        })?;
+        self.saw(true, "get", None);
+        Ok(got.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
     /// Uploads a verified blob from `path`; the key appears only when the upload completes.
     pub async fn upload(&self, d: &Digest, path: &std::path::Path) -> Result<(), String> {
         let mut file = tokio::fs::File::open(path)

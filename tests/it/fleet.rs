@@ -808,3 +808,40 @@ fn proxy_warm_fills_the_shared_bucket_for_the_whole_fleet() {
     );
     assert_eq!(counter(&r.addr, "pullsecret_proxy_shared_fills_total"), 1.0);
 }
+
+#[test]
+fn a_range_of_a_blob_in_the_bucket_is_read_from_the_bucket() {
+    let Some(fleet) = Fleet::start() else { return };
+    let blob = test_blob(64);
+    let up = FaultServer::start(blob.clone());
+    let (envs, upstream) = fleet.replicas_for(&up, 2);
+    let a = ProxyProcess::start(&envs[0], &fleet.config(), &upstream);
+    let b = ProxyProcess::start(&envs[1], &fleet.config(), &upstream);
+    let path = format!("/v2/app/blobs/{}", up.blob_digest);
+    let got = stream_get(&a.addr, &path, &[]).expect("GET on a");
+    assert_eq!(
+        (got.status, got.digest.as_str()),
+        (200, up.blob_digest.as_str())
+    );
+    let key = Fleet::object_key(&up.blob_digest);
+    eventually(Duration::from_secs(30), "the blob in the bucket", || {
+        fleet.s3.list_keys("").contains(&key)
+    });
+    // A lazy-pull client on b reads the last MiB first: it comes from the bucket at once, not
+    // from the upstream, while b's own copy fills from the bucket.
+    let total = blob.len();
+    let last = format!("bytes={}-{}", total - (1 << 20), total - 1);
+    let r = http_request("GET", &b.addr, &path, &[("Range", &last)], b"").expect("range on b");
+    assert_eq!(r.status, 206, "{}", b.log());
+    assert_eq!(r.body, blob[total - (1 << 20)..].to_vec());
+    assert_eq!(
+        counter(&b.addr, "pullsecret_proxy_shared_ranges_total"),
+        1.0
+    );
+    assert_eq!(
+        up.range_gets.load(Ordering::Relaxed),
+        0,
+        "the upstream was asked for the range"
+    );
+    assert_eq!(up.blob_gets.load(Ordering::Relaxed), 1);
+}
