@@ -33,6 +33,18 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Runs `f` (the store is synchronous) off the runtime's workers; a panic in it becomes a
+    /// 500 that says nothing more.
+    pub async fn blocking(f: impl FnOnce() -> Answer + Send + 'static) -> Answer {
+        tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+            Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "the request failed",
+            )
+        })
+    }
+
     pub fn ok(body: Value) -> Self {
         Self {
             status: StatusCode::OK,

@@ -486,7 +486,7 @@ async fn sample(state: &Arc<AdminState>, chart: &Mutex<Chart>) {
         name: "console".into(),
         namespace: None,
     };
-    let a = tokio::task::spawn_blocking(move || {
+    let a = Answer::blocking(move || {
         api::route(
             &st,
             &who,
@@ -497,7 +497,7 @@ async fn sample(state: &Arc<AdminState>, chart: &Mutex<Chart>) {
         )
     })
     .await;
-    let Some(v) = a.ok().and_then(|a| ok_body(&a).cloned()) else {
+    let Some(v) = ok_body(&a).cloned() else {
         return;
     };
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
@@ -611,7 +611,7 @@ impl Ctx<'_> {
         let state = self.state.clone();
         let who = self.who.clone();
         let body = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
-        tokio::task::spawn_blocking(move || {
+        Answer::blocking(move || {
             let (path, query) = match path.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
                 None => (path.as_str(), None),
@@ -619,13 +619,6 @@ impl Ctx<'_> {
             api::route(&state, &who, &method, path, query, &body)
         })
         .await
-        .unwrap_or_else(|_| {
-            Answer::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "the request failed",
-            )
-        })
     }
 
     fn hidden_csrf(&self) -> String {

@@ -86,7 +86,7 @@ pub async fn handle(
         return Answer::error(StatusCode::BAD_REQUEST, "NAMESPACE_INVALID", e.to_string());
     }
     let method = method.clone();
-    tokio::task::spawn_blocking(move || match method {
+    Answer::blocking(move || match method {
         Method::GET => list(&state, &namespace, scope),
         Method::POST => create(&state, &who, &namespace, scope, &body),
         Method::DELETE => delete(&state, &who, &namespace, scope, &body),
@@ -97,13 +97,6 @@ pub async fn handle(
         ),
     })
     .await
-    .unwrap_or_else(|_| {
-        Answer::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "the request failed",
-        )
-    })
 }
 
 fn bad(m: impl Into<String>) -> Answer {

@@ -170,17 +170,9 @@ async fn handle(
     if path.starts_with("/api/functions/registries") {
         return respond(direktiv::handle(state, who, &method, &path, body).await);
     }
-    let answer = tokio::task::spawn_blocking(move || {
-        api::route(&state, &who, &method, &path, query.as_deref(), &body)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Answer::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "the request failed",
-        )
-    });
+    let answer =
+        Answer::blocking(move || api::route(&state, &who, &method, &path, query.as_deref(), &body))
+            .await;
     respond(answer)
 }
 

@@ -202,30 +202,27 @@ impl Proxy {
             })
         };
         let mut revalidation = std::pin::pin!(revalidation);
-        if let Some(d) = &cached_digest {
-            if let Ok(done) = tokio::time::timeout(up.cfg.stale_after, &mut revalidation).await {
-                return self
-                    .after_head(
-                        up,
-                        repo,
-                        tag,
-                        accept,
-                        picked,
-                        &cached,
-                        cached_digest.as_ref(),
-                        done,
-                    )
-                    .await;
+        // With a cached digest, the client waits at most `stale_after` for the revalidation.
+        let early = match &cached_digest {
+            Some(_) => tokio::time::timeout(up.cfg.stale_after, &mut revalidation)
+                .await
+                .ok(),
+            None => None,
+        };
+        let done = match (early, &cached_digest) {
+            (Some(done), _) => done,
+            (None, Some(d)) => {
+                let late = format!(
+                    "revalidation took longer than stale_after ({:?})",
+                    up.cfg.stale_after
+                );
+                if let Some(m) = self.serve_stale(up, repo, tag, d, identity, &late) {
+                    return Ok(m);
+                }
+                revalidation.await
             }
-            let late = format!(
-                "revalidation took longer than stale_after ({:?})",
-                up.cfg.stale_after
-            );
-            if let Some(m) = self.serve_stale(up, repo, tag, d, identity, &late) {
-                return Ok(m);
-            }
-        }
-        let done = revalidation.await;
+            (None, None) => revalidation.await,
+        };
         self.after_head(
             up,
             repo,
