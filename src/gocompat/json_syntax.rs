@@ -78,18 +78,26 @@ impl Parser<'_> {
             }
             self.ws();
             self.value(depth + 1)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                c => return Err(Stop::Invalid(c, "after object key:value pair".into())),
+            if self.after_item(b'}', "after object key:value pair")? {
+                return Ok(());
             }
+        }
+    }
+
+    /// After an element of an object or array: `,` (another follows) or `close` (`true`: done).
+    fn after_item(&mut self, close: u8, what: &str) -> Result<bool, Stop> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                Ok(false)
+            }
+            c if c == close => {
+                self.i += 1;
+                Ok(true)
+            }
+            c => Err(Stop::Invalid(c, what.into())),
         }
     }
 
@@ -102,17 +110,8 @@ impl Parser<'_> {
         }
         loop {
             self.value(depth + 1)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                c => return Err(Stop::Invalid(c, "after array element".into())),
+            if self.after_item(b']', "after array element")? {
+                return Ok(());
             }
         }
     }

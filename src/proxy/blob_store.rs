@@ -224,14 +224,10 @@ impl BlobStore {
 
     /// Tag records are named by a hash: repository names never become paths.
     fn tag_path(&self, upstream: &str, repo: &str, tag: &str, accept: &str) -> PathBuf {
-        let mut h = Sha256::new();
-        for part in [upstream, repo, tag, accept] {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
-        self.root
-            .join("meta/tags")
-            .join(format!("{}.json", hex::encode(h.finalize())))
+        self.root.join("meta/tags").join(format!(
+            "{}.json",
+            hashed_key(&[upstream, repo, tag, accept])
+        ))
     }
 
     /// The cached list of `kind` (`tags`, `referrers`) under `key` (upstream, repository,
@@ -259,14 +255,10 @@ impl BlobStore {
 
     /// Named by a hash like tag records.
     fn list_path(&self, kind: &str, key: &[&str]) -> PathBuf {
-        let mut h = Sha256::new();
-        for part in std::iter::once(&kind).chain(key) {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
+        let parts: Vec<&str> = std::iter::once(kind).chain(key.iter().copied()).collect();
         self.root
             .join("meta/lists")
-            .join(format!("{}.json", hex::encode(h.finalize())))
+            .join(format!("{}.json", hashed_key(&parts)))
     }
 
     /// Total bytes and count of cached blobs.
@@ -294,4 +286,15 @@ fn process_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 performs only the existence and permission check.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The hex SHA-256 of `parts`, each followed by a NUL (so no two lists of parts collide): the
+/// name of a record whose parts (repositories, identities) must not show in paths or tables.
+pub fn hashed_key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
 }

@@ -15,13 +15,7 @@ use crate::registry::digest::Digest;
 
 /// The tag answer's name in the shared table: a hash, so the table names no repository.
 fn tag_key(upstream: &str, repo: &str, tag: &str, accept: &str) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    for part in ["tag", upstream, repo, tag, accept] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    hex::encode(h.finalize())
+    super::blob_store::hashed_key(&["tag", upstream, repo, tag, accept])
 }
 
 impl Proxy {

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::registry::digest::Digest;
 
 pub struct Grants {
@@ -43,12 +41,7 @@ impl Grants {
 
     /// The link's name: a hash of who, where and what, so a shared copy reveals none of them.
     pub fn key(identity: &str, upstream: &str, repo: &str, digest: &Digest) -> String {
-        let mut h = Sha256::new();
-        for part in [identity, upstream, repo, digest.as_str()] {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
-        hex::encode(h.finalize())
+        super::blob_store::hashed_key(&[identity, upstream, repo, digest.as_str()])
     }
 
     pub fn check(&self, identity: &str, upstream: &str, repo: &str, digest: &Digest) -> Link {
