@@ -74,8 +74,26 @@ impl Answer {
     }
 }
 
-/// Namespaces no API call may write: they hold the proxy's client and admin credentials.
-const RESERVED: &[&str] = &[CLIENTS_NAMESPACE, ADMIN_TOKENS_NAMESPACE];
+/// Namespaces no API call, Direktiv call or `secret create` may write: they hold the proxy's
+/// client and admin credentials, each with the one command that writes there.
+const RESERVED: &[(&str, &str)] = &[
+    (CLIENTS_NAMESPACE, "pullsecret proxy client add"),
+    (ADMIN_TOKENS_NAMESPACE, "pullsecret admin token create"),
+];
+
+/// The command that owns `ns` when it is reserved.
+pub fn reserved_by(ns: &str) -> Option<&'static str> {
+    RESERVED.iter().find(|(r, _)| *r == ns).map(|(_, by)| *by)
+}
+
+/// The answer for a request on a reserved namespace.
+pub(crate) fn reserved_answer(ns: &str) -> Answer {
+    Answer::error(
+        StatusCode::FORBIDDEN,
+        "NAMESPACE_RESERVED",
+        format!("namespace {ns} is reserved"),
+    )
+}
 
 /// Routes one authenticated `/api/v1` request (blocking: the store is synchronous).
 pub fn route(
@@ -154,12 +172,8 @@ fn with_ns(who: &AdminIdentity, ns: &str, f: impl FnOnce() -> Answer) -> Answer 
     if let Err(e) = validate_namespace(ns) {
         return Answer::error(StatusCode::BAD_REQUEST, "NAMESPACE_INVALID", e.to_string());
     }
-    if RESERVED.contains(&ns) {
-        return Answer::error(
-            StatusCode::FORBIDDEN,
-            "NAMESPACE_RESERVED",
-            format!("namespace {ns} is reserved"),
-        );
+    if reserved_by(ns).is_some() {
+        return reserved_answer(ns);
     }
     if !who.may_act_on(ns) {
         return Answer::error(
@@ -349,7 +363,7 @@ fn list_namespaces(state: &AdminState, who: &AdminIdentity) -> Answer {
     };
     let list: Vec<Value> = names
         .iter()
-        .filter(|ns| !RESERVED.contains(&ns.as_str()) && who.may_act_on(ns))
+        .filter(|ns| reserved_by(ns).is_none() && who.may_act_on(ns))
         .map(|ns| {
             let n = all.iter().filter(|s| &s.namespace == ns).count();
             json!({"name": ns, "secrets": n})

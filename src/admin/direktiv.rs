@@ -85,6 +85,10 @@ pub async fn handle(
     if let Err(e) = crate::store::validate_namespace(&namespace) {
         return Answer::error(StatusCode::BAD_REQUEST, "NAMESPACE_INVALID", e.to_string());
     }
+    // The same rule as the REST API: proxy clients and admin tokens are not registries.
+    if super::api::reserved_by(&namespace).is_some() {
+        return super::api::reserved_answer(&namespace);
+    }
     let method = method.clone();
     Answer::blocking(move || match method {
         Method::GET => list(&state, &namespace, scope),

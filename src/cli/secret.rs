@@ -13,7 +13,6 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::output::{ago, out, outln, table};
 use super::Ctx;
-use crate::proxy::client_auth::CLIENTS_NAMESPACE;
 use crate::secret::{
     validate_name, RefResolver, RegistrySecret, SecretValue, ServerKey, DOCKER_HUB_KEY,
 };
@@ -808,17 +807,9 @@ fn read_utf8(path: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
 }
 
-/// Namespaces only pullsecret itself writes: `secret create` and `secret import` refuse them.
-const RESERVED_NAMESPACES: &[(&str, &str)] = &[
-    (CLIENTS_NAMESPACE, "pullsecret proxy client add"),
-    (
-        crate::admin::tokens::ADMIN_TOKENS_NAMESPACE,
-        "pullsecret admin token create",
-    ),
-];
-
 fn check_not_reserved(ns: &str) -> Result<()> {
-    if let Some((_, by)) = RESERVED_NAMESPACES.iter().find(|(r, _)| *r == ns) {
+    // Namespaces only pullsecret itself writes: `secret create` and `secret import` refuse them.
+    if let Some(by) = crate::admin::api::reserved_by(ns) {
         bail!("namespace {ns:?} is reserved; only `{by}` writes there; nothing was stored");
     }
     Ok(())

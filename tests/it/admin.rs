@@ -773,6 +773,46 @@ fn direktiv_registry_endpoints_work_unchanged() {
         Value::Null,
     );
     assert_eq!(s, 403, "a team-a token listed team-b's registries");
+    // Nor may it write or delete there, or in the global and private sets.
+    for (method, path) in [
+        ("POST", "/api/functions/registries/namespaces/team-b"),
+        ("DELETE", "/api/functions/registries/namespaces/team-b"),
+        ("POST", "/api/functions/registries/global"),
+        ("DELETE", "/api/functions/registries/private"),
+    ] {
+        let (s, _) = call(
+            method,
+            path,
+            ("direktiv-token", &scoped),
+            json!({"data": "a:b", "reg": "https://x.io"}),
+        );
+        assert_eq!(s, 403, "{method} {path} with a team-a token");
+    }
+    // The namespaces holding proxy clients and admin tokens are not registries, for anyone.
+    let tokens_before = stdout(
+        &env.pullsecret(&["admin", "token", "list"])
+            .output()
+            .expect("token list"),
+    );
+    for ns in ["admin-tokens", "proxy-clients"] {
+        let (s, v) = call(
+            "POST",
+            &format!("/api/functions/registries/namespaces/{ns}"),
+            hdr,
+            json!({"data": "a:b", "reg": "https://x.io"}),
+        );
+        assert_eq!(s, 403, "{ns}: {v}");
+        assert_eq!(v["error"]["code"], "NAMESPACE_RESERVED", "{v}");
+    }
+    let tokens_after = stdout(
+        &env.pullsecret(&["admin", "token", "list"])
+            .output()
+            .expect("token list"),
+    );
+    assert_eq!(
+        tokens_before, tokens_after,
+        "a registry landed among the admin tokens"
+    );
 }
 
 /// The admin listener over HTTPS (`[admin.tls]`, as `[tls]` for the registry port).
