@@ -171,6 +171,14 @@ fn admin_api_manages_the_proxy_and_refuses_everyone_else() {
         let (s, _) = api.call(m, p, t, Some(&scoped), Some(json!({})));
         assert_eq!(s, 403, "{m} {p} with team-b's token");
     }
+    // Pins and purges act on the cache every namespace shares: all-namespaces tokens only.
+    for (m, p, t) in endpoints
+        .iter()
+        .filter(|(m, p, _)| p.starts_with("/api/v1/cache/") && *m != "GET")
+    {
+        let (s, _) = api.call(m, p, t, Some(&scoped), Some(json!({})));
+        assert_eq!(s, 403, "{m} {p} with team-b's token");
+    }
     let (s, _) = api.call(
         "GET",
         "/api/v1/namespaces/proxy-clients/secrets",

@@ -268,13 +268,15 @@ fn import_is_refused_in_one_line(file: &str, text: &str) {
     assert_eq!(env.store_snapshot(), before, "{file} changed the store");
 }
 
-/// `pullsecret ARGS` fails and the store (holding one secret, `keep`) is unchanged.
-fn command_is_refused_and_changes_nothing(args: &[&str]) {
+/// `pullsecret ARGS` fails for the reason `why` names and the store (holding one secret,
+/// `keep`) is unchanged.
+fn command_is_refused_and_changes_nothing(args: &[&str], why: &str) {
     let env = Env::new();
     assert!(create(&env, "keep", &[]).status.success());
     let before = env.store_snapshot();
     let out = env.pullsecret(args).output().expect("run");
     assert!(!out.status.success(), "{args:?} was accepted");
+    assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
     assert_eq!(env.store_snapshot(), before, "{args:?} changed the store");
 }
 
@@ -314,65 +316,83 @@ fn import_of_an_unknown_secret_type_is_one_line_and_changes_nothing() {
 
 #[test]
 fn create_without_a_username_changes_nothing() {
-    command_is_refused_and_changes_nothing(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "x",
-        "--docker-password=p",
-    ]);
+    command_is_refused_and_changes_nothing(
+        &[
+            "secret",
+            "create",
+            "docker-registry",
+            "x",
+            "--docker-password=p",
+        ],
+        "--docker-username not set",
+    );
 }
 
 #[test]
 fn create_with_an_invalid_name_changes_nothing() {
-    command_is_refused_and_changes_nothing(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "Bad_Name",
-        "--docker-username=u",
-        "--docker-password=p",
-    ]);
+    command_is_refused_and_changes_nothing(
+        &[
+            "secret",
+            "create",
+            "docker-registry",
+            "Bad_Name",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        "invalid name \"Bad_Name\"",
+    );
 }
 
 #[test]
 fn create_from_missing_files_changes_nothing() {
-    command_is_refused_and_changes_nothing(&[
-        "secret",
-        "create",
-        "generic",
-        "g",
-        "--from-file=/nonexistent/file",
-    ]);
-    command_is_refused_and_changes_nothing(&[
-        "secret",
-        "create",
-        "tls",
-        "t",
-        "--cert=/nonexistent",
-        "--key=/nonexistent",
-    ]);
+    command_is_refused_and_changes_nothing(
+        &[
+            "secret",
+            "create",
+            "generic",
+            "g",
+            "--from-file=/nonexistent/file",
+        ],
+        "cannot read /nonexistent/file",
+    );
+    command_is_refused_and_changes_nothing(
+        &[
+            "secret",
+            "create",
+            "tls",
+            "t",
+            "--cert=/nonexistent",
+            "--key=/nonexistent",
+        ],
+        "cannot read /nonexistent",
+    );
 }
 
 #[test]
 fn import_from_a_missing_docker_config_changes_nothing() {
-    command_is_refused_and_changes_nothing(&[
-        "secret",
-        "import",
-        "--from-docker-config=/nonexistent/config.json",
-    ]);
+    command_is_refused_and_changes_nothing(
+        &[
+            "secret",
+            "import",
+            "--from-docker-config=/nonexistent/config.json",
+        ],
+        "does not exist",
+    );
 }
 
 #[test]
 fn create_over_an_existing_secret_changes_nothing() {
-    command_is_refused_and_changes_nothing(&[
-        "secret",
-        "create",
-        "docker-registry",
-        "keep",
-        "--docker-username=u",
-        "--docker-password=p",
-    ]);
+    command_is_refused_and_changes_nothing(
+        &[
+            "secret",
+            "create",
+            "docker-registry",
+            "keep",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        "already exists",
+    );
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn proxy_bearer(proxy: &ProxyProcess, creds: Option<(&str, &str)>) -> String {
     )
     .expect("token");
     assert_eq!(r.status, 200, "{}", r.text());
-    format!("Bearer {}", r.json()["token"].as_str().unwrap_or_default())
+    format!("Bearer {}", r.json()["token"].as_str().expect("a token"))
 }
 
 fn get(proxy: &ProxyProcess, path: &str, auth: Option<&str>) -> HttpResponse {

@@ -56,7 +56,7 @@ fn proxy_token(proxy: &ProxyProcess, basic: Option<&str>, extra_query: &str) -> 
 
 fn bearer(r: &HttpResponse) -> String {
     assert_eq!(r.status, 200, "{}", r.text());
-    format!("Bearer {}", r.json()["token"].as_str().unwrap_or_default())
+    format!("Bearer {}", r.json()["token"].as_str().expect("a token"))
 }
 
 /// A token registry where `robot` may pull `private/*`.
