@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 
 use crate::registry::auth::{Credentials, TokenCache, TokenStyle};
-use crate::registry::challenge::{parse_challenges, Challenge, Scheme};
+use crate::registry::challenge::{Challenge, Scheme};
 use crate::registry::http::describe_reqwest;
 use crate::registry::RegistryError;
 
@@ -86,17 +86,8 @@ async fn answer(
             status: status.as_u16(),
         });
     }
-    let header = resp
-        .headers()
-        .get_all(WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let challenges = parse_challenges(&header).unwrap_or_default();
-    let pick = |s: Scheme| challenges.iter().find(|c| *c.scheme() == s);
-    let authorization = match pick(Scheme::Bearer).or_else(|| pick(Scheme::Basic)) {
-        Some(ch) if *ch.scheme() == Scheme::Bearer => bearer(http, registry, ch, creds).await?,
+    let authorization = match crate::registry::challenge::preferred(resp.headers()) {
+        Some(ch) if *ch.scheme() == Scheme::Bearer => bearer(http, registry, &ch, creds).await?,
         Some(_) => creds.basic_header(),
         None => {
             return Err(VerifyError::Rejected {

@@ -69,7 +69,6 @@ impl Proxy {
         start_fill: bool,
     ) -> BlobPlan {
         let identity = picked.map_or("anonymous", |p| p.grant.as_str());
-        let owner = format!("{}|{repo}|{identity}", up.cfg.name);
         // Twice at most: a fill may commit between the cache check and the join.
         for _ in 0..2 {
             if let Ok(file) = std::fs::File::open(self.store.blob_path(digest)) {
@@ -84,6 +83,8 @@ impl Proxy {
                     Err(_) => BlobPlan::Unconfirmed,
                 };
             }
+            // Whose fill this would be; not built on the warm hit above.
+            let owner = format!("{}|{repo}|{identity}", up.cfg.name);
             if let Some(fill) = self.fills.get(digest) {
                 let own = fill.owner == owner;
                 return BlobPlan::Filling { fill, own };

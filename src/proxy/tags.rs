@@ -47,7 +47,7 @@ impl Proxy {
         self.count_upstream(&up.cfg.name);
         let listed = up
             .client
-            .list_tags(repo, None, picked.as_ref().map(|p| &p.creds))
+            .list_tags(repo, picked.as_ref().map(|p| &p.creds))
             .await;
         match listed {
             Ok(mut tags) => {

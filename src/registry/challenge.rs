@@ -99,6 +99,20 @@ impl Challenge {
     }
 }
 
+/// The challenge to answer among a response's `WWW-Authenticate` headers: Bearer when offered
+/// (what registries mean when they offer both), else Basic.
+pub fn preferred(headers: &http::HeaderMap) -> Option<Challenge> {
+    let header = headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let challenges = parse_challenges(&header).unwrap_or_default();
+    let pick = |s: Scheme| challenges.iter().find(|c| *c.scheme() == s).cloned();
+    pick(Scheme::Bearer).or_else(|| pick(Scheme::Basic))
+}
+
 /// Parses one `WWW-Authenticate` header value, which may hold several
 /// challenges (`Bearer realm="a",service="b", Basic realm="c"`).
 ///

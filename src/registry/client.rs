@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE};
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::{Credentials, TokenCache, TokenStyle};
@@ -385,12 +385,11 @@ impl Client {
         Ok(resp)
     }
 
-    /// Every tag of `repo`: `GET /v2/<repo>/tags/list` (with `?n=page` when given), following
+    /// Every tag of `repo`: `GET /v2/<repo>/tags/list`, following
     /// `Link: <…>; rel="next"` only on this registry's own origin, so credentials never leave it.
     pub async fn list_tags(
         &self,
         repo: &str,
-        page: Option<usize>,
         creds: Option<&Credentials>,
     ) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
@@ -405,9 +404,6 @@ impl Client {
             reason,
         };
         let mut path = format!("/v2/{repo}/tags/list");
-        if let Some(n) = page {
-            path.push_str(&format!("?n={n}"));
-        }
         let mut tags = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
             let resp = self
@@ -552,12 +548,12 @@ impl Client {
         repo: &str,
         creds: Option<&Credentials>,
     ) -> Result<Response, RegistryError> {
+        let Some(next) = &self.next else {
+            return self.send_here(method, path, headers, repo, creds).await;
+        };
         let here = self
             .send_here(method.clone(), path, headers.clone(), repo, creds)
             .await;
-        let Some(next) = &self.next else {
-            return here;
-        };
         let fail_over = match &here {
             Ok(r) => r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS,
             Err(e) => e.upstream_unavailable(),
@@ -630,6 +626,13 @@ impl Client {
             return;
         }
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        // The upstream's last figures, whoever asked; then this account's.
+        if limit.is_some() {
+            h.ratelimit_limit = limit;
+        }
+        if remaining.is_some() {
+            h.ratelimit_remaining = remaining;
+        }
         if !h.ratelimits.contains_key(who) && h.ratelimits.len() >= MAX_RATELIMIT_IDENTITIES {
             return;
         }
@@ -730,20 +733,7 @@ impl Client {
     }
 
     fn remember_challenge(&self, resp: &Response) -> Option<Challenge> {
-        let header = resp
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let challenges = challenge::parse_challenges(&header).unwrap_or_default();
-        // Prefer Bearer: it is what registries mean when they offer both.
-        let ch = challenges
-            .iter()
-            .find(|c| *c.scheme() == Scheme::Bearer)
-            .or_else(|| challenges.iter().find(|c| *c.scheme() == Scheme::Basic))
-            .cloned()?;
+        let ch = challenge::preferred(resp.headers())?;
         if let Ok(mut slot) = self.challenge.write() {
             *slot = Some(ch.clone());
         }
@@ -799,14 +789,6 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(r) = &sent {
-            if let Some(n) = ratelimit_count(r.headers(), "ratelimit-limit") {
-                h.ratelimit_limit = Some(n);
-            }
-            if let Some(n) = ratelimit_count(r.headers(), "ratelimit-remaining") {
-                h.ratelimit_remaining = Some(n);
-            }
-        }
         match &sent {
             Ok(r) if r.status().as_u16() < 500 => h.last_success = Some(now),
             Ok(r) => {
