@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod fleet_manifests;
 pub mod fleet_source;
 pub mod grants;
+pub mod list_cache;
 pub mod listener;
 pub mod manifests;
 pub mod metrics;

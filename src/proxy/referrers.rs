@@ -1,16 +1,14 @@
 //! Referrers (OCI 1.1): `GET /v2/<name>/referrers/<digest>[?artifactType=]` as an image index, from the upstream's API or its referrers tag, cached and served stale like tag lists.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 
-use super::blob_store::ListRecord;
-use super::response::{bytes_response, error_response, upstream_error, Body};
+use super::response::{bytes_response, error_response, Body};
 use super::server::Proxy;
-use super::tags::{cache_identity, STALE_WARNING};
+use super::tags::cache_identity;
 use super::upstream::Requester;
 use crate::registry::digest::Digest;
 use crate::registry::manifest::OCI_INDEX;
-use crate::store::now_unix;
 
 /// `kind` of cached referrer lists in the blob store.
 const REFERRERS: &str = "referrers";
@@ -36,49 +34,19 @@ impl Proxy {
             identity.as_str(),
             subject.as_str(),
         ];
-        let cached: Option<ListRecord<serde_json::Value>> = self.store.get_list(REFERRERS, &key);
-        let now = now_unix();
-        if let Some(rec) = &cached {
-            if now.saturating_sub(rec.checked) < up.cfg.tag_ttl.as_secs() {
-                self.hit(REFERRERS);
-                return index(&rec.items, artifact_type);
-            }
-        }
-        self.miss(REFERRERS);
-        self.count_upstream(&up.cfg.name);
-        let listed = up
+        let fetch = up
             .client
-            .referrers(repo, subject, picked.as_ref().map(|p| &p.creds))
-            .await;
-        match listed {
-            Ok(items) => {
-                let rec = ListRecord {
-                    items,
-                    checked: now,
-                };
-                if let Err(e) = self.store.put_list(REFERRERS, &key, &rec) {
-                    tracing::warn!(error = %e, "caching referrers failed");
-                }
-                index(&rec.items, artifact_type)
-            }
-            Err(e) => {
-                self.metrics
-                    .upstream_errors
-                    .get_or_create(&self.metrics.upstream(&up.cfg.name))
-                    .inc();
-                match cached {
-                    Some(rec) if e.upstream_unavailable() => {
-                        self.metrics.stale_serves.inc();
-                        tracing::warn!(upstream = %up.cfg.name, %repo, %subject, error = %e, "upstream unavailable; serving cached referrers (stale)");
-                        let mut r = index(&rec.items, artifact_type);
-                        r.headers_mut()
-                            .insert(header::WARNING, HeaderValue::from_static(STALE_WARNING));
-                        r
-                    }
-                    _ => upstream_error(&e, "MANIFEST_UNKNOWN"),
-                }
-            }
-        }
+            .referrers(repo, subject, picked.as_ref().map(|p| &p.creds));
+        self.cached_list(
+            &up,
+            repo,
+            REFERRERS,
+            &key,
+            fetch,
+            |items| index(items, artifact_type),
+            "MANIFEST_UNKNOWN",
+        )
+        .await
     }
 }
 

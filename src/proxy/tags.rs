@@ -1,14 +1,12 @@
 //! Tag lists: `GET /v2/<name>/tags/list` with the requester's upstream credentials, cached per upstream, repository and credential identity for `tag_ttl`, paged by `n`/`last` with `Link`, stale when the upstream is unwell.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, Response, StatusCode};
 
-use super::blob_store::ListRecord;
-use super::response::{bytes_response, error_response, hv, upstream_error, Body};
+use super::response::{bytes_response, error_response, hv, Body};
 use super::route::Page;
 use super::server::Proxy;
 use super::upstream::{Picked, Requester};
-use crate::store::now_unix;
 
 /// `kind` of cached tag lists in the blob store.
 const TAGS: &str = "tags";
@@ -35,51 +33,25 @@ impl Proxy {
         };
         let identity = cache_identity(picked.as_ref());
         let key = [up.cfg.name.as_str(), repo, identity.as_str()];
-        let cached: Option<ListRecord<String>> = self.store.get_list(TAGS, &key);
-        let now = now_unix();
-        if let Some(rec) = &cached {
-            if now.saturating_sub(rec.checked) < up.cfg.tag_ttl.as_secs() {
-                self.hit(TAGS);
-                return tag_page(name, &rec.items, page, ns);
-            }
-        }
-        self.miss(TAGS);
-        self.count_upstream(&up.cfg.name);
-        let listed = up
-            .client
-            .list_tags(repo, picked.as_ref().map(|p| &p.creds))
-            .await;
-        match listed {
-            Ok(mut tags) => {
-                tags.sort();
-                tags.dedup();
-                let rec = ListRecord {
-                    items: tags,
-                    checked: now,
-                };
-                if let Err(e) = self.store.put_list(TAGS, &key, &rec) {
-                    tracing::warn!(error = %e, "caching tag list failed");
-                }
-                tag_page(name, &rec.items, page, ns)
-            }
-            Err(e) => {
-                self.metrics
-                    .upstream_errors
-                    .get_or_create(&self.metrics.upstream(&up.cfg.name))
-                    .inc();
-                match cached {
-                    Some(rec) if e.upstream_unavailable() => {
-                        self.metrics.stale_serves.inc();
-                        tracing::warn!(upstream = %up.cfg.name, %repo, error = %e, "upstream unavailable; serving the cached tag list (stale)");
-                        let mut r = tag_page(name, &rec.items, page, ns);
-                        r.headers_mut()
-                            .insert(header::WARNING, HeaderValue::from_static(STALE_WARNING));
-                        r
-                    }
-                    _ => upstream_error(&e, "NAME_UNKNOWN"),
-                }
-            }
-        }
+        let fetch = async {
+            let mut tags = up
+                .client
+                .list_tags(repo, picked.as_ref().map(|p| &p.creds))
+                .await?;
+            tags.sort();
+            tags.dedup();
+            Ok(tags)
+        };
+        self.cached_list(
+            &up,
+            repo,
+            TAGS,
+            &key,
+            fetch,
+            |tags| tag_page(name, tags, page, ns),
+            "NAME_UNKNOWN",
+        )
+        .await
     }
 }
 
