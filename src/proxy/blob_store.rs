@@ -118,6 +118,13 @@ impl BlobStore {
             .join(d.hex())
     }
 
+    /// The cached blob `d`, opened, and its size.
+    pub fn open_blob(&self, d: &Digest) -> std::io::Result<(std::fs::File, u64)> {
+        let file = std::fs::File::open(self.blob_path(d))?;
+        let size = file.metadata()?.len();
+        Ok((file, size))
+    }
+
     pub fn has_blob(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()
     }

@@ -144,11 +144,11 @@ impl Proxy {
         };
         // A HEAD never starts a fill.
         match self.plan_blob(&up, repo, digest, picked.as_ref(), peer, !head) {
-            BlobPlan::Cached { size, .. } => {
+            BlobPlan::Cached { size, file } => {
                 if !head {
                     self.prefetch_used(digest, Some(size));
                 }
-                self.serve_cached(digest, size, range.as_deref(), head)
+                self.serve_cached(digest, (file, size), range.as_deref(), head)
                     .await
             }
             BlobPlan::Unconfirmed => {
@@ -158,9 +158,9 @@ impl Proxy {
                 {
                     return error_response(&r);
                 }
-                match tokio::fs::metadata(self.store.blob_path(digest)).await {
-                    Ok(m) => {
-                        self.serve_cached(digest, m.len(), range.as_deref(), head)
+                match self.store.open_blob(digest) {
+                    Ok(found) => {
+                        self.serve_cached(digest, found, range.as_deref(), head)
                             .await
                     }
                     Err(_) => oci_error(
@@ -269,14 +269,13 @@ impl Proxy {
     async fn serve_cached(
         &self,
         digest: &Digest,
-        size: u64,
+        (file, size): (std::fs::File, u64),
         range: Option<&str>,
         head: bool,
     ) -> Response<Body> {
         self.hit("blob");
         let pin = self.lru.pin(digest);
-        let mut resp =
-            serve_file(self.store.blob_path(digest), size, digest, range, head, pin).await;
+        let mut resp = serve_file(file, size, digest, range, head, pin).await;
         resp.extensions_mut()
             .insert(super::recent::CacheOutcome("hit"));
         if !head {

@@ -387,11 +387,10 @@ impl Proxy {
         if let Some(fill) = self.fills.get(&digest) {
             return super::response::stream_fill(fill.subscribe(), &digest, range.as_deref()).await;
         }
-        let path = self.store.blob_path(&digest);
-        match tokio::fs::metadata(&path).await {
-            Ok(m) => {
+        match self.store.open_blob(&digest) {
+            Ok((file, size)) => {
                 let pin = self.lru.pin(&digest);
-                serve_file(path, m.len(), &digest, range.as_deref(), false, pin).await
+                serve_file(file, size, &digest, range.as_deref(), false, pin).await
             }
             Err(_) => oci_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "not here"),
         }

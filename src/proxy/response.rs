@@ -269,7 +269,7 @@ pub fn parse_range(h: &str, total: Option<u64>) -> Option<Result<(u64, u64), ()>
 }
 
 pub(super) async fn serve_file(
-    path: std::path::PathBuf,
+    file: std::fs::File,
     size: u64,
     d: &Digest,
     range: Option<&str>,
@@ -286,26 +286,17 @@ pub(super) async fn serve_file(
     let body = if head || len == 0 {
         empty()
     } else {
-        match tokio::fs::File::open(&path).await {
-            Ok(mut f) => {
-                if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-                    return oci_error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "UNKNOWN",
-                        "cache read failed",
-                    );
-                }
-                let stream = tokio_util_reader(f.take(len), pin);
-                BodyExt::boxed(StreamBody::new(stream))
-            }
-            Err(_) => {
-                return oci_error(
-                    StatusCode::NOT_FOUND,
-                    "BLOB_UNKNOWN",
-                    "blob unknown to registry",
-                )
-            }
+        // The file opened when the blob was found: an eviction since cannot take it away.
+        let mut f = tokio::fs::File::from_std(file);
+        if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            return oci_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "cache read failed",
+            );
         }
+        let stream = tokio_util_reader(f.take(len), pin);
+        BodyExt::boxed(StreamBody::new(stream))
     };
     BlobHead {
         status,
