@@ -42,66 +42,52 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let proxy_for_fast = proxy.clone();
-                let proxy = proxy.clone();
-                let service = hyper::service::service_fn(move |req| {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                let conn_proxy = proxy.clone();
+                let service = {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer.ip()).await) }
-                });
-                match &tls {
-                    None => {
-                        let watcher = graceful.watcher();
-                        let fast = proxy_for_fast.clone();
-                        tokio::spawn(watchdog::tracked(async move {
+                    hyper::service::service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer.ip()).await) }
+                    })
+                };
+                let watcher = graceful.watcher();
+                let acceptor = tls.clone();
+                // `served` owns the socket, so `fd` stays open while it and `client_gone` run.
+                let served = async move {
+                    let settings = &conn_proxy.settings;
+                    match acceptor {
+                        None => {
                             let mut stream = stream;
-                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-                            let served = async move {
-                                // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
-                                let to_hyper = if fast.settings.sendfile {
-                                    fast_path(&fast, &mut stream).await
-                                } else {
-                                    true
-                                };
-                                if to_hyper {
-                                    let conn = connection_builder(&proxy_for_fast.settings)
-                                        .serve_connection(TokioIo::new(stream), service)
-                                        .into_owned();
-                                    let _ = watcher.watch(conn).await;
-                                }
-                            };
-                            // `served` owns the socket, so `fd` stays open while both run.
-                            tokio::select! {
-                                _ = served => {}
-                                _ = client_gone(fd) => {}
+                            // Cached blobs go out with sendfile(2); the rest of the connection to hyper.
+                            if settings.sendfile && !fast_path(&conn_proxy, &mut stream).await {
+                                return;
                             }
-                            drop(slot);
-                        }));
-                    }
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        let watcher = graceful.watcher();
-                        let settings_proxy = proxy_for_fast.clone();
-                        tokio::spawn(watchdog::tracked(async move {
-                            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-                            let handshake = settings_proxy.settings.header_read_timeout;
-                            let served = async move {
-                                // The handshake runs in the connection's task so a slow client blocks no one.
-                                let Ok(Ok(tls_stream)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await else {
-                                    return;
-                                };
-                                let conn = connection_builder(&settings_proxy.settings)
-                                    .serve_connection(TokioIo::new(tls_stream), service)
-                                    .into_owned();
-                                let _ = watcher.watch(conn).await;
+                            let conn = connection_builder(settings)
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Some(acceptor) => {
+                            // The handshake runs in the connection's task so a slow client blocks no one.
+                            let handshake = settings.header_read_timeout;
+                            let Ok(Ok(tls_stream)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await else {
+                                return;
                             };
-                            tokio::select! {
-                                _ = served => {}
-                                _ = client_gone(fd) => {}
-                            }
-                            drop(slot);
-                        }));
+                            let conn = connection_builder(settings)
+                                .serve_connection(TokioIo::new(tls_stream), service)
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
                     }
-                }
+                };
+                tokio::spawn(watchdog::tracked(async move {
+                    tokio::select! {
+                        _ = served => {}
+                        _ = client_gone(fd) => {}
+                    }
+                    drop(slot);
+                }));
             }
             _ = &mut shutdown => {
                 tracing::info!("shutting down: no new connections; waiting for requests in flight");
