@@ -69,11 +69,18 @@ type Opened = (Vec<StoredSecret>, Zeroizing<Vec<u8>>);
 pub struct FileStore {
     paths: StorePaths,
     limits: Limits,
+    /// The master key once read: with the key in the OS keyring, each read is a D-Bus round trip,
+    /// and one `get` would otherwise read it for every namespace list.
+    key: std::sync::OnceLock<std::sync::Arc<MasterKey>>,
 }
 
 impl FileStore {
     pub fn new(paths: StorePaths, limits: Limits) -> Self {
-        Self { paths, limits }
+        Self {
+            paths,
+            limits,
+            key: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn paths(&self) -> &StorePaths {
@@ -111,9 +118,12 @@ impl FileStore {
     }
 
     /// The master key, or `None` when no key exists yet (and no data needs one).
-    fn master_key(&self) -> Result<Option<MasterKey>, StoreError> {
+    fn master_key(&self) -> Result<Option<std::sync::Arc<MasterKey>>, StoreError> {
+        if let Some(k) = self.key.get() {
+            return Ok(Some(k.clone()));
+        }
         match MasterKey::load_any(&self.paths.key_file, &self.paths.data_dir)? {
-            Some(k) => Ok(Some(k)),
+            Some(k) => Ok(Some(self.key.get_or_init(|| k.into()).clone())),
             None if self.namespaces()?.is_empty() => Ok(None),
             None => Err(StoreError::MasterKeyMissing {
                 key: self.paths.key_file.clone(),
@@ -295,7 +305,10 @@ impl SecretStore for FileStore {
         // Creating the key under the lock keeps concurrent first writers on one key.
         let key = match self.master_key()? {
             Some(k) => k,
-            None => MasterKey::create_any(&self.paths.key_file, &self.paths.data_dir)?,
+            None => {
+                let k = MasterKey::create_any(&self.paths.key_file, &self.paths.data_dir)?;
+                self.key.get_or_init(|| k.into()).clone()
+            }
         };
         let (mut secrets, data_key) = match self.read_ns(namespace, &key)? {
             Some(found) => found,
