@@ -406,10 +406,7 @@ fn the_bucket_is_bounded_and_evicts_the_least_recently_used_blob_across_replicas
         })
         .collect();
     let image = crate::support::images::push_image(reg.addr(), "app", "v1", None, &layers);
-    let upstream = format!(
-        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-        reg.addr()
-    );
+    let upstream = crate::support::proxy::plain_upstream("up", reg.addr(), "");
     // Room for two of the three 2 MiB layers; uses written every 200 ms.
     let config = fleet
         .config()
@@ -478,17 +475,7 @@ fn the_bucket_is_bounded_and_evicts_the_least_recently_used_blob_across_replicas
 
 /// A token from a replica's `/token` endpoint for `user`.
 fn client_token(r: &ProxyProcess, user: &str, password: &str) -> String {
-    let basic = crate::support::http::basic_auth(user, password);
-    let t = http_request(
-        "GET",
-        &r.addr,
-        "/token?service=pullsecret&scope=repository:app:pull",
-        &[("Authorization", &basic)],
-        b"",
-    )
-    .expect("token");
-    assert_eq!(t.status, 200, "{}", t.text());
-    t.json()["token"].as_str().expect("a token").to_string()
+    crate::support::proxy::client_token(&r.addr, Some((user, password)), "app")
 }
 
 #[test]

@@ -439,10 +439,7 @@ fn stale_tag_served_when_upstream_is_down_and_404_passes_through() {
     let proxy = ProxyProcess::start(
         &env,
         "[prefetch]\nenabled = false\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\ntag_ttl = \"0s\"\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), "tag_ttl = \"0s\"\n"),
     );
     let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
     let first =
@@ -501,10 +498,7 @@ fn multi_arch_index_through_the_proxy() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), ""),
     );
     let m = http_request(
         "GET",
@@ -689,10 +683,7 @@ fn canary_htpasswd() -> RegistryAuth {
 /// An upstream for `reg` whose credentials are the canary secret.
 fn canary_upstream(env: &Env, reg: &Registry) -> String {
     store_canary_secret(env, "canary", reg.addr());
-    format!(
-        "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"canary\"\n",
-        reg.addr()
-    )
+    crate::support::proxy::plain_upstream("up", reg.addr(), "secret = \"canary\"\n")
 }
 
 /// The registry's own copy of a blob, to corrupt it behind its back.
@@ -880,7 +871,15 @@ fn identity_tokens_use_the_refresh_token_grant_and_oauth2_style_posts_passwords(
         "--docker-password-stdin",
     ]);
     assert!(run_with_stdin(create, b"pull-pw").status.success());
-    let proxy = ProxyProcess::start(&env, "", &format!("[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"pw\"\ntoken_style = \"oauth2\"\n", reg.addr()));
+    let proxy = ProxyProcess::start(
+        &env,
+        "",
+        &crate::support::proxy::plain_upstream(
+            "up",
+            reg.addr(),
+            "secret = \"pw\"\ntoken_style = \"oauth2\"\n",
+        ),
+    );
     reg.issuer().expect("issuer").clear_requests();
     let m = http_request(
         "GET",

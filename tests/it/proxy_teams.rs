@@ -27,18 +27,7 @@ fn team_registry(env: &Env) -> Option<Scenario<'_>> {
 
 /// A token from the proxy's own endpoint (docker style GET, optional Basic).
 fn proxy_token(proxy: &ProxyProcess, creds: Option<(&str, &str)>) -> String {
-    let auth = creds.map(|(u, p)| basic_auth(u, p));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let r = http_request(
-        "GET",
-        &proxy.addr,
-        "/token?service=pullsecret&scope=repository:team-a/app:pull",
-        &headers,
-        b"",
-    )
-    .expect("token");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
+    let v = crate::support::proxy::token_answer(&proxy.addr, creds, "team-a/app");
     for k in ["token", "access_token", "expires_in", "issued_at"] {
         assert!(!v[k].is_null(), "token response lacks {k}: {v}");
     }
@@ -381,10 +370,7 @@ fn metrics_eviction_gc_and_status() {
     let proxy = ProxyProcess::start(
         &env,
         &format!("[cache]\nmax_size = \"{limit}\"\n"),
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), ""),
     );
     let blobs_dir = proxy.cache.join("v1/blobs/sha256");
     let size = |d: &std::path::Path| -> u64 {

@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::support::http::{basic_auth, http_request, HttpResponse};
+use crate::support::http::{http_request, HttpResponse};
 use crate::support::images::{push_image, ImageInfo, OCI_INDEX, OCI_MANIFEST};
 use crate::support::proxy::ProxyProcess;
 use crate::support::registry::{Registry, RegistryAuth};
@@ -99,28 +99,15 @@ fn teams_setup(env: &Env) -> Option<(Registry, ProxyProcess)> {
     let proxy = ProxyProcess::start(
         env,
         "[auth]\nenabled = true\n",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), ""),
     );
     Some((reg, proxy))
 }
 
 /// A bearer header from the proxy's own token endpoint (`None`: anonymous).
 fn proxy_bearer(proxy: &ProxyProcess, creds: Option<(&str, &str)>) -> String {
-    let auth = creds.map(|(u, p)| basic_auth(u, p));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let r = http_request(
-        "GET",
-        &proxy.addr,
-        "/token?service=pullsecret&scope=repository:private/app:pull",
-        &headers,
-        b"",
-    )
-    .expect("token");
-    assert_eq!(r.status, 200, "{}", r.text());
-    format!("Bearer {}", r.json()["token"].as_str().expect("a token"))
+    let token = crate::support::proxy::client_token(&proxy.addr, creds, "private/app");
+    format!("Bearer {token}")
 }
 
 fn get(proxy: &ProxyProcess, path: &str, auth: Option<&str>) -> HttpResponse {
@@ -259,9 +246,10 @@ fn tags_list_served_stale_when_the_upstream_is_down() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"up-cred\"\ntag_ttl = \"0s\"\n",
-            reg.addr()
+        &crate::support::proxy::plain_upstream(
+            "up",
+            reg.addr(),
+            "secret = \"up-cred\"\ntag_ttl = \"0s\"\n",
         ),
     );
     let r = get(&proxy, "/v2/private/app/tags/list", None);
@@ -403,10 +391,7 @@ fn sendfile_answers_carry_the_api_version() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"up-cred\"\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), "secret = \"up-cred\"\n"),
     );
     let blob = format!("/v2/private/app/blobs/{}", img.layers[0].digest);
     for _ in 0..2 {
@@ -537,10 +522,7 @@ fn upstream_pages_and_referrers_api_followed_and_429_serves_stale() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\ntag_ttl = \"0s\"\n",
-            up.addr
-        ),
+        &crate::support::proxy::plain_upstream("up", &up.addr, "tag_ttl = \"0s\"\n"),
     );
     let r = get(&proxy, "/v2/r/tags/list", None);
     assert_eq!(tags_of(&r), ["a", "b", "c", "d", "e"]);
@@ -899,10 +881,7 @@ fn schema1_conversions_are_refused_as_unknown_manifests() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), ""),
     );
     for method in ["GET", "HEAD"] {
         let r = http_request(

@@ -297,10 +297,7 @@ fn canary_upstream_password_never_leaks_from_the_proxy() {
     let proxy = ProxyProcess::start(
         &env_trace,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\nsecret = \"bot\"\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("up", reg.addr(), "secret = \"bot\"\n"),
     );
     let mut bodies = String::new();
     for p in [

@@ -75,10 +75,7 @@ fn over_a_wan_link_prefetch_fills_layers_before_the_client_asks() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n",
-            link.addr
-        ),
+        &crate::support::proxy::plain_upstream("up", &link.addr, ""),
     );
     let m = http_request(
         "GET",
@@ -131,7 +128,7 @@ fn over_a_wan_link_a_large_blob_comes_over_several_connections() {
     let proxy = ProxyProcess::start(
         &env,
         "[prefetch]\nenabled = false\n[limits]\nparallel_fetch_connections = 4\nparallel_fetch_min_bytes = 4194304\n",
-        &format!("[[upstream]]\nname = \"up\"\nurl = \"http://{}\"\ninsecure = true\n", link.addr),
+        &crate::support::proxy::plain_upstream("up", &link.addr, ""),
     );
     let digest = &image.layers[0].digest;
     let got = stream_get(&proxy.addr, &format!("/v2/big/blobs/{digest}"), &[]).expect("GET");

@@ -24,10 +24,7 @@ fn warm_takes_upstream_prefixes_refuses_others_and_fetches_each_digest_once() {
     let proxy = ProxyProcess::start(
         &env,
         "",
-        &format!(
-            "[[upstream]]\nname = \"local\"\nurl = \"http://{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
+        &crate::support::proxy::plain_upstream("local", reg.addr(), ""),
     );
     let config = env.path("proxy.toml");
     let warm = |image: &str| {

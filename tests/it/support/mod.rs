@@ -375,10 +375,7 @@ impl<'e> Scenario<'e> {
     /// The `[[upstream]]` table the proxy gets (plain HTTP to the registry).
     pub fn upstream_toml(&self) -> String {
         let (name, keys) = &self.upstream;
-        format!(
-            "[[upstream]]\nname = \"{name}\"\nurl = \"http://{}\"\ninsecure = true\n{keys}\n",
-            self.reg.addr()
-        )
+        proxy::plain_upstream(name, self.reg.addr(), &format!("{keys}\n"))
     }
 
     /// Starts the proxy; the registry and the proxy, both stopped on drop.

@@ -18,6 +18,35 @@ pub struct ProxyProcess {
     log: PathBuf,
 }
 
+/// An `[[upstream]]` table for a plain-HTTP registry at `addr`, with more `keys` (TOML lines).
+pub fn plain_upstream(name: &str, addr: &str, keys: &str) -> String {
+    format!("[[upstream]]\nname = \"{name}\"\nurl = \"http://{addr}\"\ninsecure = true\n{keys}")
+}
+
+/// The proxy's `/token` answer (docker-style GET, Basic `creds` when given) for pulling `repo`:
+/// asserted to be 200 with a token in it.
+pub fn token_answer(addr: &str, creds: Option<(&str, &str)>, repo: &str) -> serde_json::Value {
+    let auth = creds.map(|(u, p)| super::http::basic_auth(u, p));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let path = format!("/token?service=pullsecret&scope=repository:{repo}:pull");
+    let r = super::http::http_request("GET", addr, &path, &headers, b"").expect("token");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(
+        v["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "no token: {v}"
+    );
+    v
+}
+
+/// A client token from the proxy at `addr` (see [`token_answer`]).
+pub fn client_token(addr: &str, creds: Option<(&str, &str)>, repo: &str) -> String {
+    token_answer(addr, creds, repo)["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
